@@ -1,0 +1,129 @@
+"""Command line: ``valuation run FILE`` and ``valuation validate FILE``.
+
+Exit codes: 0 success; 2 bad input or usage (a message, no traceback);
+1 unexpected failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from valuation.errors import InputError
+
+EXIT_OK, EXIT_FAILURE, EXIT_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # usage errors: exit 2 with the usage line and the message
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_INPUT)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="valuation", description="Monte Carlo valuation of AGI-era deal structures.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="simulate a scenario, print the summary and write the workbook")
+    run.add_argument("file", help="scenario file (.toml)")
+    run.add_argument("--paths", type=_count, help="number of Monte Carlo paths (default: the scenario's)")
+    run.add_argument("--seed", type=_count, help="random seed (default: the scenario's)")
+    run.add_argument("--out", help="workbook path (default: reports/<file stem>.xlsx)")
+    run.add_argument("--threads", type=_count, help="worker threads (default: all cores)")
+    run.add_argument("--baseline", help="structure to compare the others with (default: the scenario's)")
+    check = sub.add_parser("validate", help="check a scenario file and report every problem")
+    check.add_argument("file", help="scenario file (.toml)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "validate":
+            return _validate(args)
+        return _run(args)
+    except InputError as exc:
+        print(f"error: {exc.message()}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an unexpected failure is a bug: keep the traceback for the report
+        import traceback
+
+        traceback.print_exc()
+        print(f"unexpected failure ({type(exc).__name__}); please report it with the traceback above",
+              file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from valuation.compile import compile_scenario
+    from valuation.scenario import load_scenario
+
+    scenario = load_scenario(args.file)
+    compiled = compile_scenario(scenario)
+    print(f"{args.file}: valid: {len(scenario.structures)} structures, {len(scenario.parties)} parties, "
+          f"{len(scenario.deadlines)} deadlines, {compiled.n_steps} steps")
+    for key, fit in compiled.fits.items():
+        print(f"  {key}: {fit.distribution} fitted to {len(fit.probs)} points, residual {fit.residual:.2g}")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from valuation import simulate
+    from valuation.report import check_output_path, format_summary
+    from valuation.scenario import load_scenario
+
+    scenario = load_scenario(args.file)
+    out = Path(args.out) if args.out else Path("reports") / f"{Path(args.file).stem}.xlsx"
+    check_output_path(out)
+    if args.baseline is not None and args.baseline not in scenario.structure_names():
+        raise InputError("--baseline", f"{args.baseline!r}: expected one of {scenario.structure_names()}")
+    paths = scenario.simulation.paths if args.paths is None else args.paths
+    bar = _progress_bar(paths)
+    try:
+        result = simulate(scenario, paths=paths, seed=args.seed, threads=args.threads,
+                          progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    if args.baseline:
+        result.baseline = args.baseline
+    summary = result.summary()
+    print(f"{scenario.name}\n{result.paths:,} paths, seed {result.seed}, {result.run_seconds:.2f} s "
+          f"on {result.threads} threads (compile {result.compile_seconds:.1f} s); PV in USD bn at "
+          f"{scenario.simulation.valuation_date}; baseline {summary.attrs['baseline']}\n")
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print(format_summary(summary))
+    for key, fit in result.fits.items():
+        if fit.residual > 1e-6:
+            print(f"\nnote: {key} fitted as {fit.distribution}; it misses the given points by up to "
+                  f"{fit.residual:.3f} in probability")
+    written = result.to_excel(out)
+    print(f"\nworkbook: {written}")
+    return EXIT_OK
+
+
+def _progress_bar(paths: int):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=paths, unit=" paths", unit_scale=True, delay=1.0, file=sys.stderr, leave=False,
+                disable=None)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

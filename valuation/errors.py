@@ -1,0 +1,51 @@
+"""The project's own input error: one message naming file, key, value and expectation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One mistake in an input: where it is, what was found, what was expected."""
+
+    key: str
+    expected: str
+    value: object = None
+    has_value: bool = True
+
+    def render(self) -> str:
+        where = self.key or "(top level)"
+        if not self.has_value:
+            return f"{where}: {self.expected}"
+        return f"{where} = {_show(self.value)}: expected {self.expected}"
+
+
+def _show(value: object) -> str:
+    text = value.isoformat() if isinstance(value, date) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+class InputError(Exception):
+    """Bad input from a user: scenario file, workbook or command-line argument.
+
+    The CLI turns it into exit code 2 and prints :meth:`message` without a
+    traceback; the Python API lets it propagate with the same message.
+    """
+
+    def __init__(self, source: str, problems: Sequence[Problem] | str):
+        if isinstance(problems, str):
+            problems = [Problem(key="", expected=problems, has_value=False)]
+        self.source = str(source)
+        self.problems = list(problems)
+        super().__init__(self.message())
+
+    def message(self) -> str:
+        lines = [p.render() for p in self.problems]
+        if len(lines) == 1:
+            return f"{self.source}: {lines[0]}"
+        shown = "\n".join(f"  - {line}" for line in lines[:12])
+        more = f"\n  ... and {len(lines) - 12} more" if len(lines) > 12 else ""
+        return f"{self.source}: {len(lines)} problems\n{shown}{more}"

@@ -1,0 +1,777 @@
+"""Scenario files: TOML in, a validated :class:`Scenario` out.
+
+A scenario holds everything about a run: parties, the time grid, the AGI
+model, the revenue model, events and deadlines, and the deal structures.
+Every mistake becomes an :class:`~valuation.errors.InputError` naming the
+file, the key path (``structures[2].clauses[0].cap``), the bad value and what
+was expected.  Unknown keys are errors.
+
+Any number may be written as ``{ value = 0.2, source = "..." }``; the source
+is kept (see :attr:`Scenario.sources`) and shown on the workbook's
+Assumptions sheet.  Every table may also carry a ``source`` of its own.
+"""
+
+from __future__ import annotations
+
+import difflib
+import tomllib
+from collections.abc import Iterator
+from datetime import date as Date
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from valuation.errors import InputError, Problem
+
+BUILTIN_EVENTS = ("agi_declared", "agi_verified")
+_TRIGGER_WORDS = ("valuation_date", "never", *BUILTIN_EVENTS)
+
+
+def _unit(unit: str, doc: str, **kwargs: Any) -> Any:
+    """A field with a unit and a one-line description (for docs and the workbook)."""
+    return Field(description=doc, json_schema_extra={"unit": unit}, **kwargs)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+    source: str | None = _unit("text", "Where the numbers of this table come from.", default=None)
+
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+# ---------------------------------------------------------------- triggers
+
+
+class EventOffset(_Model):
+    """An event time plus a fixed delay, e.g. ``{ event = "agi_verified", plus_years = 2 }``."""
+
+    event: Name = _unit("name", "agi_declared, agi_verified or the name of an [events] entry.")
+    plus_years: float = _unit("years", "Delay added to the event time.", default=0.0, ge=0.0)
+
+
+TriggerTerm = Union[Date, str, EventOffset]
+
+
+def _as_trigger(value: Any) -> Any:
+    """A trigger is one term or a list of terms (the earliest applies)."""
+    terms = value if isinstance(value, list) else [value]
+    if not terms:
+        raise ValueError("a non-empty list of trigger terms")
+    out: list[Any] = []
+    for term in terms:
+        if isinstance(term, dict):
+            unknown = set(term) - {"event", "plus_years"}
+            if unknown or "event" not in term:
+                raise ValueError("{ event = <name>, plus_years = <years> } (keys 'event' and optional "
+                                 f"'plus_years'), got keys {sorted(term)}")
+            try:
+                term = EventOffset.model_validate(term)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise ValueError(f"{{ event = <name>, plus_years = <years >= 0> }}: {first['msg']}") from None
+        elif isinstance(term, bool) or not isinstance(term, (Date, str)):
+            raise ValueError(
+                "a date, 'valuation_date', 'never', 'agi_declared', 'agi_verified', an event name, "
+                "{ event = ..., plus_years = ... }, or a list of these (earliest applies)"
+            )
+        out.append(term)
+    return out
+
+
+Trigger = Annotated[list[TriggerTerm], BeforeValidator(_as_trigger)]
+
+
+class Condition(_Model):
+    """When a payment or stake applies.
+
+    Either ``{ deadline = "name", met = true }`` or
+    ``{ event = "agi_declared", before = 2028-12-31 }``.
+    """
+
+    deadline: Name | None = _unit("name", "A deadline whose outcome decides.", default=None)
+    met: bool = _unit("true/false", "Apply when the deadline is met (true) or missed (false).", default=True)
+    event: Name | None = _unit("name", "An event that must happen before `before`.", default=None)
+    before: Date | None = _unit("date", "The event must happen on or before this date.", default=None)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Condition:
+        if (self.deadline is None) == (self.event is None):
+            raise ValueError("exactly one of 'deadline' or 'event' (with 'before')")
+        if self.event is not None and self.before is None:
+            raise ValueError("'before' (a date) together with 'event'")
+        return self
+
+
+# ------------------------------------------------------ timing distributions
+
+
+class _Timing(_Model):
+    start: Date | float | None = _unit(
+        "date or years",
+        "The clock starts here: nothing happens before. A date for event times, years for lags.",
+        default=None,
+    )
+    never: Probability = _unit("probability", "Probability the event never happens.", default=0.0)
+
+
+class ExponentialTiming(_Timing):
+    family: Literal["exponential"]
+    rate: float = _unit("per year", "Constant hazard rate.", gt=0.0)
+
+
+class WeibullTiming(_Timing):
+    family: Literal["weibull"]
+    shape: float = _unit("1", "Weibull shape k (k > 1: hazard rises over time).", gt=0.0)
+    scale: float = _unit("years", "Weibull scale (63% of the mass falls before it).", gt=0.0)
+
+
+class LognormalTiming(_Timing):
+    family: Literal["lognormal"]
+    median: float = _unit("years", "Median time after the start.", gt=0.0)
+    sigma: float = _unit("1", "Standard deviation of the log time.", gt=0.0)
+
+
+class GompertzTiming(_Timing):
+    family: Literal["gompertz"]
+    rate: float = _unit("per year", "Hazard at the start.", gt=0.0)
+    growth: float = _unit("per year", "Exponential growth rate of the hazard.", gt=0.0)
+
+
+class HazardPiece(_Model):
+    start: Date | float = _unit("date or years", "Where this piece's hazard begins.", alias="from")
+    hazard: float = _unit("per year", "Constant hazard on this piece.", ge=0.0)
+
+    model_config = ConfigDict(populate_by_name=False)
+
+
+class PiecewiseTiming(_Timing):
+    family: Literal["piecewise_hazard"]
+    pieces: list[HazardPiece] = _unit(
+        "list", "Hazard by period, in increasing order of `from`; the last piece continues.", min_length=1
+    )
+
+    @field_validator("pieces")
+    @classmethod
+    def _increasing(cls, pieces: list[HazardPiece]) -> list[HazardPiece]:
+        _check_increasing([p.start for p in pieces], "pieces", "from")
+        return pieces
+
+
+class QuantilePoint(_Model):
+    by: Date | float = _unit("date or years", "The event has happened by this date with probability p.")
+    p: float = _unit("probability", "Cumulative probability at `by`.", gt=0.0, lt=1.0)
+
+
+class QuantileTiming(_Timing):
+    family: Literal["quantiles"]
+    points: list[QuantilePoint] = _unit("list", "Elicited points P(by date) = p, increasing.", min_length=1)
+    fit: Literal["piecewise", "lognormal", "weibull", "gompertz", "exponential"] = _unit(
+        "choice", "piecewise: exact, hazard constant between points; otherwise least squares.",
+        default="piecewise",
+    )
+    tail: Literal["continue", "never"] = _unit(
+        "choice", "piecewise only: after the last point the hazard continues, or the rest never happens.",
+        default="continue",
+    )
+
+    @field_validator("points")
+    @classmethod
+    def _increasing(cls, points: list[QuantilePoint]) -> list[QuantilePoint]:
+        _check_increasing([p.by for p in points], "points", "by")
+        _check_increasing([p.p for p in points], "points", "p")
+        return points
+
+
+class FixedTiming(_Timing):
+    family: Literal["fixed"]
+    after: float = _unit("years", "The event happens exactly this long after the start.", ge=0.0)
+
+
+Timing = Annotated[
+    Union[ExponentialTiming, WeibullTiming, LognormalTiming, GompertzTiming, PiecewiseTiming, QuantileTiming,
+          FixedTiming],
+    Field(discriminator="family"),
+]
+TIMING_FAMILIES = ("exponential", "weibull", "lognormal", "gompertz", "piecewise_hazard", "quantiles", "fixed")
+
+
+def _check_increasing(values: list[Any], field: str, key: str) -> None:
+    kinds = {type(v) is Date for v in values}
+    if len(kinds) > 1:
+        raise ValueError(f"all {field}[*].{key} of one kind: dates or numbers, not both")
+    for i in range(1, len(values)):
+        if not values[i] > values[i - 1]:
+            raise ValueError(
+                f"{field}[*].{key} strictly increasing, but {field}[{i}].{key} = {values[i]} "
+                f"does not exceed {field}[{i - 1}].{key} = {values[i - 1]}"
+            )
+
+
+# --------------------------------------------------------------- the world
+
+
+class Simulation(_Model):
+    valuation_date: Date = _unit("date", "Time zero; all PVs are as of this date.")
+    horizon: Date = _unit("date", "Last date simulated; stakes are valued here.")
+    steps_per_year: int = _unit("per year", "Time steps per year (4 = quarterly).", default=4, ge=1, le=365)
+    paths: int = _unit("count", "Default number of Monte Carlo paths.", default=100_000, ge=1, le=10**10)
+    seed: int = _unit("integer", "Default seed of the random generator.", default=20250806, ge=0)
+    baseline: Name | None = _unit("name", "Structure others are compared with (default: the first).", default=None)
+
+    @model_validator(mode="after")
+    def _horizon_after_start(self) -> Simulation:
+        if self.horizon <= self.valuation_date:
+            raise ValueError(f"horizon after valuation_date ({self.valuation_date}), got {self.horizon}")
+        if (self.horizon - self.valuation_date).days > 200 * 366:
+            raise ValueError("a horizon at most 200 years after valuation_date")
+        return self
+
+
+class Party(_Model):
+    discount_rate: float = _unit("per year", "Annual rate discounting this party's flows: (1+r)^-t.", gt=-1.0,
+                                 le=10.0)
+    label: str | None = _unit("text", "Display name.", default=None)
+
+
+class Agi(_Model):
+    declaration: Timing = _unit("table", "Distribution of the date AGI is declared.")
+    verification_lag: Timing = _unit("table", "Distribution of the lag from declaration to verification (years).")
+    never_verified: Probability = _unit(
+        "probability", "Probability a declaration is never verified (the panel rejects it).", default=0.0
+    )
+
+
+class MarginPoint(_Model):
+    date: Date = _unit("date", "Date of this point of the margin path.")
+    margin: float = _unit("fraction", "Operating margin (profit / revenue); negative is a loss.", ge=-20.0, le=1.0)
+
+
+class Revenue(_Model):
+    initial: float = _unit("USD bn per year", "Annual revenue rate at the valuation date.", gt=0.0)
+    initial_growth: float = _unit("per year", "Growth rate of revenue today (log, continuous).", ge=-2.0, le=5.0)
+    long_run_growth: float = _unit("per year", "Growth rate revenue growth reverts to.", ge=-1.0, le=1.0)
+    mean_reversion: float = _unit("per year", "Speed at which growth reverts (half-life ln2/speed).", ge=0.0,
+                                  le=50.0)
+    volatility: float = _unit("per sqrt(year)", "Volatility of log revenue.", ge=0.0, le=3.0)
+    growth_volatility: float = _unit("per year per sqrt(year)", "Volatility of the growth rate.", default=0.0,
+                                     ge=0.0, le=3.0)
+    correlation: float = _unit("1", "Correlation of revenue and growth shocks.", default=0.0, ge=-1.0, le=1.0)
+    jump_intensity: float = _unit("per year", "Rate of downward jumps (competition shocks).", default=0.0, ge=0.0,
+                                  le=20.0)
+    jump_loss: float = _unit("fraction", "Share of revenue lost at each jump.", default=0.0, ge=0.0, lt=1.0)
+    agi_growth_uplift: float = _unit("per year", "Added to revenue growth after AGI is declared.", default=0.0,
+                                     ge=-1.0, le=3.0)
+    exit_multiple: float = _unit("x revenue", "Company value at the horizon = multiple x revenue rate.", gt=0.0,
+                                 le=1000.0)
+    margin: list[MarginPoint] | float = _unit(
+        "fraction", "Operating margin: one number, or a path of {date, margin} points (linear between, flat outside).",
+    )
+
+    @field_validator("margin")
+    @classmethod
+    def _margin_path(cls, margin: list[MarginPoint] | float) -> list[MarginPoint] | float:
+        if isinstance(margin, list):
+            if not margin:
+                raise ValueError("at least one {date, margin} point")
+            _check_increasing([p.date for p in margin], "margin", "date")
+        elif not -20.0 <= margin <= 1.0:
+            raise ValueError(f"a margin between -20 and 1, got {margin}")
+        return margin
+
+
+class Deadline(_Model):
+    name: Name = _unit("name", "Name used by structures and conditions.")
+    date: Date = _unit("date", "The deadline: met if the event happens on or before it.")
+    events: list[Name] | None = _unit(
+        "names", "Met if any of these events (agi_declared, agi_verified, [events] names) happens by the date.",
+        default=None,
+    )
+    completion: Timing | None = _unit("table", "Time-to-completion distribution of this deadline's own event.",
+                                      default=None)
+    growth_haircut: float = _unit("per year", "Subtracted from revenue growth after a missed deadline.",
+                                  default=0.0, ge=0.0, le=3.0)
+    haircut_years: float | None = _unit("years", "How long the haircut lasts (default: to the horizon).",
+                                        default=None, gt=0.0)
+    label: str | None = _unit("text", "Display name.", default=None)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Deadline:
+        if (self.events is None) == (self.completion is None):
+            raise ValueError("exactly one of 'events' (a list of event names) or 'completion' (a distribution)")
+        if self.events is not None and not self.events:
+            raise ValueError("at least one name in 'events'")
+        return self
+
+
+# ------------------------------------------------------------------ clauses
+
+
+class RatePoint(_Model):
+    date: Date = _unit("date", "From this date (step) or at this date (linear).")
+    rate: float = _unit("fraction", "Share of the base.", ge=0.0, le=1.0)
+
+
+class _Clause(_Model):
+    label: str | None = _unit("text", "Display name of the clause.", default=None)
+    discount_rate: float | None = _unit(
+        "per year", "Discount rate for this clause's flows, for both parties (default: each party's own).",
+        default=None, gt=-1.0, le=10.0,
+    )
+
+
+class _Transfer(_Clause):
+    payer: Name = _unit("party", "Party that pays.")
+    payee: Name = _unit("party", "Party that receives.")
+
+    @model_validator(mode="after")
+    def _two_parties(self) -> _Transfer:
+        if self.payer == self.payee:
+            raise ValueError(f"payer and payee to differ, both are {self.payer!r}")
+        return self
+
+
+class _Windowed(_Model):
+    start: Trigger = _unit("trigger", "When the clause starts: date, event, {event, plus_years} or a list "
+                           "(earliest).", default_factory=lambda: ["valuation_date"])
+    end: Trigger = _unit("trigger", "When it ends: as `start` (earliest of a list applies).",
+                         default_factory=lambda: ["never"])
+
+
+class RevenueShare(_Transfer, _Windowed):
+    type: Literal["revenue_share"]
+    rate: float | None = _unit("fraction", "Constant share of revenue (or give `schedule`).", default=None,
+                               ge=0.0, le=1.0)
+    schedule: list[RatePoint] | None = _unit("list", "Rate over time: {date, rate} points.", default=None)
+    interpolation: Literal["step", "linear"] = _unit(
+        "choice", "step: each rate holds from its date; linear: straight lines between dates.", default="step"
+    )
+    base_fraction: float = _unit("fraction", "Share of the company's revenue that forms the base.", default=1.0,
+                                 gt=0.0, le=1.0)
+    cap: float | None = _unit("USD bn", "Cap on cumulative payments at the rate (undiscounted).", default=None,
+                              ge=0.0)
+    rate_after_cap: float = _unit("fraction", "Rate once the cap is reached.", default=0.0, ge=0.0, le=1.0)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule_increasing(cls, schedule: list[RatePoint] | None) -> list[RatePoint] | None:
+        if schedule is not None:
+            if not schedule:
+                raise ValueError("at least one {date, rate} point")
+            _check_increasing([p.date for p in schedule], "schedule", "date")
+        return schedule
+
+    @model_validator(mode="after")
+    def _rate_or_schedule(self) -> RevenueShare:
+        if (self.rate is None) == (self.schedule is None):
+            raise ValueError("exactly one of 'rate' (a number) or 'schedule' (a list of {date, rate})")
+        return self
+
+
+class Tier(_Model):
+    rate: float = _unit("fraction", "Share of positive profit paid in this tier.", ge=0.0, le=1.0)
+    until: float | None = _unit("USD bn", "Tier ends when the cumulative basis reaches this (last: none).",
+                                default=None, gt=0.0)
+
+
+class ProfitShare(_Transfer, _Windowed):
+    type: Literal["profit_share"]
+    tiers: list[Tier] = _unit("list", "Tiers {rate, until} in increasing `until`.", min_length=1)
+    basis: Literal["payee_receipts", "cumulative_profit"] = _unit(
+        "choice", "What `until` counts: the payee's cumulative receipts, or cumulative positive profit.",
+        default="payee_receipts",
+    )
+    loss_carryforward: bool = _unit("true/false", "Losses must be recovered before profit is shared.",
+                                    default=False)
+
+    @field_validator("tiers")
+    @classmethod
+    def _tiers_increase(cls, tiers: list[Tier]) -> list[Tier]:
+        for i, tier in enumerate(tiers[:-1]):
+            if tier.until is None:
+                raise ValueError(f"an 'until' on every tier but the last; tiers[{i}] has none")
+        _check_increasing([t.until for t in tiers if t.until is not None], "tiers", "until")
+        return tiers
+
+
+class EquityStake(_Clause):
+    type: Literal["equity_stake"]
+    holder: Name = _unit("party", "Party that holds the stake.")
+    issuer: Name = _unit("party", "Party whose owners give up the stake.")
+    fraction: float = _unit("fraction", "Share of company value at the horizon.", gt=0.0, le=1.0)
+    condition: Condition | None = _unit("table", "The stake applies only on paths where this holds.",
+                                        default=None)
+
+    @model_validator(mode="after")
+    def _two_parties(self) -> EquityStake:
+        if self.holder == self.issuer:
+            raise ValueError(f"holder and issuer to differ, both are {self.holder!r}")
+        return self
+
+
+class Payment(_Transfer):
+    type: Literal["payment"]
+    amount: float = _unit("USD bn", "Paid on `date` when the condition holds (or always).", ge=0.0)
+    amount_otherwise: float = _unit("USD bn", "Paid on `date` when the condition fails.", default=0.0, ge=0.0)
+    date: Date = _unit("date", "Payment date (within the horizon).")
+    condition: Condition | None = _unit("table", "Condition for `amount`.", default=None)
+
+
+class OwnValue(_Clause, _Windowed):
+    type: Literal["own_value"]
+    party: Name = _unit("party", "Party that enjoys the value (not a transfer).")
+    revenue_rate: float | None = _unit("fraction", "Value as a share of the company's revenue.", default=None,
+                                       ge=0.0, le=10.0)
+    amount_per_year: float | None = _unit("USD bn per year", "Or a fixed value per year.", default=None)
+
+    @model_validator(mode="after")
+    def _one_basis(self) -> OwnValue:
+        if (self.revenue_rate is None) == (self.amount_per_year is None):
+            raise ValueError("exactly one of 'revenue_rate' or 'amount_per_year'")
+        return self
+
+
+Clause = Annotated[
+    Union[RevenueShare, ProfitShare, EquityStake, Payment, OwnValue], Field(discriminator="type")
+]
+CLAUSE_TYPES = ("revenue_share", "profit_share", "equity_stake", "payment", "own_value")
+
+
+class Structure(_Model):
+    name: Name = _unit("name", "Identifier of the structure.")
+    label: str | None = _unit("text", "Display name.", default=None)
+    requires: Name | None = _unit("deadline", "A deadline this structure needs; missed -> `fallback` applies.",
+                                  default=None)
+    fallback: Name | None = _unit("structure", "Structure that applies where `requires` is missed.",
+                                  default=None)
+    clauses: list[Clause] = _unit("list", "The clauses, evaluated on every path.", default_factory=list)
+
+    @model_validator(mode="after")
+    def _fallback_pairs(self) -> Structure:
+        if (self.requires is None) != (self.fallback is None):
+            raise ValueError("'requires' and 'fallback' together (or neither)")
+        return self
+
+
+class Scenario(_Model):
+    """A validated scenario: the whole input of a run."""
+
+    name: Name = _unit("text", "Title of the scenario.")
+    description: str | None = _unit("text", "What the scenario represents.", default=None)
+    simulation: Simulation
+    parties: dict[Name, Party] = _unit("table", "Parties by name.", min_length=1)
+    agi: Agi
+    revenue: Revenue
+    events: dict[Name, Timing] = _unit("table", "Named random event times (e.g. an IPO).", default_factory=dict)
+    deadlines: list[Deadline] = _unit("list", "Deal deadlines.", default_factory=list)
+    common_clauses: list[Clause] = _unit("list", "Clauses added to every structure (e.g. funding rounds).",
+                                         default_factory=list)
+    structures: list[Structure] = _unit("list", "The deal structures to compare.", min_length=1)
+
+    # Set by the loader, not by the file.
+    sources: dict[str, str] = Field(default_factory=dict, exclude=True)
+    path: str | None = Field(default=None, exclude=True)
+
+    @property
+    def baseline(self) -> str:
+        return self.simulation.baseline or self.structures[0].name
+
+    def structure_names(self) -> list[str]:
+        return [s.name for s in self.structures]
+
+    def party_names(self) -> list[str]:
+        return list(self.parties)
+
+    def years(self, when: Date) -> float:
+        """Years from the valuation date (days / 365.25)."""
+        return (when - self.simulation.valuation_date).days / 365.25
+
+    @property
+    def horizon_years(self) -> float:
+        return self.years(self.simulation.horizon)
+
+
+# ------------------------------------------------------------------ loading
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read, validate and check a scenario file.
+
+    Parameters
+    ----------
+    path
+        A ``.toml`` scenario file.
+
+    Returns
+    -------
+    Scenario
+        Validated; its ``sources`` map key paths to source notes.
+
+    Raises
+    ------
+    InputError
+        For a missing or unreadable file, a TOML syntax error or any invalid
+        value, with the file, key path, value and what was expected.
+    """
+    path = Path(path)
+    try:
+        raw_bytes = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except IsADirectoryError:
+        raise InputError(path, "is a directory, expected a .toml scenario file") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = raw_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not UTF-8 text (byte {exc.start}); expected a TOML scenario file") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(path, f"TOML syntax error: {exc}") from None
+    return scenario_from_dict(data, source=str(path))
+
+
+def scenario_from_dict(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
+    """Validate a scenario given as nested dicts (as parsed from TOML)."""
+    sources: dict[str, str] = {}
+    plain = _strip_sources(data, "", sources)
+    try:
+        scenario = Scenario.model_validate(plain)
+    except ValidationError as exc:
+        raise InputError(source, [_problem(err) for err in exc.errors()]) from None
+    problems = list(_cross_checks(scenario))
+    if problems:
+        raise InputError(source, problems)
+    return scenario.model_copy(update={"sources": sources, "path": source})
+
+
+def _strip_sources(node: Any, path: str, sources: dict[str, str]) -> Any:
+    """Replace ``{value = x, source = "..."}`` by ``x``, recording the source by key path."""
+    if isinstance(node, dict):
+        if "value" in node and set(node) <= {"value", "source"}:
+            if isinstance(node.get("source"), str):
+                sources[path] = node["source"]
+            return node["value"]
+        out = {}
+        for key, value in node.items():
+            child = f"{path}.{key}" if path else str(key)
+            out[key] = _strip_sources(value, child, sources)
+        return out
+    if isinstance(node, list):
+        return [_strip_sources(v, f"{path}[{i}]", sources) for i, v in enumerate(node)]
+    return node
+
+
+# Loc elements pydantic inserts for tagged unions; they are not keys of the file.
+_UNION_TAGS = set(TIMING_FAMILIES) | set(CLAUSE_TYPES) | set()
+_EXPECTED = {
+    "missing": "a value: this key is required",
+    "float_type": "a number",
+    "int_type": "a whole number",
+    "string_type": "text in quotes",
+    "bool_type": "true or false",
+    "date_type": "a date such as 2030-12-31",
+    "list_type": "a list [ ... ]",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "finite_number": "a finite number (not nan or inf)",
+    "union_tag_not_found": "a table with a 'family' or 'type' key",
+}
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for i, item in enumerate(loc):
+        if isinstance(item, str) and item in _UNION_TAGS and i > 0:
+            continue
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(f".{item}" if parts else str(item))
+    return "".join(parts)
+
+
+def _problem(err: dict[str, Any]) -> Problem:
+    loc = tuple(err.get("loc", ()))
+    kind = err.get("type", "")
+    key = _key_path(loc)
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    if kind == "extra_forbidden":
+        name = str(loc[-1]) if loc else ""
+        close = difflib.get_close_matches(name, _all_field_names(), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return Problem(key, f"unknown key{hint}; see the scenario file reference in README.md", has_value=False)
+    if kind == "missing":
+        return Problem(key, "a value: this key is required", has_value=False)
+    if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        sign = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
+        bound = next(iter(ctx.values()), "?")
+        return Problem(key, f"a number {sign} {bound}", value)
+    if kind == "literal_error":
+        return Problem(key, f"one of {ctx.get('expected', '')}", value)
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        tag = str(ctx.get("discriminator", "'type'")).strip("'")
+        if kind == "union_tag_not_found":
+            return Problem(f"{key}.{tag}", "a value: this key is required", has_value=False)
+        return Problem(f"{key}.{tag}", f"one of {ctx.get('expected_tags', '')}", ctx.get("tag", value))
+    if kind in ("too_short", "too_long"):
+        return Problem(key, err.get("msg", "").replace("should", "expected to").lower(), value)
+    if kind == "value_error":
+        msg = str(ctx.get("error", err.get("msg", "")))
+        return Problem(key, msg, value)
+    return Problem(key, _EXPECTED.get(kind, err.get("msg", "a valid value")), value)
+
+
+def _all_field_names() -> list[str]:
+    names: set[str] = set()
+    todo: list[type[BaseModel]] = [Scenario]
+    seen: set[type[BaseModel]] = set()
+    while todo:
+        model = todo.pop()
+        if model in seen:
+            continue
+        seen.add(model)
+        for fname, field in model.model_fields.items():
+            names.add(field.alias or fname)
+        for sub in _models_in(model):
+            todo.append(sub)
+    return sorted(names)
+
+
+def _models_in(model: type[BaseModel]) -> Iterator[type[BaseModel]]:
+    for cls in (ExponentialTiming, WeibullTiming, LognormalTiming, GompertzTiming, PiecewiseTiming, QuantileTiming,
+                FixedTiming, HazardPiece, QuantilePoint, Simulation, Party, Agi, MarginPoint, Revenue, Deadline,
+                RatePoint, RevenueShare, Tier, ProfitShare, EquityStake, Payment, OwnValue, Structure, Condition,
+                EventOffset):
+        yield cls
+
+
+# ------------------------------------------------------------ cross checks
+
+
+def _cross_checks(s: Scenario) -> Iterator[Problem]:
+    """Checks that need the whole scenario: names, references, cycles, dates."""
+    t0, horizon = s.simulation.valuation_date, s.simulation.horizon
+    parties = set(s.parties)
+    events = set(BUILTIN_EVENTS) | set(s.events)
+    for name in s.events:
+        if name in BUILTIN_EVENTS or name in ("valuation_date", "never"):
+            yield Problem(f"events.{name}", "a name other than the built-in triggers", name)
+    deadlines: dict[str, int] = {}
+    for i, d in enumerate(s.deadlines):
+        if d.name in deadlines:
+            yield Problem(f"deadlines[{i}].name", "a name not used by another deadline", d.name)
+        deadlines[d.name] = i
+        if not t0 < d.date <= horizon:
+            yield Problem(f"deadlines[{i}].date", f"a date after {t0} and not after the horizon {horizon}", d.date)
+        for j, ev in enumerate(d.events or []):
+            if ev not in events:
+                yield Problem(f"deadlines[{i}].events[{j}]", f"one of {sorted(events)}", ev)
+    yield from _timing_checks(s.agi.declaration, "agi.declaration", t0, absolute=True)
+    yield from _timing_checks(s.agi.verification_lag, "agi.verification_lag", t0, absolute=False)
+    for name, timing in s.events.items():
+        yield from _timing_checks(timing, f"events.{name}", t0, absolute=True)
+    for i, d in enumerate(s.deadlines):
+        if d.completion is not None:
+            yield from _timing_checks(d.completion, f"deadlines[{i}].completion", t0, absolute=True)
+    if isinstance(s.revenue.margin, list):
+        pass  # any dates are fine: the path is flat outside its points
+    names: dict[str, int] = {}
+    for i, st in enumerate(s.structures):
+        if st.name in names:
+            yield Problem(f"structures[{i}].name", "a name not used by another structure", st.name)
+        names[st.name] = i
+    for i, st in enumerate(s.structures):
+        if st.requires is not None and st.requires not in deadlines:
+            yield Problem(f"structures[{i}].requires", f"a deadline name, one of {sorted(deadlines)}", st.requires)
+        if st.fallback is not None:
+            if st.fallback not in names:
+                yield Problem(f"structures[{i}].fallback", f"a structure name, one of {sorted(names)}", st.fallback)
+            elif st.fallback == st.name:
+                yield Problem(f"structures[{i}].fallback", "another structure, not itself", st.fallback)
+        for j, clause in enumerate(st.clauses):
+            yield from _clause_checks(clause, f"structures[{i}].clauses[{j}]", s, parties, events, deadlines)
+    for j, clause in enumerate(s.common_clauses):
+        yield from _clause_checks(clause, f"common_clauses[{j}]", s, parties, events, deadlines)
+    yield from _fallback_cycles(s)
+    if s.simulation.baseline is not None and s.simulation.baseline not in names:
+        yield Problem("simulation.baseline", f"a structure name, one of {sorted(names)}", s.simulation.baseline)
+
+
+def _timing_checks(t: Any, key: str, t0: Date, absolute: bool) -> Iterator[Problem]:
+    def check(value: Any, where: str) -> Iterator[Problem]:
+        if absolute and isinstance(value, Date) and value < t0:
+            yield Problem(where, f"a date on or after the valuation date {t0}", value)
+        if not absolute and isinstance(value, Date):
+            yield Problem(where, "years (a number): a lag has no calendar date", value)
+        if isinstance(value, float) and value < 0:
+            yield Problem(where, "years >= 0", value)
+
+    if t.start is not None:
+        yield from check(t.start, f"{key}.start")
+    if isinstance(t, PiecewiseTiming):
+        for i, piece in enumerate(t.pieces):
+            yield from check(piece.start, f"{key}.pieces[{i}].from")
+    if isinstance(t, QuantileTiming):
+        for i, point in enumerate(t.points):
+            yield from check(point.by, f"{key}.points[{i}].by")
+        if t.never > 0 and t.points[-1].p >= 1 - t.never:
+            yield Problem(f"{key}.never", f"a probability below 1 - {t.points[-1].p} (the last point)", t.never)
+
+
+def _clause_checks(c: Any, key: str, s: Scenario, parties: set[str], events: set[str],
+                   deadlines: dict[str, int]) -> Iterator[Problem]:
+    for role in ("payer", "payee", "holder", "issuer", "party"):
+        who = getattr(c, role, None)
+        if who is not None and who not in parties:
+            yield Problem(f"{key}.{role}", f"a party, one of {sorted(parties)}", who)
+    for which in ("start", "end"):
+        for k, term in enumerate(getattr(c, which, None) or []):
+            where = f"{key}.{which}" if len(getattr(c, which)) == 1 else f"{key}.{which}[{k}]"
+            if isinstance(term, str) and term not in events and term not in _TRIGGER_WORDS:
+                yield Problem(where, f"a date or one of {sorted(set(_TRIGGER_WORDS) | events)}", term)
+            if isinstance(term, EventOffset) and term.event not in events:
+                yield Problem(f"{where}.event", f"one of {sorted(events)}", term.event)
+            if isinstance(term, Date) and term < s.simulation.valuation_date:
+                yield Problem(where, f"a date on or after the valuation date {s.simulation.valuation_date}", term)
+    cond = getattr(c, "condition", None)
+    if cond is not None:
+        if cond.deadline is not None and cond.deadline not in deadlines:
+            yield Problem(f"{key}.condition.deadline", f"a deadline name, one of {sorted(deadlines)}", cond.deadline)
+        if cond.event is not None and cond.event not in events:
+            yield Problem(f"{key}.condition.event", f"one of {sorted(events)}", cond.event)
+    if isinstance(c, Payment) and not s.simulation.valuation_date < c.date <= s.simulation.horizon:
+        yield Problem(f"{key}.date", f"a date after {s.simulation.valuation_date} and not after the horizon "
+                      f"{s.simulation.horizon}", c.date)
+
+
+def _fallback_cycles(s: Scenario) -> Iterator[Problem]:
+    fallback = {st.name: st.fallback for st in s.structures}
+    index = {st.name: i for i, st in enumerate(s.structures)}
+    for i, st in enumerate(s.structures):
+        seen = [st.name]
+        nxt = st.fallback
+        while nxt is not None and nxt in fallback:
+            if nxt in seen:
+                if nxt == st.name and index[st.name] == min(index[n] for n in seen):
+                    chain = " -> ".join([*seen, nxt])
+                    yield Problem(f"structures[{i}].fallback", f"fallbacks without a cycle, found {chain}",
+                                  st.fallback)
+                break
+            seen.append(nxt)
+            nxt = fallback[nxt]
+
