@@ -121,7 +121,7 @@ def step_average(xs: np.ndarray, ys: np.ndarray, t: np.ndarray, linear: bool) ->
             vals = np.interp(cuts, xs, ys)
             area = np.sum(0.5 * (vals[1:] + vals[:-1]) * np.diff(cuts))
         else:
-            area = sum(_value(xs, ys, lo, False) * (hi - lo) for lo, hi in zip(cuts[:-1], cuts[1:]))
+            area = sum(_value(xs, ys, lo, False) * (hi - lo) for lo, hi in zip(cuts[:-1], cuts[1:], strict=True))
         out[k] = area / (b - a)
     return out
 

@@ -22,14 +22,13 @@ import numpy as np
 
 from models import rng
 from models._jit import jit, pjit
-from models.revenue import LOG_R0, MULTIPLE, G0, LOG_JUMP, UPLIFT, growth_step, log_revenue_step, overlap
+from models.revenue import G0, LOG_JUMP, LOG_R0, MULTIPLE, UPLIFT, growth_step, log_revenue_step, overlap
 from models.timing import sample_time
 from valuation.compile import (
     COND_DEADLINE,
     COND_EVENT,
     EQUITY_STAKE,
     FIRST_EVENT,
-    OWN_VALUE,
     PAYMENT,
     PROFIT_SHARE,
     REVENUE_SHARE,

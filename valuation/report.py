@@ -13,8 +13,8 @@ import hashlib
 import os
 import platform
 import tempfile
+from datetime import UTC, datetime
 from datetime import date as Date
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -165,7 +165,7 @@ def run_metadata(result: SimulationResult) -> list[tuple[str, Any]]:
         ("Package version", __version__),
         ("Run time (s)", round(result.run_seconds, 3)),
         ("Threads", result.threads),
-        ("Written", datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")),
+        ("Written", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")),
         ("Python / platform", f"{platform.python_version()} / {platform.platform(terse=True)}"),
     ]
 

@@ -123,7 +123,7 @@ def describe(x: np.ndarray) -> dict[str, float]:
     worst = np.partition(x, k - 1)[:k]
     return {
         "mean": mean, "se": sd / np.sqrt(n), "sd": sd,
-        **{f"p{p}": float(v) for p, v in zip(PERCENTILES, q)},
+        **{f"p{p}": float(v) for p, v in zip(PERCENTILES, q, strict=True)},
         "var5": var, "cvar5": -float(np.mean(worst)), "p_negative": float(np.mean(x < 0.0)),
     }
 

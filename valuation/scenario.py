@@ -469,10 +469,10 @@ class Scenario(_Model):
 
     name: Name = _unit("text", "Title of the scenario.")
     description: str | None = _unit("text", "What the scenario represents.", default=None)
-    simulation: Simulation
+    simulation: Simulation = _unit("table", "Time grid and run defaults.")
     parties: dict[Name, Party] = _unit("table", "Parties by name.", min_length=1)
-    agi: Agi
-    revenue: Revenue
+    agi: Agi = _unit("table", "AGI declaration and verification.")
+    revenue: Revenue = _unit("table", "The company's revenue model.")
     events: dict[Name, Timing] = _unit("table", "Named random event times (e.g. an IPO).", default_factory=dict)
     deadlines: list[Deadline] = _unit("list", "Deal deadlines.", default_factory=list)
     common_clauses: list[Clause] = _unit("list", "Clauses added to every structure (e.g. funding rounds).",
@@ -637,27 +637,11 @@ def _problem(err: dict[str, Any]) -> Problem:
 
 
 def _all_field_names() -> list[str]:
-    names: set[str] = set()
-    todo: list[type[BaseModel]] = [Scenario]
-    seen: set[type[BaseModel]] = set()
-    while todo:
-        model = todo.pop()
-        if model in seen:
-            continue
-        seen.add(model)
-        for fname, field in model.model_fields.items():
-            names.add(field.alias or fname)
-        for sub in _models_in(model):
-            todo.append(sub)
-    return sorted(names)
-
-
-def _models_in(model: type[BaseModel]) -> Iterator[type[BaseModel]]:
-    for cls in (ExponentialTiming, WeibullTiming, LognormalTiming, GompertzTiming, PiecewiseTiming, QuantileTiming,
-                FixedTiming, HazardPiece, QuantilePoint, Simulation, Party, Agi, MarginPoint, Revenue, Deadline,
-                RatePoint, RevenueShare, Tier, ProfitShare, EquityStake, Payment, OwnValue, Structure, Condition,
-                EventOffset):
-        yield cls
+    models = (Scenario, Simulation, Party, Agi, Revenue, MarginPoint, Deadline, Structure, Condition, EventOffset,
+              ExponentialTiming, WeibullTiming, LognormalTiming, GompertzTiming, PiecewiseTiming, HazardPiece,
+              QuantileTiming, QuantilePoint, FixedTiming, RevenueShare, RatePoint, ProfitShare, Tier, EquityStake,
+              Payment, OwnValue)
+    return sorted({f.alias or n for m in models for n, f in m.model_fields.items() if not f.exclude})
 
 
 # ------------------------------------------------------------ cross checks

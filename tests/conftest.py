@@ -1,0 +1,46 @@
+"""Shared fixtures: small scenarios as dicts, built the way a TOML file would parse."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_CASE = ROOT / "inputs" / "base_case.toml"
+
+
+def base_case_dict() -> dict:
+    with BASE_CASE.open("rb") as fh:
+        return tomllib.load(fh)
+
+
+def minimal_dict(**revenue) -> dict:
+    """Two parties, one structure with one revenue share, constant-hazard AGI."""
+    return {
+        "name": "minimal",
+        "simulation": {"valuation_date": date(2025, 1, 1), "horizon": date(2035, 1, 1), "steps_per_year": 4,
+                       "paths": 1000, "seed": 1},
+        "parties": {"payer": {"discount_rate": 0.10}, "payee": {"discount_rate": 0.05}},
+        "agi": {
+            "declaration": {"family": "exponential", "rate": 0.15},
+            "verification_lag": {"family": "fixed", "after": 1.0},
+        },
+        "revenue": {
+            "initial": 10.0, "initial_growth": 0.3, "long_run_growth": 0.3, "mean_reversion": 0.0,
+            "volatility": 0.0, "exit_multiple": 5.0, "margin": 0.2, **revenue,
+        },
+        "structures": [
+            {"name": "share", "clauses": [
+                {"type": "revenue_share", "payer": "payer", "payee": "payee", "rate": 0.2, "end": "agi_declared"},
+            ]},
+        ],
+    }
+
+
+@pytest.fixture
+def base_dict() -> dict:
+    return copy.deepcopy(base_case_dict())

@@ -1,0 +1,71 @@
+"""Monte Carlo means against exact discrete-time expectations (tolerance: 3 standard errors)."""
+
+import numpy as np
+from conftest import minimal_dict
+
+from valuation import simulate
+from valuation.compile import time_grid
+from valuation.scenario import scenario_from_dict
+
+NUM_SE = 3.0
+
+
+def _grid(s):
+    t = time_grid(s.horizon_years, s.simulation.steps_per_year)
+    return t, np.diff(t)
+
+
+def test_revenue_share_ending_at_agi_with_constant_hazard():
+    """Constant-hazard AGI, deterministic growth: E[PV] = sum rate R_k h DF_k E[active share of step k]."""
+    lam, rate, g, r0 = 0.15, 0.2, 0.3, 10.0
+    s = scenario_from_dict(minimal_dict())
+    result = simulate(s, paths=40_000, seed=5)
+    t, h = _grid(s)
+    a, b = t[:-1], t[1:]
+    revenue = r0 * np.exp(g * b) * h
+    active = np.exp(-lam * a) * -np.expm1(-lam * h) / (lam * h)  # E[overlap((a,b], [0, tau)) / h]
+    exact_payee = np.sum(rate * revenue * active * 1.05 ** -b)
+    exact_payer = -np.sum(rate * revenue * active * 1.10 ** -b)
+    for party, exact in (("payee", exact_payee), ("payer", exact_payer)):
+        x = result.pv("share", party)
+        se = x.std(ddof=1) / np.sqrt(x.size)
+        assert abs(x.mean() - exact) < NUM_SE * se, (party, x.mean(), exact, se)
+    # The test can fail: a share that ended one step late would be far outside.
+    late = np.sum(rate * revenue * np.exp(-lam * np.maximum(a - h, 0)) * 1.05 ** -b)
+    x = result.pv("share", "payee")
+    assert abs(x.mean() - late) > 10 * x.std(ddof=1) / np.sqrt(x.size)
+
+
+def test_lognormal_revenue_with_jumps_has_the_exact_mean():
+    """sigma > 0 and jumps, constant growth, no AGI trigger: E[R_k] = R0 e^{g t_k} prod_j (1 - p_j loss)."""
+    lam_jump, loss, sigma, g, r0, rate = 0.4, 0.3, 0.35, 0.1, 10.0, 0.2
+    d = minimal_dict(volatility=sigma, jump_intensity=lam_jump, jump_loss=loss, initial_growth=g,
+                     long_run_growth=g)
+    d["structures"][0]["clauses"][0].pop("end")
+    s = scenario_from_dict(d)
+    result = simulate(s, paths=40_000, seed=9)
+    t, h = _grid(s)
+    p_jump = -np.expm1(-lam_jump * h)
+    mean_rate = r0 * np.exp(g * t[1:]) * np.cumprod(1.0 - p_jump * loss)
+    exact = np.sum(rate * mean_rate * h * 1.05 ** -t[1:])
+    x = result.pv("share", "payee")
+    se = x.std(ddof=1) / np.sqrt(x.size)
+    assert abs(x.mean() - exact) < NUM_SE * se, (x.mean(), exact, se)
+    assert se < 0.01 * exact  # the check is sharp enough to see a missing jump factor
+    no_jumps = np.sum(rate * r0 * np.exp(g * t[1:]) * h * 1.05 ** -t[1:])
+    assert abs(no_jumps - exact) > 10 * se
+
+
+def test_equity_stake_at_horizon_matches_lognormal_mean():
+    """Stake value = fraction x multiple x R_H, E[R_H] = R0 e^{g H} for constant growth."""
+    sigma, g, r0, frac, mult = 0.3, 0.08, 10.0, 0.25, 5.0
+    d = minimal_dict(volatility=sigma, initial_growth=g, long_run_growth=g, exit_multiple=mult)
+    d["structures"][0]["clauses"] = [{"type": "equity_stake", "holder": "payee", "issuer": "payer",
+                                      "fraction": frac}]
+    s = scenario_from_dict(d)
+    result = simulate(s, paths=40_000, seed=2)
+    H = s.horizon_years
+    exact = frac * mult * r0 * np.exp(g * H) * 1.05 ** -H
+    x = result.pv("share", "payee")
+    se = x.std(ddof=1) / np.sqrt(x.size)
+    assert abs(x.mean() - exact) < NUM_SE * se, (x.mean(), exact, se)

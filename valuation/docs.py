@@ -1,0 +1,110 @@
+"""The scenario file reference, generated from the schema (``python -m valuation.docs``).
+
+README.md carries this text between markers; a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any
+
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from valuation import scenario as sc
+
+SECTIONS: list[tuple[str, type[BaseModel], str]] = [
+    ("top level", sc.Scenario, "The file itself."),
+    ("[simulation]", sc.Simulation, "Time grid and run defaults."),
+    ("[parties.NAME]", sc.Party, "One table per party; NAME is used by clauses."),
+    ("[agi]", sc.Agi, "AGI declaration and verification."),
+    ("timing: exponential", sc.ExponentialTiming, "Any timing table (agi.declaration, agi.verification_lag, "
+                                                  "events.NAME, deadlines[].completion) has `family` and the "
+                                                  "common keys `start`, `never`."),
+    ("timing: weibull", sc.WeibullTiming, ""),
+    ("timing: lognormal", sc.LognormalTiming, ""),
+    ("timing: gompertz", sc.GompertzTiming, ""),
+    ("timing: piecewise_hazard", sc.PiecewiseTiming, ""),
+    ("piecewise piece", sc.HazardPiece, "An element of `pieces`."),
+    ("timing: quantiles", sc.QuantileTiming, "Fitted to elicited points; the fit's residual is reported."),
+    ("quantile point", sc.QuantilePoint, "An element of `points`."),
+    ("timing: fixed", sc.FixedTiming, ""),
+    ("[revenue]", sc.Revenue, "The company's revenue, growth and margin."),
+    ("margin point", sc.MarginPoint, "An element of `revenue.margin`."),
+    ("[[deadlines]]", sc.Deadline, "Met when any of its events happens by its date."),
+    ("[[structures]]", sc.Structure, "A named list of clauses."),
+    ("clause: revenue_share", sc.RevenueShare, "In `[[structures.clauses]]` or `[[common_clauses]]`."),
+    ("rate point", sc.RatePoint, "An element of `schedule`."),
+    ("clause: profit_share", sc.ProfitShare, "Paid on positive profit, tier by tier."),
+    ("tier", sc.Tier, "An element of `tiers`."),
+    ("clause: equity_stake", sc.EquityStake, "Valued at the horizon: fraction x exit_multiple x revenue."),
+    ("clause: payment", sc.Payment, "A fixed or contingent payment (e.g. funding)."),
+    ("clause: own_value", sc.OwnValue, "Value to one party that is not a transfer."),
+    ("condition", sc.Condition, "For payments and stakes."),
+    ("trigger { event, plus_years }", sc.EventOffset, "A trigger term: an event time plus a delay."),
+]
+
+
+_KIND = {"family": "Which distribution this table describes.", "type": "Which kind of clause this is."}
+
+
+def _allowed(annotation: Any, metadata: list[Any]) -> str:
+    bounds = []
+    for m in metadata:
+        for cls, sign, attr in ((Ge, ">=", "ge"), (Gt, ">", "gt"), (Le, "<=", "le"), (Lt, "<", "lt")):
+            if isinstance(m, cls):
+                bounds.append(f"{sign} {getattr(m, attr)}")
+    literals = _literals(annotation)
+    if literals:
+        return " \\| ".join(f"`{v}`" for v in literals)
+    return ", ".join(bounds)
+
+
+def _literals(annotation: Any) -> list[Any]:
+    if typing.get_origin(annotation) is typing.Literal:
+        return list(typing.get_args(annotation))
+    return []
+
+
+def _default(field: Any) -> str:
+    if field.is_required():
+        return "required"
+    if field.default_factory is not None:
+        value = field.default_factory()
+        return f"`{value}`" if value else "none"
+    if field.default is None or field.default is PydanticUndefined:
+        return "none"
+    return f"`{field.default}`"
+
+
+def reference() -> str:
+    """Markdown tables: key, unit, default, allowed values, meaning."""
+    out = [
+        "Every number may be written as `{ value = ..., source = \"...\" }`; every table may carry a `source`. "
+        "Dates are TOML dates (`2030-12-31`). A trigger (`start`, `end`) is a date, `valuation_date`, `never`, "
+        "`agi_declared`, `agi_verified`, an event name, `{ event = ..., plus_years = ... }`, or a list of these "
+        "(the earliest applies). Unknown keys are errors.",
+        "",
+    ]
+    for title, model, note in SECTIONS:
+        out.append(f"**{title}**" + (f" — {note}" if note else ""))
+        out.append("")
+        out.append("| key | unit | default | allowed | meaning |")
+        out.append("|---|---|---|---|---|")
+        for name, field in model.model_fields.items():
+            if field.exclude:
+                continue
+            if name == "source" and model is not sc.Scenario:
+                continue
+            extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+            key = field.alias or name
+            allowed = _allowed(field.annotation, field.metadata)
+            meaning = field.description or _KIND.get(key, "")
+            out.append(f"| `{key}` | {extra.get('unit', '')} | {_default(field)} | {allowed} | {meaning} |")
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    print(reference(), end="")
