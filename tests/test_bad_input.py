@@ -47,6 +47,15 @@ CASES = [
      ["structures[0].clauses[3].type", "'own_valu'"]),
     ("deadline_after_horizon", _replace("date = 2028-12-31\nevents", "date = 2045-12-31\nevents"),
      ["deadlines[2].date", "2045-12-31", "horizon"]),
+    ("too_many_trigger_terms", _replace('end = ["agi_declared", 2030-12-31]',
+                                        'end = ["agi_declared", "ipo", "ipo", "ipo", 2030-12-31]'),
+     ["structures[0].clauses[0].end", "at most 4"]),
+    ("deadline_without_events", _replace('events = ["ipo", "agi_declared"]', 'events = []'),
+     ["deadlines[2]", "at least one"]),
+    ("fallback_cycle", _replace('name = "terms_2019_2023"\nlabel = "2019/2023 terms (status quo)"',
+                                'name = "terms_2019_2023"\nlabel = "2019/2023 terms (status quo)"\n'
+                                'requires = "notes_conversion"\nfallback = "oct_2025_recap"'),
+     ["structures[0].fallback", "cycle", "terms_2019_2023 -> oct_2025_recap -> terms_2019_2023"]),
     ("not_utf8", None, ["UTF-8"]),
     ("missing_file", None, ["file not found"]),
 ]

@@ -2,6 +2,7 @@
 
 import copy
 
+import numba
 import numpy as np
 import pytest
 from conftest import base_case_dict
@@ -120,9 +121,10 @@ def test_higher_rate_never_lowers_payee_pv(structure):
 
 def test_identical_for_any_thread_count_and_chunk_size():
     s = scenario_from_dict(base_case_dict())
+    most = min(2, numba.config.NUMBA_NUM_THREADS)
     one = simulate(s, paths=5_000, seed=42, threads=1, chunk_size=5_000)
-    two = simulate(s, paths=5_000, seed=42, threads=2, chunk_size=777)
-    three = simulate(s, paths=5_000, seed=42, threads=2, chunk_size=4_096)
+    two = simulate(s, paths=5_000, seed=42, threads=most, chunk_size=777)
+    three = simulate(s, paths=5_000, seed=42, threads=most, chunk_size=4_096)
     np.testing.assert_array_equal(one.pvs, two.pvs)
     np.testing.assert_array_equal(one.pvs, three.pvs)
     np.testing.assert_array_equal(one.drivers.to_numpy(), two.drivers.to_numpy())

@@ -27,8 +27,8 @@ CLAUSE_CODES = {"revenue_share": REVENUE_SHARE, "profit_share": PROFIT_SHARE, "e
 SRC_DECLARED, SRC_VERIFIED = 0, 1
 FIRST_EVENT = 2
 TERM_DATE, TERM_UNUSED = -1, -2
-MAX_TERMS = 4
-MAX_TIERS = 8
+MAX_TERMS = max(sc.MAX_TRIGGER_TERMS, sc.MAX_DEADLINE_EVENTS)
+MAX_TIERS = sc.MAX_TIERS
 # Condition kinds.
 COND_NONE, COND_DEADLINE, COND_EVENT = 0, 1, 2
 
@@ -213,8 +213,6 @@ def compile_scenario(s: sc.Scenario, *, undiscounted: bool = False) -> Compiled:
             names = [f"deadline:{dl.name}"]
         else:
             names = list(dl.events or [])
-        if len(names) > MAX_TERMS:
-            raise ValueError(f"deadlines[{d}].events: at most {MAX_TERMS} events")
         dl_src[d, : len(names)] = [src_index[n] for n in names]
     n_par = timing.N_PARAMS
     ev_code = np.array([c for c, _ in ev], np.int64)
@@ -266,8 +264,6 @@ def compile_scenario(s: sc.Scenario, *, undiscounted: bool = False) -> Compiled:
             terms = getattr(clause, which, None)
             if terms is None:
                 continue
-            if len(terms) > MAX_TERMS:
-                raise ValueError(f"at most {MAX_TERMS} trigger terms")
             for m, term in enumerate(terms):
                 cl["term_src"][c, w, m], cl["term_val"][c, w, m] = _term(term, s, src_index)
         cond = getattr(clause, "condition", None)
@@ -288,13 +284,10 @@ def compile_scenario(s: sc.Scenario, *, undiscounted: bool = False) -> Compiled:
             cl["par"][c, 0] = math.inf if clause.cap is None else clause.cap
             cl["par"][c, 1] = clause.rate_after_cap * clause.base_fraction
         elif isinstance(clause, sc.ProfitShare):
-            if len(clause.tiers) > MAX_TIERS:
-                raise ValueError(f"at most {MAX_TIERS} tiers")
             for k, tier in enumerate(clause.tiers):
                 cl["tier_rate"][c, k] = tier.rate
                 cl["tier_until"][c, k] = math.inf if tier.until is None else tier.until
-            if clause.tiers[-1].until is not None:
-                cl["tier_rate"][c, len(clause.tiers)] = 0.0  # nothing beyond the last cap
+            # Beyond a capped last tier the table holds rate 0: nothing more is paid.
             cl["par"][c, 0] = 1.0 if clause.basis == "cumulative_profit" else 0.0
             cl["par"][c, 1] = 1.0 if clause.loss_carryforward else 0.0
         elif isinstance(clause, sc.EquityStake):

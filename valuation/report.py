@@ -209,7 +209,7 @@ def _summary_sheet(ws, result: SimulationResult, summary: pd.DataFrame) -> None:
         put(ws, row, 1, _short(c))
         put(ws, row, 2, SUMMARY_COLUMNS[c])
     ws.freeze_panes = ws.cell(row=top + 1, column=3)
-    _widths(ws, {1: 34, 2: 26, **{3 + j: 12 for j in range(len(cols))}})
+    _widths(ws, {1: 50, 2: 26, **{3 + j: 12 for j in range(len(cols))}})
     ws.row_dimensions[top].height = 32
     _print_setup(ws)
 

@@ -66,6 +66,7 @@ class SimulationResult:
     threads: int
     fits: dict[str, Any] = field(default_factory=dict)
     baseline: str | None = None
+    _summaries: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def paths(self) -> int:
@@ -93,6 +94,8 @@ class SimulationResult:
             scenario's baseline).
         """
         base = baseline or self.baseline or self.structures[0]
+        if base in self._summaries:
+            return self._summaries[base].copy()
         b = self._index(self.structures, base, "structure")
         n = self.paths
         rows = []
@@ -103,7 +106,8 @@ class SimulationResult:
                              **compare(x, self.pvs[:, b, p])})
         df = pd.DataFrame(rows).set_index(["structure", "party"])
         df.attrs.update(baseline=base, paths=n)
-        return df
+        self._summaries[base] = df
+        return df.copy()
 
     def to_excel(self, path: str | Path) -> Path:
         """Write the workbook (see :mod:`valuation.report`); returns its path."""

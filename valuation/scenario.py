@@ -33,6 +33,11 @@ from pydantic import (
 from valuation.errors import InputError, Problem
 
 BUILTIN_EVENTS = ("agi_declared", "agi_verified")
+# Sizes of the kernel's fixed-width tables (see valuation.compile).
+MAX_TRIGGER_TERMS = 4
+MAX_DEADLINE_EVENTS = 4
+MAX_TIERS = 8
+MAX_POINTS = 31
 _TRIGGER_WORDS = ("valuation_date", "never", *BUILTIN_EVENTS)
 
 
@@ -69,6 +74,8 @@ def _as_trigger(value: Any) -> Any:
     terms = value if isinstance(value, list) else [value]
     if not terms:
         raise ValueError("a non-empty list of trigger terms")
+    if len(terms) > MAX_TRIGGER_TERMS:
+        raise ValueError(f"at most {MAX_TRIGGER_TERMS} trigger terms, got {len(terms)}")
     out: list[Any] = []
     for term in terms:
         if isinstance(term, dict):
@@ -159,7 +166,8 @@ class HazardPiece(_Model):
 class PiecewiseTiming(_Timing):
     family: Literal["piecewise_hazard"]
     pieces: list[HazardPiece] = _unit(
-        "list", "Hazard by period, in increasing order of `from`; the last piece continues.", min_length=1
+        "list", "Hazard by period, in increasing order of `from`; the last piece continues.", min_length=1,
+        max_length=MAX_POINTS,
     )
 
     @field_validator("pieces")
@@ -176,7 +184,8 @@ class QuantilePoint(_Model):
 
 class QuantileTiming(_Timing):
     family: Literal["quantiles"]
-    points: list[QuantilePoint] = _unit("list", "Elicited points P(by date) = p, increasing.", min_length=1)
+    points: list[QuantilePoint] = _unit("list", "Elicited points P(by date) = p, increasing.", min_length=1,
+                                        max_length=MAX_POINTS)
     fit: Literal["piecewise", "lognormal", "weibull", "gompertz", "exponential"] = _unit(
         "choice", "piecewise: exact, hazard constant between points; otherwise least squares.",
         default="piecewise",
@@ -296,7 +305,7 @@ class Deadline(_Model):
     date: Date = _unit("date", "The deadline: met if the event happens on or before it.")
     events: list[Name] | None = _unit(
         "names", "Met if any of these events (agi_declared, agi_verified, [events] names) happens by the date.",
-        default=None,
+        default=None, max_length=MAX_DEADLINE_EVENTS,
     )
     completion: Timing | None = _unit("table", "Time-to-completion distribution of this deadline's own event.",
                                       default=None)
@@ -387,7 +396,8 @@ class Tier(_Model):
 
 class ProfitShare(_Transfer, _Windowed):
     type: Literal["profit_share"]
-    tiers: list[Tier] = _unit("list", "Tiers {rate, until} in increasing `until`.", min_length=1)
+    tiers: list[Tier] = _unit("list", "Tiers {rate, until} in increasing `until`.", min_length=1,
+                                   max_length=MAX_TIERS)
     basis: Literal["payee_receipts", "cumulative_profit"] = _unit(
         "choice", "What `until` counts: the payee's cumulative receipts, or cumulative positive profit.",
         default="payee_receipts",
@@ -628,8 +638,10 @@ def _problem(err: dict[str, Any]) -> Problem:
         if kind == "union_tag_not_found":
             return Problem(f"{key}.{tag}", "a value: this key is required", has_value=False)
         return Problem(f"{key}.{tag}", f"one of {ctx.get('expected_tags', '')}", ctx.get("tag", value))
-    if kind in ("too_short", "too_long"):
-        return Problem(key, err.get("msg", "").replace("should", "expected to").lower(), value)
+    if kind == "too_short":
+        return Problem(key, f"at least {ctx.get('min_length', 1)} item(s)", value)
+    if kind == "too_long":
+        return Problem(key, f"at most {ctx.get('max_length')} items, got {ctx.get('actual_length')}", value)
     if kind == "value_error":
         msg = str(ctx.get("error", err.get("msg", "")))
         return Problem(key, msg, value)
