@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from openpyxl import Workbook
-from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
+from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.table import Table, TableStyleInfo
 from pydantic import BaseModel
@@ -43,7 +43,9 @@ HEADER_FILL = PatternFill("solid", fgColor="1F3864")
 HEADER_FONT = Font(bold=True, color="FFFFFF")
 TITLE_FONT = Font(bold=True, size=14, color="1F3864")
 LABEL_FONT = Font(bold=True, color="404040")
-THIN = Border(bottom=Side(style="thin", color="BFBFBF"))
+WRAP = Alignment(wrap_text=True, vertical="top")
+TOP = Alignment(vertical="top")
+TOP_LEFT = Alignment(vertical="top", horizontal="left")
 
 _FORMATS = {"mean": BN, "se": '0.000', "sd": BN, "p5": BN, "p25": BN, "p50": BN, "p75": BN, "p95": BN,
             "var5": BN, "cvar5": BN, "p_negative": PCT, "diff_mean": BN, "diff_se": '0.000', "p_better": PCT}
@@ -112,11 +114,14 @@ def put(ws, row: int, col: int, value: Any, fmt: str | None = None, font: Font |
     """Write one cell; strings are always text, never formulas."""
     if isinstance(value, (np.floating, np.integer)):
         value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
+    missing = isinstance(value, float) and not np.isfinite(value)
+    if missing:
         value = "never" if value > 0 else "n/a"
     cell = ws.cell(row=row, column=col, value=value)
     if isinstance(value, str):
         cell.data_type = "s"
+    if missing:
+        cell.alignment = Alignment(horizontal="right")
     if fmt:
         cell.number_format = fmt
     if font:
@@ -296,14 +301,16 @@ def _assumptions_sheet(ws, scenario: Scenario, result: SimulationResult) -> None
     _header(ws, 1, names)
     rows = assumption_rows(scenario)
     for i, r in enumerate(rows, start=2):
-        put(ws, i, 1, r["key"])
+        put(ws, i, 1, r["key"]).alignment = TOP
         v = r["value"]
-        put(ws, i, 2, v, fmt="yyyy-mm-dd" if isinstance(v, Date) else None)
-        ws.cell(row=i, column=2).alignment = Alignment(horizontal="left")
-        put(ws, i, 3, r["unit"])
-        put(ws, i, 4, r["given"])
-        put(ws, i, 5, r["source"])
-        put(ws, i, 6, r["description"])
+        put(ws, i, 2, v, fmt="yyyy-mm-dd" if isinstance(v, Date) else None).alignment = TOP_LEFT
+        put(ws, i, 3, r["unit"]).alignment = TOP
+        put(ws, i, 4, r["given"]).alignment = TOP
+        put(ws, i, 5, r["source"]).alignment = WRAP
+        put(ws, i, 6, r["description"]).alignment = WRAP
+        lines = max(_lines(str(r["source"]), 60), _lines(str(r["description"]), 48))
+        if lines > 1:  # spreadsheet programs do not grow rows for wrapped text written by openpyxl
+            ws.row_dimensions[i].height = 15 * lines
     last = len(rows) + 1
     for key, fit in result.fits.items():
         last += 1
@@ -315,8 +322,13 @@ def _assumptions_sheet(ws, scenario: Scenario, result: SimulationResult) -> None
         put(ws, last, 6, "The distribution actually simulated")
     _table(ws, "Assumptions", 1, last, len(names))
     ws.freeze_panes = "B2"
-    _widths(ws, {1: 52, 2: 26, 3: 16, 4: 10, 5: 70, 6: 60})
+    _widths(ws, {1: 46, 2: 24, 3: 14, 4: 10, 5: 60, 6: 48})
     _print_setup(ws)
+
+
+def _lines(text: str, width: int) -> int:
+    """Lines a wrapped text needs in a column ``width`` characters wide (a close estimate)."""
+    return max(1, -(-int(len(text) * 1.1) // width))
 
 
 # ------------------------------------------------------------------ paths
@@ -352,6 +364,7 @@ def _paths_sheet(ws, result: SimulationResult) -> None:
     ws.freeze_panes = "B2"
     _widths(ws, {j: 16 for j in range(1, len(names) + 1)})
     ws.row_dimensions[1].height = 45
+    _print_setup(ws)
     put(ws, n + 3, 1, f"The first {n:,} of {result.paths:,} paths. Times are years after the valuation date; "
                       "'never' = not within the simulation.")
 
