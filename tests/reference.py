@@ -315,7 +315,15 @@ def _clause_pv(clause, scenario: Scenario, t, revenue, profit, value_at_horizon,
         if clause.schedule is not None:
             xs = [years(scenario, p.date) for p in clause.schedule]
             ys = [p.rate for p in clause.schedule]
-            avg = average_step if clause.interpolation == "step" else average_linear
+            shape = average_step if clause.interpolation == "step" else average_linear
+
+            def avg(xs, ys, a, b, shape=shape):
+                """A rate schedule pays nothing before its first date."""
+                if b <= xs[0]:
+                    return 0.0
+                if a >= xs[0]:
+                    return shape(xs, ys, a, b)
+                return shape(xs, ys, xs[0], b) * (b - xs[0]) / (b - a)
         cap = np.inf if clause.cap is None else clause.cap
         paid = np.zeros(n)  # cumulative at-rate payments
         for k in range(1, k_steps + 1):

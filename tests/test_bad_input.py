@@ -56,6 +56,36 @@ CASES = [
                                 'name = "terms_2019_2023"\nlabel = "2019/2023 terms (status quo)"\n'
                                 'requires = "notes_conversion"\nfallback = "oct_2025_recap"'),
      ["structures[0].fallback", "cycle", "terms_2019_2023 -> oct_2025_recap -> terms_2019_2023"]),
+    ("never_is_certain", _replace('sigma = { value = 0.8, source = "Assumption" }',
+                                  'sigma = { value = 0.8, source = "Assumption" }\nnever = 1.0'),
+     ["events.ipo.never", "1.0", "< 1"]),
+    ("quantile_point_before_start", _replace("{ by = 2029-12-31, p = 0.24 }", "{ by = 2025-12-31, p = 0.24 }"),
+     ["agi.declaration.points[0].by", "2025-12-31", "after this table's start"]),
+    ("too_few_points_for_fit", _replace("  { by = 2032-12-31, p = 0.55 },\n  { by = 2047-12-31, p = 0.88 },\n", ""),
+     ["agi.declaration.points", "at least 2 points", "lognormal"]),
+    ("piece_before_start", _replace('family = "lognormal"\nstart = 2026-01-01\nmedian = { value = 3.5',
+                                    'family = "piecewise_hazard"\nstart = 2027-01-01\n'
+                                    'pieces = [{ from = 2026-01-01, hazard = 0.2 }]\nmedian = { value = 3.5'),
+     ["events.ipo"]),
+    ("tail_without_piecewise", _replace('fit = "lognormal"\n', 'fit = "lognormal"\ntail = "never"\n'),
+     ["agi.declaration.tail", "piecewise"]),
+    ("rate_after_cap_without_cap", _replace('end = ["agi_declared", 2030-12-31]   #',
+                                            'rate_after_cap = 0.1\nend = ["agi_declared", 2030-12-31]   #'),
+     ["structures[0].clauses[0].rate_after_cap", "without a 'cap'"]),
+    ("condition_before_valuation_date", _replace('condition = { deadline = "amazon_contingency", met = true }',
+                                                 'condition = { event = "ipo", before = 2020-01-01 }'),
+     ["common_clauses[5].condition.before", "2020-01-01"]),
+    ("reserved_event_name", TEXT.replace("[events.ipo]", "[events.revenue_at_horizon]").replace(
+        '"ipo", "agi_declared"', '"revenue_at_horizon", "agi_declared"'), ["events.revenue_at_horizon"]),
+    ("source_not_text", _replace('{ value = 0.09, source = "MSFT WACC',
+                                 '{ value = 0.09, source = 9, note = "MSFT WACC'),
+     ["parties.microsoft.discount_rate.source", "parties.microsoft.discount_rate.note"]),
+    ("negative_plus_years", _replace('end = "agi_verified"', 'end = { event = "agi_verified", plus_years = -2 }'),
+     ["structures[2].clauses[0].end", "plus_years", ">= 0"]),
+    ("horizon_before_start", _replace("horizon = 2040-12-31", "horizon = 2020-12-31"),
+     ["simulation.horizon", "2020-12-31", "after valuation_date"]),
+    ("same_payer_and_payee", _replace('payer = "softbank"\npayee = "openai"', 'payer = "openai"\npayee = "openai"'),
+     ["common_clauses[0].payee", "other than the payer"]),
     ("not_utf8", None, ["UTF-8"]),
     ("missing_file", None, ["file not found"]),
 ]
@@ -102,6 +132,9 @@ def test_good_file_validates(capsys):
     (["run", str(BASE_CASE), "--out", "reports"], [".xlsx"]),
     (["run", str(BASE_CASE), "--baseline", "nope"], ["'nope'", "terms_2019_2023"]),
     (["frobnicate"], ["invalid choice"]),
+    (["run", str(BASE_CASE), "--seed", str(2**70)], ["seed", "<= 9223372036854775807"]),
+    (["run", str(BASE_CASE), "--threads", "999"], ["threads = 999"]),
+    (["run", str(BASE_CASE), "--out", "/proc/x.xlsx"], ["/proc/x.xlsx", "not writable"]),
 ])
 def test_bad_arguments_exit_2(capsys, args, words):
     assert _exit_code(args) == 2

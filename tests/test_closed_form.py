@@ -1,5 +1,7 @@
 """Monte Carlo means against exact discrete-time expectations (tolerance: 3 standard errors)."""
 
+from datetime import date
+
 import numpy as np
 from conftest import minimal_dict
 
@@ -69,3 +71,33 @@ def test_equity_stake_at_horizon_matches_lognormal_mean():
     x = result.pv("share", "payee")
     se = x.std(ddof=1) / np.sqrt(x.size)
     assert abs(x.mean() - exact) < NUM_SE * se, (x.mean(), exact, se)
+
+
+def test_schedule_pays_nothing_before_its_first_date():
+    """Deterministic revenue: a 20% step schedule from mid-2028 pays exactly its share of each step after it."""
+    d = minimal_dict()
+    clause = d["structures"][0]["clauses"][0]
+    clause.pop("end")
+    clause.pop("rate")
+    clause["schedule"] = [{"date": date(2028, 5, 17), "rate": 0.2}]
+    s = scenario_from_dict(d)
+    result = simulate(s, paths=50, seed=1)
+    t, h = _grid(s)
+    first = s.years(date(2028, 5, 17))
+    share = np.clip((t[1:] - first) / h, 0.0, 1.0)
+    exact = np.sum(0.2 * share * 10.0 * np.exp(0.3 * t[1:]) * h * 1.05 ** -t[1:])
+    np.testing.assert_allclose(result.pv("share", "payee"), exact, rtol=1e-12)
+
+
+def test_event_condition_met_false_pays_on_the_other_paths():
+    d = minimal_dict()
+    d["structures"][0]["clauses"] = [
+        {"type": "payment", "payer": "payer", "payee": "payee", "amount": 2.0, "amount_otherwise": 0.5,
+         "date": date(2030, 1, 1), "condition": {"event": "agi_declared", "before": date(2029, 1, 1), "met": False}},
+    ]
+    s = scenario_from_dict(d)
+    result = simulate(s, paths=2_000, seed=4)
+    early = result.drivers["agi_declared"].to_numpy() <= s.years(date(2029, 1, 1))
+    df = 1.05 ** -s.years(date(2030, 1, 1))
+    np.testing.assert_allclose(result.pv("share", "payee"), np.where(early, 0.5, 2.0) * df, rtol=1e-12)
+    assert 0.2 < early.mean() < 0.8

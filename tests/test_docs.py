@@ -34,7 +34,7 @@ def test_readme_has_the_two_setup_commands():
 
 def test_readme_reference_matches_the_schema():
     section = README.split("<!-- reference:start -->\n")[1].split("<!-- reference:end -->")[0]
-    assert section == reference(), "run `python -m valuation.docs` and paste it into README.md"
+    assert section == reference(), "run `python -m valuation.docs --update README.md`"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "inputs").glob("*.toml")), ids=lambda p: p.name)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from conftest import BASE_CASE, base_case_dict
 
-from valuation import simulate
+from valuation import InputError, simulate
 from valuation.cli import main
 from valuation.report import assumption_rows
 from valuation.scenario import scenario_from_dict
@@ -48,7 +48,10 @@ def test_sheets_and_summary_values_equal_the_api(run):
         assert cells[0] == labels[structure] and cells[1] == plabels[party]
         assert cells[header.index("Mean")] == pytest.approx(values["mean"], rel=1e-12)
         assert cells[header.index("P95")] == pytest.approx(values["p95"], rel=1e-12)
-        assert cells[header.index("P(better)")] == pytest.approx(values["p_better"], rel=1e-12)
+        if structure == summary.attrs["baseline"]:
+            assert cells[header.index("P(better)")] == "n/a"
+        else:
+            assert cells[header.index("P(better)")] == pytest.approx(values["p_better"], rel=1e-12)
     meta = {ws.cell(r, 1).value: ws.cell(r, 2).value for r in range(4, first)}
     assert meta["Paths"] == PATHS and meta["Seed"] == 11
     assert meta["SeedSequence entropy"] == "11"
@@ -110,7 +113,7 @@ def test_failed_write_leaves_the_earlier_workbook_untouched(tmp_path, monkeypatc
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(openpyxl.Workbook, "save", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match="No space left on device"):
         result.to_excel(out)
     assert out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["keep.xlsx"]

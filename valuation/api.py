@@ -7,15 +7,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numba
 import numpy as np
 import pandas as pd
 
 from models.rng import key_from_seed
 from valuation import engine
 from valuation.compile import compile_scenario
-from valuation.errors import InputError
+from valuation.errors import InputError, Problem
 from valuation.results import SimulationResult
 from valuation.scenario import Scenario, load_scenario
+
+PV_LIMIT = 1e12  # USD bn: beyond this a PV is an overflow, not a valuation
 
 
 def simulate(
@@ -55,18 +58,13 @@ def simulate(
     paths = scenario.simulation.paths if paths is None else paths
     seed = scenario.simulation.seed if seed is None else seed
     where = scenario.path or "<scenario>"
-    _check_count(where, "paths", paths, 1)
-    _check_count(where, "seed", seed, 0)
-    _check_count(where, "chunk_size", chunk_size, 1)
+    _check_count("paths", paths, 1)
+    _check_count("seed", seed, 0, 2**63 - 1)
+    _check_count("chunk_size", chunk_size, 1)
     if threads is not None:
-        import numba
-
-        _check_count(where, "threads", threads, 1)
-        if threads > numba.config.NUMBA_NUM_THREADS:
-            raise InputError(where, f"threads = {threads}: expected at most {numba.config.NUMBA_NUM_THREADS} "
-                                    "(the cores numba can use)")
+        _check_count("threads", threads, 1, numba.config.NUMBA_NUM_THREADS)
     compiled = compile_scenario(scenario)
-    _check_memory(where, paths, compiled)
+    _check_memory(paths, compiled)
     key, ss = key_from_seed(seed)
     compile_seconds = engine.warm_up(compiled)
     start = time.perf_counter()
@@ -77,8 +75,7 @@ def simulate(
     for d, name in enumerate(compiled.deadlines):
         drivers[f"met:{name}"] = out["met"][:, d].astype(bool)
     drivers["revenue_at_horizon"] = out["revenue"]
-    import numba
-
+    out["pv"].flags.writeable = False  # results are evidence: views handed out cannot change them
     return SimulationResult(
         scenario=scenario, pvs=out["pv"], drivers=drivers, structures=compiled.structures,
         parties=compiled.parties, seed=int(seed), entropy=int(ss.entropy), run_seconds=run_seconds,
@@ -87,12 +84,16 @@ def simulate(
     )
 
 
-def _check_count(where: str, name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(where, f"{name} = {value!r}: expected a whole number >= {minimum}")
+def _check_count(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
+    """A run argument (not from the scenario file): a whole number in range."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= minimum
+    if ok and (maximum is None or value <= maximum):
+        return
+    upper = f" and <= {maximum}" if maximum is not None else ""
+    raise InputError("", [Problem(name, f"a whole number >= {minimum}{upper}", value)])
 
 
-def _check_memory(where: str, paths: int, compiled) -> None:
+def _check_memory(paths: int, compiled) -> None:
     per_path = 8 * (len(compiled.structures) * len(compiled.parties) + len(compiled.sources) + 2) \
         + len(compiled.deadlines)
     need = paths * per_path * 2  # results plus the summary's working copies
@@ -102,14 +103,17 @@ def _check_memory(where: str, paths: int, compiled) -> None:
         return
     if need > 0.8 * total:
         fit = int(0.8 * total / (per_path * 2))
-        raise InputError(where, f"paths = {paths:,}: needs about {need / 2**30:.1f} GiB but this machine has "
-                                f"{total / 2**30:.1f} GiB; expected at most about {fit:,} paths")
+        raise InputError("", [Problem("paths", f"at most about {fit:,} paths: {paths:,} need about "
+                                               f"{need / 2**30:.1f} GiB and this machine has {total / 2**30:.1f} GiB",
+                                      paths)])
 
 
 def _check_finite(where: str, pv: np.ndarray, structures: list[str], parties: list[str]) -> None:
-    bad = ~np.isfinite(pv)
+    """Never average a non-finite (or absurdly large) PV: name the first such path instead."""
+    bad = ~(np.abs(pv) <= PV_LIMIT)  # also catches nan
     if bad.any():
         i, s, p = (int(v[0]) for v in np.nonzero(bad))
-        raise InputError(where, f"non-finite PV on path {i} for structure {structures[s]!r}, party "
-                                f"{parties[p]!r} ({int(bad.sum())} values in all): inputs overflow; expected "
-                                "smaller volatility, growth or horizon")
+        raise InputError(where, f"PV {pv[i, s, p]:.3g} on path {i} for structure {structures[s]!r}, party "
+                                f"{parties[p]!r} ({int(bad.sum())} values in all) is not finite or exceeds "
+                                f"{PV_LIMIT:.0e} USD bn: the inputs overflow; expected smaller volatility, growth, "
+                                "revenue or horizon")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from valuation.errors import InputError
+from valuation.errors import InputError, Problem
 
 EXIT_OK, EXIT_FAILURE, EXIT_INPUT = 0, 1, 2
 
@@ -87,10 +87,14 @@ def _run(args: argparse.Namespace) -> int:
     from valuation.scenario import load_scenario
 
     scenario = load_scenario(args.file)
-    out = Path(args.out) if args.out else Path("reports") / f"{Path(args.file).stem}.xlsx"
+    if args.out:
+        out = Path(args.out)
+    else:
+        out = Path("reports") / f"{Path(args.file).stem}.xlsx"
+        out.parent.mkdir(exist_ok=True)  # the default folder is ours to create
     check_output_path(out)
     if args.baseline is not None and args.baseline not in scenario.structure_names():
-        raise InputError("--baseline", f"{args.baseline!r}: expected one of {scenario.structure_names()}")
+        raise InputError("", [Problem("--baseline", f"one of {scenario.structure_names()}", args.baseline)])
     paths = scenario.simulation.paths if args.paths is None else args.paths
     bar = _progress_bar(paths)
     try:

@@ -17,6 +17,7 @@ import numpy as np
 from models import timing
 from models.revenue import RevenueModel
 from valuation import scenario as sc
+from valuation.errors import InputError, Problem
 
 # Clause type codes (the kernel's switch).
 REVENUE_SHARE, PROFIT_SHARE, EQUITY_STAKE, PAYMENT, OWN_VALUE = range(5)
@@ -106,22 +107,28 @@ def time_grid(horizon_years: float, steps_per_year: int) -> np.ndarray:
     return t
 
 
-def step_average(xs: np.ndarray, ys: np.ndarray, t: np.ndarray, linear: bool) -> np.ndarray:
+def step_average(xs: np.ndarray, ys: np.ndarray, t: np.ndarray, linear: bool, before: float | None = None
+                 ) -> np.ndarray:
     """Average of a schedule over each step (t[k-1], t[k]]; entry 0 is the value at t[0].
 
     ``linear``: straight lines between points; otherwise each value holds from
-    its point to the next.  Flat before the first and after the last point.
+    its point to the next.  After the last point the last value holds; before
+    the first, ``before`` (``None``: the first value).
     """
+    first = ys[0] if before is None else before
     out = np.empty(len(t))
-    out[0] = _value(xs, ys, t[0], linear)
+    out[0] = first if t[0] < xs[0] else _value(xs, ys, t[0], linear)
     for k in range(1, len(t)):
         a, b = t[k - 1], t[k]
         cuts = np.concatenate(([a], xs[(xs > a) & (xs < b)], [b]))
-        if linear:
-            vals = np.interp(cuts, xs, ys)
-            area = np.sum(0.5 * (vals[1:] + vals[:-1]) * np.diff(cuts))
-        else:
-            area = sum(_value(xs, ys, lo, False) * (hi - lo) for lo, hi in zip(cuts[:-1], cuts[1:], strict=True))
+        area = 0.0
+        for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+            if hi <= xs[0]:
+                area += first * (hi - lo)
+            elif linear:
+                area += 0.5 * (np.interp(lo, xs, ys) + np.interp(hi, xs, ys)) * (hi - lo)
+            else:
+                area += _value(xs, ys, lo, False) * (hi - lo)
         out[k] = area / (b - a)
     return out
 
@@ -129,8 +136,7 @@ def step_average(xs: np.ndarray, ys: np.ndarray, t: np.ndarray, linear: bool) ->
 def _value(xs: np.ndarray, ys: np.ndarray, x: float, linear: bool) -> float:
     if linear:
         return float(np.interp(x, xs, ys))
-    i = int(np.searchsorted(xs, x, side="right")) - 1
-    return float(ys[max(i, 0)])
+    return float(ys[max(int(np.searchsorted(xs, x, side="right")) - 1, 0)])
 
 
 def build_timing(spec: Any, scenario: sc.Scenario, absolute: bool) -> tuple[Any, Any]:
@@ -189,7 +195,10 @@ def compile_scenario(s: sc.Scenario, *, undiscounted: bool = False) -> Compiled:
     fits: dict[str, Any] = {}
 
     def dist(spec: Any, key: str, absolute: bool) -> tuple[int, np.ndarray]:
-        d, fit = build_timing(spec, s, absolute)
+        try:
+            d, fit = build_timing(spec, s, absolute)
+        except ValueError as exc:  # a combination the schema's checks let through
+            raise InputError(s.path or "<scenario>", [Problem(key, str(exc), has_value=False)]) from None
         if fit is not None:
             fits[key] = fit
         return d.to_params()
@@ -271,13 +280,13 @@ def compile_scenario(s: sc.Scenario, *, undiscounted: bool = False) -> Compiled:
             if cond.deadline is not None:
                 cl["cond"][c] = (COND_DEADLINE, deadline_index[cond.deadline], int(cond.met))
             else:
-                cl["cond"][c] = (COND_EVENT, src_index[cond.event], 1)
+                cl["cond"][c] = (COND_EVENT, src_index[cond.event], int(cond.met))
                 cl["cond_date"][c] = s.years(cond.before)
         if isinstance(clause, sc.RevenueShare):
             if clause.schedule is not None:
                 xs = np.array([s.years(p.date) for p in clause.schedule])
                 ys = np.array([p.rate for p in clause.schedule])
-                cl["rate"][c] = step_average(xs, ys, t, linear=clause.interpolation == "linear")
+                cl["rate"][c] = step_average(xs, ys, t, linear=clause.interpolation == "linear", before=0.0)
             else:
                 cl["rate"][c] = clause.rate
             cl["rate"][c] *= clause.base_fraction

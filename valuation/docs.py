@@ -106,5 +106,23 @@ def reference() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+START, END = "<!-- reference:start -->\n", "<!-- reference:end -->"
+
+
+def update_readme(path: str = "README.md") -> None:
+    """Replace the reference section of the README with the current one."""
+    with open(path, encoding="utf-8") as fh:
+        text = fh.read()
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(head + START + reference() + END + tail)
+
+
 if __name__ == "__main__":
-    print(reference(), end="")
+    import sys
+
+    if sys.argv[1:2] == ["--update"]:
+        update_readme(*sys.argv[2:3])
+    else:
+        print(reference(), end="")

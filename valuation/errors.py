@@ -17,10 +17,9 @@ class Problem:
     has_value: bool = True
 
     def render(self) -> str:
-        where = self.key or "(top level)"
         if not self.has_value:
-            return f"{where}: {self.expected}"
-        return f"{where} = {_show(self.value)}: expected {self.expected}"
+            return f"{self.key}: {self.expected}" if self.key else self.expected
+        return f"{self.key or '(top level)'} = {_show(self.value)}: expected {self.expected}"
 
 
 def _show(value: object) -> str:
@@ -44,8 +43,9 @@ class InputError(Exception):
 
     def message(self) -> str:
         lines = [p.render() for p in self.problems]
+        where = f"{self.source}: " if self.source else ""
         if len(lines) == 1:
-            return f"{self.source}: {lines[0]}"
+            return f"{where}{lines[0]}"
         shown = "\n".join(f"  - {line}" for line in lines[:12])
         more = f"\n  ... and {len(lines) - 12} more" if len(lines) > 12 else ""
-        return f"{self.source}: {len(lines)} problems\n{shown}{more}"
+        return f"{where}{len(lines)} problems\n{shown}{more}"

@@ -55,34 +55,44 @@ _FORMATS = {"mean": BN, "se": '0.000', "sd": BN, "p5": BN, "p25": BN, "p50": BN,
 
 
 def check_output_path(path: str | Path) -> Path:
-    """Reject an output path we could not write, before any simulation runs."""
+    """Reject a workbook path we could not write, before any simulation runs."""
     path = Path(path)
+    where = str(path)
     if path.suffix.lower() != ".xlsx":
-        raise InputError("--out", f"{str(path)!r}: expected a path ending in .xlsx")
+        raise InputError(where, "expected a workbook path ending in .xlsx")
     if path.is_dir():
-        raise InputError("--out", f"{str(path)!r} is a directory: expected a file path ending in .xlsx")
-    parent = path.parent if str(path.parent) else Path(".")
+        raise InputError(where, "is a directory; expected a file path ending in .xlsx")
+    parent = path.parent
     if not parent.is_dir():
-        raise InputError("--out", f"{str(path)!r}: folder {str(parent)!r} does not exist; expected an existing "
-                                  "folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError("--out", f"{str(path)!r}: folder {str(parent)!r} is not writable")
+        raise InputError(where, f"folder {str(parent)!r} does not exist; expected an existing folder")
     if path.exists() and not os.access(path, os.W_OK):
-        raise InputError("--out", f"{str(path)!r} exists and is read-only")
+        raise InputError(where, "exists and is read-only; expected a writable file")
+    try:  # the only reliable test of a folder (read-only mounts, /proc, quotas) is to write in it
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(where, f"folder {str(parent)!r} is not writable ({exc.strerror or exc})") from None
     return path
 
 
 def atomic_save(workbook: Workbook, path: Path) -> Path:
     """Save via a temporary file in the same folder and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise InputError(str(path), f"cannot be written ({exc.strerror or exc}); nothing was written") from None
     os.close(fd)
     try:
         os.chmod(tmp, _file_mode(path))
         workbook.save(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise InputError(str(path), f"cannot be written ({exc.strerror or exc}); any earlier file is "
+                                        "unchanged") from None
         raise
     return path
 
@@ -110,13 +120,14 @@ def write_workbook(result: SimulationResult, path: str | Path) -> Path:
     return atomic_save(wb, path)
 
 
-def put(ws, row: int, col: int, value: Any, fmt: str | None = None, font: Font | None = None):
-    """Write one cell; strings are always text, never formulas."""
+def put(ws, row: int, col: int, value: Any, fmt: str | None = None, font: Font | None = None,
+        infinity: str = "n/a"):
+    """Write one cell; strings are always text, never formulas; a non-finite number becomes a note."""
     if isinstance(value, (np.floating, np.integer)):
         value = value.item()
     missing = isinstance(value, float) and not np.isfinite(value)
     if missing:
-        value = "never" if value > 0 else "n/a"
+        value = infinity if value == np.inf else "n/a"
     cell = ws.cell(row=row, column=col, value=value)
     if isinstance(value, str):
         cell.data_type = "s"
@@ -163,7 +174,7 @@ def run_metadata(result: SimulationResult) -> list[tuple[str, Any]]:
         ("Horizon", s.simulation.horizon),
         ("Steps per year", s.simulation.steps_per_year),
         ("Paths", result.paths),
-        ("Seed", result.seed),
+        ("Seed", result.seed if result.seed < 2**53 else str(result.seed)),  # Excel numbers hold 53 bits
         ("SeedSequence entropy", str(result.entropy)),
         ("Random generator", GENERATOR),
         ("Baseline structure", result.baseline or result.structures[0]),
@@ -356,7 +367,7 @@ def _paths_sheet(ws, result: SimulationResult) -> None:
             if col.startswith("met:"):
                 put(ws, r, j, bool(v))
             else:
-                put(ws, r, j, float(v), fmt=BN if col == "revenue_at_horizon" else YEARS)
+                put(ws, r, j, float(v), fmt=BN if col == "revenue_at_horizon" else YEARS, infinity="never")
         base = 2 + len(drivers.columns)
         for j, (s, p) in enumerate(pv_cols):
             put(ws, r, base + j, float(result.pvs[i, s, p]), fmt=BN)
@@ -365,8 +376,8 @@ def _paths_sheet(ws, result: SimulationResult) -> None:
     _widths(ws, {j: 16 for j in range(1, len(names) + 1)})
     ws.row_dimensions[1].height = 45
     _print_setup(ws)
-    put(ws, n + 3, 1, f"The first {n:,} of {result.paths:,} paths. Times are years after the valuation date; "
-                      "'never' = not within the simulation.")
+    put(ws, n + 3, 1, f"The first {n:,} of {result.paths:,} paths. Times are years after the valuation date "
+                      "(they may fall beyond the horizon); 'never' = the event never happens on that path.")
 
 
 def format_summary(summary: pd.DataFrame) -> str:
@@ -376,5 +387,5 @@ def format_summary(summary: pd.DataFrame) -> str:
     fmt = {c: "{:,.2f}".format for c in show.columns}
     fmt["se"] = "{:,.3f}".format
     fmt["P(<0)"] = "{:.1%}".format
-    fmt["P(better)"] = "{:.1%}".format
+    fmt["P(better)"] = lambda x: "-" if np.isnan(x) else f"{x:.1%}"
     return show.to_string(formatters=fmt)

@@ -28,7 +28,7 @@ SUMMARY_COLUMNS = {
     "p_negative": "P(PV < 0)",
     "diff_mean": "Mean of (PV - baseline PV), path by path",
     "diff_se": "Standard error of that difference",
-    "p_better": "P(PV > baseline PV) on the same path",
+    "p_better": "P(PV > baseline PV) on the same path (blank for the baseline itself)",
 }
 
 
@@ -102,8 +102,10 @@ class SimulationResult:
         for s, sname in enumerate(self.structures):
             for p, pname in enumerate(self.parties):
                 x = self.pvs[:, s, p]
-                rows.append({"structure": sname, "party": pname, **describe(x),
-                             **compare(x, self.pvs[:, b, p])})
+                versus = compare(x, self.pvs[:, b, p])
+                if s == b:  # the baseline against itself: no comparison to report
+                    versus["p_better"] = float("nan")
+                rows.append({"structure": sname, "party": pname, **describe(x), **versus})
         df = pd.DataFrame(rows).set_index(["structure", "party"])
         df.attrs.update(baseline=base, paths=n)
         self._summaries[base] = df

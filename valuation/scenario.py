@@ -14,9 +14,12 @@ Assumptions sheet.  Every table may also carry a ``source`` of its own.
 from __future__ import annotations
 
 import difflib
+import math
+import re
 import tomllib
 from collections.abc import Iterator
 from datetime import date as Date
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -33,12 +36,22 @@ from pydantic import (
 from valuation.errors import InputError, Problem
 
 BUILTIN_EVENTS = ("agi_declared", "agi_verified")
+RESERVED_NAMES = (*BUILTIN_EVENTS, "valuation_date", "never", "revenue_at_horizon")
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 # Sizes of the kernel's fixed-width tables (see valuation.compile).
 MAX_TRIGGER_TERMS = 4
 MAX_DEADLINE_EVENTS = 4
 MAX_TIERS = 8
 MAX_POINTS = 31
 _TRIGGER_WORDS = ("valuation_date", "never", *BUILTIN_EVENTS)
+
+
+def _bad(key: str, expected: str) -> ValueError:
+    """An error about one key of the table being validated (the loader appends ``key`` to the path)."""
+    return ValueError(f"{key}{_KEY_SEP}{expected}")
+
+
+_KEY_SEP = "\x1f"
 
 
 def _unit(unit: str, doc: str, **kwargs: Any) -> Any:
@@ -83,11 +96,14 @@ def _as_trigger(value: Any) -> Any:
             if unknown or "event" not in term:
                 raise ValueError("{ event = <name>, plus_years = <years> } (keys 'event' and optional "
                                  f"'plus_years'), got keys {sorted(term)}")
-            try:
-                term = EventOffset.model_validate(term)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                raise ValueError(f"{{ event = <name>, plus_years = <years >= 0> }}: {first['msg']}") from None
+            event, plus = term["event"], term.get("plus_years", 0.0)
+            if not isinstance(event, str) or not event:
+                raise ValueError(f"an event name in {{ event = ... }}, got {event!r}")
+            if isinstance(plus, bool) or not isinstance(plus, (int, float)) or not 0.0 <= plus < math.inf:
+                raise ValueError(f"plus_years a number of years >= 0, got {plus!r}")
+            term = EventOffset(event=event, plus_years=float(plus))
+        elif isinstance(term, datetime):
+            raise ValueError(f"a date without a time of day, got {term.isoformat()}")
         elif isinstance(term, bool) or not isinstance(term, (Date, str)):
             raise ValueError(
                 "a date, 'valuation_date', 'never', 'agi_declared', 'agi_verified', an event name, "
@@ -108,7 +124,8 @@ class Condition(_Model):
     """
 
     deadline: Name | None = _unit("name", "A deadline whose outcome decides.", default=None)
-    met: bool = _unit("true/false", "Apply when the deadline is met (true) or missed (false).", default=True)
+    met: bool = _unit("true/false", "Apply when the deadline is met / the event happens in time (true) or "
+                      "not (false).", default=True)
     event: Name | None = _unit("name", "An event that must happen before `before`.", default=None)
     before: Date | None = _unit("date", "The event must happen on or before this date.", default=None)
 
@@ -117,7 +134,9 @@ class Condition(_Model):
         if (self.deadline is None) == (self.event is None):
             raise ValueError("exactly one of 'deadline' or 'event' (with 'before')")
         if self.event is not None and self.before is None:
-            raise ValueError("'before' (a date) together with 'event'")
+            raise _bad("before", "a date together with 'event'")
+        if self.deadline is not None and self.before is not None:
+            raise _bad("before", "no 'before' with 'deadline' (a deadline has its own date)")
         return self
 
 
@@ -130,7 +149,7 @@ class _Timing(_Model):
         "The clock starts here: nothing happens before. A date for event times, years for lags.",
         default=None,
     )
-    never: Probability = _unit("probability", "Probability the event never happens.", default=0.0)
+    never: float = _unit("probability", "Probability the event never happens.", default=0.0, ge=0.0, lt=1.0)
 
 
 class ExponentialTiming(_Timing):
@@ -202,6 +221,15 @@ class QuantileTiming(_Timing):
         _check_increasing([p.p for p in points], "points", "p")
         return points
 
+    @model_validator(mode="after")
+    def _fit_needs(self) -> QuantileTiming:
+        if "tail" in self.model_fields_set and self.fit != "piecewise":
+            raise _bad("tail", "no 'tail' unless fit = \"piecewise\" (a fitted family has its own tail)")
+        needed = 1 if self.fit in ("piecewise", "exponential") else 2
+        if len(self.points) < needed:
+            raise _bad("points", f"at least {needed} points to fit a {self.fit}")
+        return self
+
 
 class FixedTiming(_Timing):
     family: Literal["fixed"]
@@ -236,15 +264,15 @@ class Simulation(_Model):
     horizon: Date = _unit("date", "Last date simulated; stakes are valued here.")
     steps_per_year: int = _unit("per year", "Time steps per year (4 = quarterly).", default=4, ge=1, le=365)
     paths: int = _unit("count", "Default number of Monte Carlo paths.", default=100_000, ge=1, le=10**10)
-    seed: int = _unit("integer", "Default seed of the random generator.", default=20250806, ge=0)
+    seed: int = _unit("integer", "Default seed of the random generator.", default=20250806, ge=0, lt=2**63)
     baseline: Name | None = _unit("name", "Structure others are compared with (default: the first).", default=None)
 
     @model_validator(mode="after")
     def _horizon_after_start(self) -> Simulation:
         if self.horizon <= self.valuation_date:
-            raise ValueError(f"horizon after valuation_date ({self.valuation_date}), got {self.horizon}")
+            raise _bad("horizon", f"a date after valuation_date ({self.valuation_date})")
         if (self.horizon - self.valuation_date).days > 200 * 366:
-            raise ValueError("a horizon at most 200 years after valuation_date")
+            raise _bad("horizon", f"at most 200 years after valuation_date ({self.valuation_date})")
         return self
 
 
@@ -268,7 +296,7 @@ class MarginPoint(_Model):
 
 
 class Revenue(_Model):
-    initial: float = _unit("USD bn per year", "Annual revenue rate at the valuation date.", gt=0.0)
+    initial: float = _unit("USD bn per year", "Annual revenue rate at the valuation date.", gt=0.0, le=1e6)
     initial_growth: float = _unit("per year", "Growth rate of revenue today (log, continuous).", ge=-2.0, le=5.0)
     long_run_growth: float = _unit("per year", "Growth rate revenue growth reverts to.", ge=-1.0, le=1.0)
     mean_reversion: float = _unit("per year", "Speed at which growth reverts (half-life ln2/speed).", ge=0.0,
@@ -320,7 +348,9 @@ class Deadline(_Model):
         if (self.events is None) == (self.completion is None):
             raise ValueError("exactly one of 'events' (a list of event names) or 'completion' (a distribution)")
         if self.events is not None and not self.events:
-            raise ValueError("at least one name in 'events'")
+            raise _bad("events", "at least one event name")
+        if "haircut_years" in self.model_fields_set and self.growth_haircut == 0.0:
+            raise _bad("haircut_years", "no haircut_years without a growth_haircut")
         return self
 
 
@@ -347,7 +377,7 @@ class _Transfer(_Clause):
     @model_validator(mode="after")
     def _two_parties(self) -> _Transfer:
         if self.payer == self.payee:
-            raise ValueError(f"payer and payee to differ, both are {self.payer!r}")
+            raise _bad("payee", "a party other than the payer")
         return self
 
 
@@ -362,7 +392,10 @@ class RevenueShare(_Transfer, _Windowed):
     type: Literal["revenue_share"]
     rate: float | None = _unit("fraction", "Constant share of revenue (or give `schedule`).", default=None,
                                ge=0.0, le=1.0)
-    schedule: list[RatePoint] | None = _unit("list", "Rate over time: {date, rate} points.", default=None)
+    schedule: list[RatePoint] | None = _unit(
+        "list", "Rate over time: {date, rate} points; 0 before the first date, the last rate after the last.",
+        default=None,
+    )
     interpolation: Literal["step", "linear"] = _unit(
         "choice", "step: each rate holds from its date; linear: straight lines between dates.", default="step"
     )
@@ -385,6 +418,10 @@ class RevenueShare(_Transfer, _Windowed):
     def _rate_or_schedule(self) -> RevenueShare:
         if (self.rate is None) == (self.schedule is None):
             raise ValueError("exactly one of 'rate' (a number) or 'schedule' (a list of {date, rate})")
+        if "interpolation" in self.model_fields_set and self.schedule is None:
+            raise _bad("interpolation", "no interpolation without a 'schedule'")
+        if "rate_after_cap" in self.model_fields_set and self.cap is None:
+            raise _bad("rate_after_cap", "no rate_after_cap without a 'cap'")
         return self
 
 
@@ -395,6 +432,8 @@ class Tier(_Model):
 
 
 class ProfitShare(_Transfer, _Windowed):
+    """Positive profit shared tier by tier."""
+
     type: Literal["profit_share"]
     tiers: list[Tier] = _unit("list", "Tiers {rate, until} in increasing `until`.", min_length=1,
                                    max_length=MAX_TIERS)
@@ -404,6 +443,15 @@ class ProfitShare(_Transfer, _Windowed):
     )
     loss_carryforward: bool = _unit("true/false", "Losses must be recovered before profit is shared.",
                                     default=False)
+
+    @model_validator(mode="after")
+    def _tiers_can_fill(self) -> ProfitShare:
+        if self.basis == "payee_receipts":
+            for i, tier in enumerate(self.tiers):
+                if tier.rate == 0.0 and tier.until is not None:
+                    raise _bad("tiers", f"tiers[{i}].rate > 0: with basis payee_receipts a 0% tier never "
+                                        "reaches its 'until'")
+        return self
 
     @field_validator("tiers")
     @classmethod
@@ -426,7 +474,7 @@ class EquityStake(_Clause):
     @model_validator(mode="after")
     def _two_parties(self) -> EquityStake:
         if self.holder == self.issuer:
-            raise ValueError(f"holder and issuer to differ, both are {self.holder!r}")
+            raise _bad("holder", "a party other than the issuer")
         return self
 
 
@@ -557,36 +605,45 @@ def load_scenario(path: str | Path) -> Scenario:
 def scenario_from_dict(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
     """Validate a scenario given as nested dicts (as parsed from TOML)."""
     sources: dict[str, str] = {}
-    plain = _strip_sources(data, "", sources)
+    stripping: list[Problem] = []
+    plain = _strip_sources(data, "", sources, stripping)
     try:
         scenario = Scenario.model_validate(plain)
     except ValidationError as exc:
-        raise InputError(source, [_problem(err) for err in exc.errors()]) from None
+        raise InputError(source, stripping + [_problem(err) for err in exc.errors()]) from None
+    if stripping:
+        raise InputError(source, stripping)
     problems = list(_cross_checks(scenario))
     if problems:
         raise InputError(source, problems)
     return scenario.model_copy(update={"sources": sources, "path": source})
 
 
-def _strip_sources(node: Any, path: str, sources: dict[str, str]) -> Any:
-    """Replace ``{value = x, source = "..."}`` by ``x``, recording the source by key path."""
+def _strip_sources(node: Any, path: str, sources: dict[str, str], problems: list[Problem]) -> Any:
+    """Replace ``{value = x, source = "..."}`` by ``x``, recording the source by key path.
+
+    No table of the schema has a key ``value``, so any table with one is a sourced number.
+    """
     if isinstance(node, dict):
-        if "value" in node and set(node) <= {"value", "source"}:
-            if isinstance(node.get("source"), str):
-                sources[path] = node["source"]
+        if "value" in node:
+            for extra in sorted(set(node) - {"value", "source"}):
+                problems.append(Problem(f"{path}.{extra}", "no such key: a sourced number has only 'value' and "
+                                        "'source'", has_value=False))
+            if "source" in node:
+                if isinstance(node["source"], str):
+                    sources[path] = node["source"]
+                else:
+                    problems.append(Problem(f"{path}.source", "text in quotes", node["source"]))
             return node["value"]
-        out = {}
-        for key, value in node.items():
-            child = f"{path}.{key}" if path else str(key)
-            out[key] = _strip_sources(value, child, sources)
-        return out
+        return {key: _strip_sources(value, f"{path}.{key}" if path else str(key), sources, problems)
+                for key, value in node.items()}
     if isinstance(node, list):
-        return [_strip_sources(v, f"{path}[{i}]", sources) for i, v in enumerate(node)]
+        return [_strip_sources(v, f"{path}[{i}]", sources, problems) for i, v in enumerate(node)]
     return node
 
 
 # Loc elements pydantic inserts for tagged unions; they are not keys of the file.
-_UNION_TAGS = set(TIMING_FAMILIES) | set(CLAUSE_TYPES) | set()
+_UNION_TAGS = set(TIMING_FAMILIES) | set(CLAUSE_TYPES)
 _EXPECTED = {
     "missing": "a value: this key is required",
     "float_type": "a number",
@@ -599,6 +656,9 @@ _EXPECTED = {
     "model_type": "a table",
     "finite_number": "a finite number (not nan or inf)",
     "union_tag_not_found": "a table with a 'family' or 'type' key",
+    "string_too_short": "non-empty text",
+    "string_too_long": "shorter text (at most 200 characters)",
+    "int_from_float": "a whole number",
 }
 
 
@@ -644,6 +704,12 @@ def _problem(err: dict[str, Any]) -> Problem:
         return Problem(key, f"at most {ctx.get('max_length')} items, got {ctx.get('actual_length')}", value)
     if kind == "value_error":
         msg = str(ctx.get("error", err.get("msg", "")))
+        if _KEY_SEP in msg:  # raised by a table about one of its keys
+            sub, msg = msg.split(_KEY_SEP, 1)
+            value = value.get(sub) if isinstance(value, dict) else None
+            return Problem(f"{key}.{sub}", msg, value, has_value=value is not None)
+        if isinstance(value, (dict, list)):  # about the table as a whole: do not dump it
+            return Problem(key, f"expected {msg}", has_value=False)
         return Problem(key, msg, value)
     return Problem(key, _EXPECTED.get(kind, err.get("msg", "a valid value")), value)
 
@@ -665,8 +731,9 @@ def _cross_checks(s: Scenario) -> Iterator[Problem]:
     parties = set(s.parties)
     events = set(BUILTIN_EVENTS) | set(s.events)
     for name in s.events:
-        if name in BUILTIN_EVENTS or name in ("valuation_date", "never"):
-            yield Problem(f"events.{name}", "a name other than the built-in triggers", name)
+        if name in RESERVED_NAMES or not _IDENTIFIER.fullmatch(name):
+            yield Problem(f"events.{name}", "a name of letters, digits and _ (starting with a letter), other "
+                          f"than {', '.join(RESERVED_NAMES)}", name, has_value=False)
     deadlines: dict[str, int] = {}
     for i, d in enumerate(s.deadlines):
         if d.name in deadlines:
@@ -684,8 +751,6 @@ def _cross_checks(s: Scenario) -> Iterator[Problem]:
     for i, d in enumerate(s.deadlines):
         if d.completion is not None:
             yield from _timing_checks(d.completion, f"deadlines[{i}].completion", t0, absolute=True)
-    if isinstance(s.revenue.margin, list):
-        pass  # any dates are fine: the path is flat outside its points
     names: dict[str, int] = {}
     for i, st in enumerate(s.structures):
         if st.name in names:
@@ -709,22 +774,30 @@ def _cross_checks(s: Scenario) -> Iterator[Problem]:
 
 
 def _timing_checks(t: Any, key: str, t0: Date, absolute: bool) -> Iterator[Problem]:
-    def check(value: Any, where: str) -> Iterator[Problem]:
+    def years(value: Any) -> float:
+        return (value - t0).days / 365.25 if isinstance(value, Date) else float(value)
+
+    def check(value: Any, where: str, after_start: bool) -> Iterator[Problem]:
         if absolute and isinstance(value, Date) and value < t0:
             yield Problem(where, f"a date on or after the valuation date {t0}", value)
-        if not absolute and isinstance(value, Date):
+        elif not absolute and isinstance(value, Date):
             yield Problem(where, "years (a number): a lag has no calendar date", value)
-        if isinstance(value, float) and value < 0:
+        elif isinstance(value, float) and value < 0:
             yield Problem(where, "years >= 0", value)
+        elif after_start and t.start is not None and not years(value) > years(t.start):
+            yield Problem(where, f"a time after this table's start ({t.start})", value)
 
     if t.start is not None:
-        yield from check(t.start, f"{key}.start")
+        yield from check(t.start, f"{key}.start", False)
     if isinstance(t, PiecewiseTiming):
         for i, piece in enumerate(t.pieces):
-            yield from check(piece.start, f"{key}.pieces[{i}].from")
+            yield from check(piece.start, f"{key}.pieces[{i}].from", False)
+            if t.start is not None and years(piece.start) < years(t.start):
+                yield Problem(f"{key}.pieces[{i}].from", f"a time on or after this table's start ({t.start})",
+                              piece.start)
     if isinstance(t, QuantileTiming):
         for i, point in enumerate(t.points):
-            yield from check(point.by, f"{key}.points[{i}].by")
+            yield from check(point.by, f"{key}.points[{i}].by", True)
         if t.never > 0 and t.points[-1].p >= 1 - t.never:
             yield Problem(f"{key}.never", f"a probability below 1 - {t.points[-1].p} (the last point)", t.never)
 
@@ -744,15 +817,21 @@ def _clause_checks(c: Any, key: str, s: Scenario, parties: set[str], events: set
                 yield Problem(f"{where}.event", f"one of {sorted(events)}", term.event)
             if isinstance(term, Date) and term < s.simulation.valuation_date:
                 yield Problem(where, f"a date on or after the valuation date {s.simulation.valuation_date}", term)
+    start, end = getattr(c, "start", None), getattr(c, "end", None)
+    if start and end and all(isinstance(x, Date) for x in [*start, *end]) and min(start) >= min(end):
+        yield Problem(f"{key}.end", f"a date after the clause's start ({min(start)})", min(end))
+    t0, horizon = s.simulation.valuation_date, s.simulation.horizon
     cond = getattr(c, "condition", None)
     if cond is not None:
         if cond.deadline is not None and cond.deadline not in deadlines:
             yield Problem(f"{key}.condition.deadline", f"a deadline name, one of {sorted(deadlines)}", cond.deadline)
         if cond.event is not None and cond.event not in events:
             yield Problem(f"{key}.condition.event", f"one of {sorted(events)}", cond.event)
-    if isinstance(c, Payment) and not s.simulation.valuation_date < c.date <= s.simulation.horizon:
-        yield Problem(f"{key}.date", f"a date after {s.simulation.valuation_date} and not after the horizon "
-                      f"{s.simulation.horizon}", c.date)
+        if cond.before is not None and not t0 < cond.before <= horizon:
+            yield Problem(f"{key}.condition.before", f"a date after {t0} and not after the horizon {horizon}",
+                          cond.before)
+    if isinstance(c, Payment) and not t0 <= c.date <= horizon:
+        yield Problem(f"{key}.date", f"a date from {t0} to the horizon {horizon}", c.date)
 
 
 def _fallback_cycles(s: Scenario) -> Iterator[Problem]:
