@@ -491,7 +491,8 @@ class OwnValue(_Clause, _Windowed):
     party: Name = _unit("party", "Party that enjoys the value (not a transfer).")
     revenue_rate: float | None = _unit("fraction", "Value as a share of the company's revenue.", default=None,
                                        ge=0.0, le=10.0)
-    amount_per_year: float | None = _unit("USD bn per year", "Or a fixed value per year.", default=None)
+    amount_per_year: float | None = _unit("USD bn per year", "Or a fixed value per year (negative: a cost).",
+                                          default=None, ge=-1e6, le=1e6)
 
     @model_validator(mode="after")
     def _one_basis(self) -> OwnValue:
@@ -707,7 +708,9 @@ def _problem(err: dict[str, Any]) -> Problem:
         if _KEY_SEP in msg:  # raised by a table about one of its keys
             sub, msg = msg.split(_KEY_SEP, 1)
             value = value.get(sub) if isinstance(value, dict) else None
-            return Problem(f"{key}.{sub}", msg, value, has_value=value is not None)
+            if value is None or isinstance(value, (dict, list)):
+                return Problem(f"{key}.{sub}", f"expected {msg}", has_value=False)
+            return Problem(f"{key}.{sub}", msg, value)
         if isinstance(value, (dict, list)):  # about the table as a whole: do not dump it
             return Problem(key, f"expected {msg}", has_value=False)
         return Problem(key, msg, value)
@@ -732,8 +735,8 @@ def _cross_checks(s: Scenario) -> Iterator[Problem]:
     events = set(BUILTIN_EVENTS) | set(s.events)
     for name in s.events:
         if name in RESERVED_NAMES or not _IDENTIFIER.fullmatch(name):
-            yield Problem(f"events.{name}", "a name of letters, digits and _ (starting with a letter), other "
-                          f"than {', '.join(RESERVED_NAMES)}", name, has_value=False)
+            yield Problem(f"events.{name}", "expected a name of letters, digits and _ (starting with a letter), "
+                          f"other than {', '.join(RESERVED_NAMES)}", has_value=False)
     deadlines: dict[str, int] = {}
     for i, d in enumerate(s.deadlines):
         if d.name in deadlines:
