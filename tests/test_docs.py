@@ -48,8 +48,7 @@ def test_shipped_scenarios_validate_and_source_every_number(path):
 
 
 def test_ruff_is_clean():
-    ruff = shutil.which("ruff") or str(ROOT / ".venv" / "bin" / "ruff")
-    proc = subprocess.run([ruff, "check", str(ROOT / "valuation"), str(ROOT / "models"), str(ROOT / "tests")],
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "valuation", "models", "tests"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
