@@ -19,6 +19,7 @@ from valuation.results import SimulationResult
 from valuation.scenario import Scenario, load_scenario
 
 PV_LIMIT = 1e12  # USD bn: beyond this a PV is an overflow, not a valuation
+REVENUE_SAMPLE = 2_000  # paths whose whole revenue path is kept (for the revenue fan)
 
 
 def simulate(
@@ -68,7 +69,8 @@ def simulate(
     key, ss = key_from_seed(seed)
     compile_seconds = engine.warm_up(compiled)
     start = time.perf_counter()
-    out = engine.simulate_arrays(compiled, key, paths, chunk_size=chunk_size, threads=threads, progress=progress)
+    out = engine.simulate_arrays(compiled, key, paths, chunk_size=chunk_size, threads=threads, progress=progress,
+                                 record=REVENUE_SAMPLE)
     run_seconds = time.perf_counter() - start
     _check_finite(where, out["pv"], compiled.structures, compiled.parties)
     drivers = pd.DataFrame({name: out["times"][:, i] for i, name in enumerate(compiled.sources)})
@@ -81,6 +83,8 @@ def simulate(
         parties=compiled.parties, seed=int(seed), entropy=int(ss.entropy), run_seconds=run_seconds,
         compile_seconds=compile_seconds, threads=threads or numba.get_num_threads(), fits=compiled.fits,
         baseline=scenario.baseline,
+        cash_flows=engine.expected_flows(compiled, out["flows"]) / paths, slot_time=compiled.slot_time,
+        class_rates=compiled.class_rates, step_time=compiled.t, revenue_sample=out["revenue_path"],
     )
 
 

@@ -80,6 +80,13 @@ class Compiled:
     rates: np.ndarray  # (R,)
     st_requires: np.ndarray  # (S,) deadline index or -1
     st_fallback: np.ndarray  # (S,) structure index or -1
+    req_deadlines: np.ndarray  # (Q,) deadlines some structure requires
+    st_eff: np.ndarray  # (2**Q, S): structure that applies, by pattern of those deadlines met (bit q)
+    cl_class_payer: np.ndarray  # (C,) discount class of each leg (for expected cash flows)
+    cl_class_payee: np.ndarray
+    cl_slot: np.ndarray  # (C,) time slot of a one-off clause (payment date / horizon), -1 per step
+    class_rates: np.ndarray  # (n_class,) classes 0..P-1: each party's own rate; then clause rates
+    slot_time: np.ndarray  # (K+1+J,) years: the step ends, then the one-off dates
     fits: dict[str, Any] = field(default_factory=dict)  # quantile fits by key path
 
     @property
@@ -94,9 +101,15 @@ class Compiled:
             self.ev_code, self.ev_par, self.dl_date, self.dl_src, self.dl_haircut, self.dl_haircut_end,
             self.cl_type, self.cl_struct, self.cl_payer, self.cl_payee, self.cl_df_payer, self.cl_df_payee,
             self.cl_term_src, self.cl_term_val, self.cl_rate, self.cl_par, self.cl_tier_rate, self.cl_tier_until,
-            self.cl_cond, self.cl_cond_date, self.cl_time_df, self.df, self.st_requires, self.st_fallback,
-            len(self.parties),
+            self.cl_cond, self.cl_cond_date, self.cl_time_df, self.df, self.req_deadlines, self.st_eff,
+            self.cl_class_payer, self.cl_class_payee, self.cl_slot, len(self.parties),
         )
+
+    @property
+    def flow_shape(self) -> tuple[int, int, int, int, int]:
+        """Shape of the expected-cash-flow accumulator: patterns, structures, parties, classes, slots."""
+        return (self.st_eff.shape[0], len(self.structures), len(self.parties), len(self.class_rates),
+                len(self.slot_time))
 
 
 def time_grid(horizon_years: float, steps_per_year: int) -> np.ndarray:
@@ -323,6 +336,32 @@ def compile_scenario(s: sc.Scenario, *, undiscounted: bool = False) -> Compiled:
 
     requires = np.array([deadline_index[st.requires] if st.requires else -1 for st in s.structures], np.int64)
     fallback = np.array([struct_index[st.fallback] if st.fallback else -1 for st in s.structures], np.int64)
+    req = np.array(sorted({int(r) for r in requires if r >= 0}), np.int64)
+    st_eff = np.empty((2 ** len(req), len(structures)), np.int64)
+    for pattern in range(st_eff.shape[0]):
+        met = {int(d): bool(pattern >> q & 1) for q, d in enumerate(req)}
+        for i in range(len(structures)):
+            j = i
+            while requires[j] >= 0 and not met[int(requires[j])]:
+                j = fallback[j]
+            st_eff[pattern, i] = j
+
+    # Expected cash flows are kept by discount class (a party's own rate, or a clause's rate) and time slot.
+    override_rates = sorted({c.discount_rate for _, c in flat if c.discount_rate is not None})
+    class_rates = np.array([s.parties[p].discount_rate for p in parties] + override_rates, np.float64)
+    class_payer = np.zeros(C, np.int64)
+    class_payee = np.zeros(C, np.int64)
+    one_off_times = sorted({float(x) for x in cl["time_at"] if not math.isnan(x)})
+    slot_time = np.concatenate((t, np.array(one_off_times, np.float64)))
+    slot = np.full(C, -1, np.int64)
+    for c, (_, clause) in enumerate(flat):
+        if clause.discount_rate is not None:
+            class_payer[c] = class_payee[c] = len(parties) + override_rates.index(clause.discount_rate)
+        else:
+            class_payer[c] = max(cl["payer"][c], 0)
+            class_payee[c] = cl["payee"][c]
+        if not math.isnan(cl["time_at"][c]):
+            slot[c] = len(t) + one_off_times.index(float(cl["time_at"][c]))
     return Compiled(
         structures=structures, parties=parties, deadlines=[d.name for d in s.deadlines], sources=sources,
         t=t, dt=dt, sqrt_dt=tables["sqrt_dt"], growth_decay=tables["growth_decay"],
@@ -334,7 +373,9 @@ def compile_scenario(s: sc.Scenario, *, undiscounted: bool = False) -> Compiled:
         cl_df_payer=cl["df_payer"], cl_df_payee=cl["df_payee"], cl_term_src=cl["term_src"],
         cl_term_val=cl["term_val"], cl_rate=cl["rate"], cl_par=cl["par"], cl_tier_rate=cl["tier_rate"],
         cl_tier_until=cl["tier_until"], cl_cond=cl["cond"], cl_cond_date=cl["cond_date"], cl_time_df=time_df,
-        df=df, rates=rates_arr, st_requires=requires, st_fallback=fallback, fits=fits,
+        df=df, rates=rates_arr, st_requires=requires, st_fallback=fallback, req_deadlines=req, st_eff=st_eff,
+        cl_class_payer=class_payer, cl_class_payee=class_payee, cl_slot=slot, class_rates=class_rates,
+        slot_time=slot_time, fits=fits,
     )
 
 

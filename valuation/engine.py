@@ -39,7 +39,7 @@ from valuation.compile import (
     Compiled,
 )
 
-BLOCK = 64  # paths per parallel work item: scratch arrays are allocated once per block
+BLOCK = 1024  # paths per parallel work item: scratch and cash-flow sums are kept per block
 
 # Draw numbers on the per-path driver stream.
 DRAW_DECLARATION, DRAW_LAG, DRAW_VERIFIED, DRAW_FIRST_EVENT = 0, 1, 2, 3
@@ -115,10 +115,13 @@ def _profit_share(profit, tier_rate, tier_until, by_profit, carry, state):
 
 
 @jit
-def _book(acc, s, payer, payee, amount, df_payer, df_payee):
+def _book(acc, flows, s, payer, payee, amount, df_payer, df_payee, class_payer, class_payee, slot):
+    """Book a flow: discounted into the path's PVs, undiscounted into the expected cash flows."""
     if payer >= 0:
         acc[s, payer] -= amount * df_payer
+        flows[s, payer, class_payer, slot] -= amount
     acc[s, payee] += amount * df_payee
+    flows[s, payee, class_payee, slot] += amount
 
 
 @jit
@@ -127,8 +130,10 @@ def _simulate_path(path, key, t, dt, sqrt_dt, growth_decay, growth_shock, jump_p
                    dl_date, dl_src, dl_haircut, dl_haircut_end,
                    cl_type, cl_struct, cl_payer, cl_payee, cl_df_payer, cl_df_payee, cl_term_src, cl_term_val,
                    cl_rate, cl_par, cl_tier_rate, cl_tier_until, cl_cond, cl_cond_date, cl_time_df, df,
-                   times, met, window, state, acc):
-    """Simulate one path; fills ``times``, ``met`` and ``acc`` (PV per structure x party before fallbacks).
+                   req_deadlines, cl_class_payer, cl_class_payee, cl_slot,
+                   times, met, window, state, acc, block_flows, revenue_path):
+    """Simulate one path; fills ``times``, ``met``, ``acc`` (PV per structure x party before fallbacks),
+    adds its undiscounted flows to ``block_flows`` and, when it has rows, records ``revenue_path``.
 
     Returns the revenue rate at the horizon.
     """
@@ -152,6 +157,10 @@ def _simulate_path(path, key, t, dt, sqrt_dt, growth_decay, growth_shock, jump_p
             if s != TERM_UNUSED and times[s] <= dl_date[d]:
                 met[d] = 1
     n_clauses = cl_type.shape[0]
+    flows = block_flows[_pattern(met, req_deadlines)]
+    record = revenue_path.shape[0] > 0
+    if record:
+        revenue_path[0] = math.exp(rev[LOG_R0])
     for c in range(n_clauses):
         window[c, 0] = _trigger_time(cl_term_src[c, 0], cl_term_val[c, 0], times)
         window[c, 1] = _trigger_time(cl_term_src[c, 1], cl_term_val[c, 1], times)
@@ -178,6 +187,8 @@ def _simulate_path(path, key, t, dt, sqrt_dt, growth_decay, growth_shock, jump_p
             log_r += rev[LOG_JUMP]
         g = growth_step(g, z1, z2, growth_decay[k], growth_shock[k], rev)
         revenue = math.exp(log_r) * h
+        if record:
+            revenue_path[k] = revenue / h
         profit = margin[k] * revenue
         for c in range(n_clauses):
             kind = cl_type[c]
@@ -196,8 +207,8 @@ def _simulate_path(path, key, t, dt, sqrt_dt, growth_decay, growth_shock, jump_p
             else:  # own value, share of revenue
                 amount = cl_rate[c, k] * revenue * frac
             if amount != 0.0:
-                _book(acc, cl_struct[c], cl_payer[c], cl_payee[c], amount, df[cl_df_payer[c], k],
-                      df[cl_df_payee[c], k])
+                _book(acc, flows, cl_struct[c], cl_payer[c], cl_payee[c], amount, df[cl_df_payer[c], k],
+                      df[cl_df_payee[c], k], cl_class_payer[c], cl_class_payee[c], k)
 
     # ---- one-off clauses: payments on their date, stakes at the horizon
     horizon_rate = math.exp(log_r)
@@ -217,16 +228,18 @@ def _simulate_path(path, key, t, dt, sqrt_dt, growth_decay, growth_shock, jump_p
         else:
             amount = cl_par[c, 0] if holds else cl_par[c, 1]
         if amount != 0.0:
-            _book(acc, cl_struct[c], cl_payer[c], cl_payee[c], amount, cl_time_df[c, 0], cl_time_df[c, 1])
+            _book(acc, flows, cl_struct[c], cl_payer[c], cl_payee[c], amount, cl_time_df[c, 0], cl_time_df[c, 1],
+                  cl_class_payer[c], cl_class_payee[c], cl_slot[c])
     return horizon_rate
 
 
 @jit
-def _resolve(s, met, st_requires, st_fallback):
-    """The structure that applies on this path in place of ``s`` (following fallbacks)."""
-    while st_requires[s] >= 0 and met[st_requires[s]] == 0:
-        s = st_fallback[s]
-    return s
+def _pattern(met, req_deadlines):
+    """Which of the required deadlines are met, as bits: indexes ``st_eff`` and the flow accumulator."""
+    pattern = 0
+    for q in range(req_deadlines.shape[0]):
+        pattern += np.int64(met[req_deadlines[q]]) << q
+    return pattern
 
 
 @pjit
@@ -235,71 +248,115 @@ def _run_block(first, n, key, t, dt, sqrt_dt, growth_decay, growth_shock, jump_p
                dl_date, dl_src, dl_haircut, dl_haircut_end,
                cl_type, cl_struct, cl_payer, cl_payee, cl_df_payer, cl_df_payee, cl_term_src, cl_term_val,
                cl_rate, cl_par, cl_tier_rate, cl_tier_until, cl_cond, cl_cond_date, cl_time_df, df,
-               st_requires, st_fallback, n_parties,
-               out_pv, out_times, out_met, out_revenue):
-    """Paths ``first .. first + n - 1`` into rows ``0 .. n - 1`` of the outputs."""
-    n_struct = st_requires.shape[0]
+               req_deadlines, st_eff, cl_class_payer, cl_class_payee, cl_slot, n_parties,
+               out_pv, out_times, out_met, out_revenue, out_flows, out_revenue_path):
+    """Paths ``first .. first + n - 1`` into rows ``0 .. n - 1`` of the outputs.
+
+    ``out_flows[b]`` receives the undiscounted flows of block ``b`` (paths ``first + b*BLOCK ..``), summed
+    in path order; ``out_revenue_path`` rows are global path numbers (recorded while the path is below
+    its row count).
+    """
+    n_struct = st_eff.shape[1]
     n_blocks = (n + BLOCK - 1) // BLOCK
+    no_path = out_revenue_path[:0, 0]
     for blk in numba.prange(n_blocks):
         window = np.empty((cl_type.shape[0], 2))
         state = np.empty((cl_type.shape[0], 2))
         acc = np.empty((n_struct, n_parties))
         met = np.empty(dl_date.shape[0], np.uint8)
         times = np.empty(out_times.shape[1])
+        block_flows = out_flows[blk]
+        block_flows[...] = 0.0
         stop = min(n, (blk + 1) * BLOCK)
         for i in range(blk * BLOCK, stop):
+            path = first + i
+            record = out_revenue_path[path] if path < out_revenue_path.shape[0] else no_path
             out_revenue[i] = _simulate_path(
-                first + i, key, t, dt, sqrt_dt, growth_decay, growth_shock, jump_prob, margin, rev,
+                path, key, t, dt, sqrt_dt, growth_decay, growth_shock, jump_prob, margin, rev,
                 decl_code, decl_par, lag_code, lag_par, never_verified, ev_code, ev_par,
                 dl_date, dl_src, dl_haircut, dl_haircut_end,
                 cl_type, cl_struct, cl_payer, cl_payee, cl_df_payer, cl_df_payee, cl_term_src, cl_term_val,
                 cl_rate, cl_par, cl_tier_rate, cl_tier_until, cl_cond, cl_cond_date, cl_time_df, df,
-                times, met, window, state, acc)
+                req_deadlines, cl_class_payer, cl_class_payee, cl_slot,
+                times, met, window, state, acc, block_flows, record)
+            eff = st_eff[_pattern(met, req_deadlines)]
             for s in range(n_struct):
-                r = _resolve(s, met, st_requires, st_fallback)
                 for p in range(n_parties):
-                    out_pv[i, s, p] = acc[r, p]
+                    out_pv[i, s, p] = acc[eff[s], p]
             out_times[i, :] = times
             out_met[i, :] = met
 
 
-def run_paths(compiled: Compiled, key: np.ndarray, first: int, n: int, out: dict[str, np.ndarray]) -> None:
-    """Fill ``out`` (arrays with at least ``n`` rows) with paths ``first .. first+n-1``."""
+def run_paths(compiled: Compiled, key: np.ndarray, first: int, n: int, out: dict[str, np.ndarray],
+              flows: np.ndarray | None = None) -> None:
+    """Fill ``out`` (arrays with at least ``n`` rows) with paths ``first .. first+n-1``.
+
+    ``flows``, if given, receives the per-block undiscounted flows (shape ``(blocks,) + flow_shape``).
+    """
+    if flows is None:
+        flows = np.empty(((n + BLOCK - 1) // BLOCK, *compiled.flow_shape))
     _run_block(np.int64(first), np.int64(n), key, *compiled.kernel_args(),
-               out["pv"], out["times"], out["met"], out["revenue"])
+               out["pv"], out["times"], out["met"], out["revenue"], flows, out["revenue_path"])
 
 
-def allocate(compiled: Compiled, n: int) -> dict[str, np.ndarray]:
-    """Output arrays for ``n`` paths."""
+def allocate(compiled: Compiled, n: int, record: int = 0) -> dict[str, np.ndarray]:
+    """Output arrays for ``n`` paths, recording the revenue path of the first ``record``."""
     return {
         "pv": np.empty((n, len(compiled.structures), len(compiled.parties))),
         "times": np.empty((n, len(compiled.sources))),
         "met": np.empty((n, len(compiled.deadlines)), np.uint8),
         "revenue": np.empty(n),
+        "revenue_path": np.zeros((min(record, n), len(compiled.t))),
     }
 
 
+def expected_flows(compiled: Compiled, block_sums: np.ndarray) -> np.ndarray:
+    """Total flows by structure as applied on each path: (structures, parties, classes, slots).
+
+    ``block_sums`` has the patterns axis first; flows of the structure that applies under each
+    pattern are credited to every structure resolving to it.
+    """
+    S = len(compiled.structures)
+    total = np.zeros(compiled.flow_shape[1:])
+    for pattern in range(compiled.st_eff.shape[0]):
+        for s in range(S):
+            total[s] += block_sums[pattern, compiled.st_eff[pattern, s]]
+    return total
+
+
 def simulate_arrays(compiled: Compiled, key: np.ndarray, paths: int, *, chunk_size: int = 65_536,
-                    threads: int | None = None, progress: Any = None) -> dict[str, np.ndarray]:
-    """Run ``paths`` paths in chunks; returns the filled output arrays."""
-    out = allocate(compiled, paths)
+                    threads: int | None = None, progress: Any = None, record: int = 0) -> dict[str, np.ndarray]:
+    """Run ``paths`` paths in chunks; returns the filled output arrays.
+
+    ``out["flows"]`` holds the flows summed over all paths (before fallbacks are applied, by pattern),
+    summed block by block in path order, so it too is the same for any thread count and chunk size.
+    """
+    out = allocate(compiled, paths, record)
+    chunk = max(BLOCK, -(-chunk_size // BLOCK) * BLOCK)  # whole blocks: sums group the same paths
+    totals = np.zeros(compiled.flow_shape)
+    block_sums = np.empty(((min(chunk, paths) + BLOCK - 1) // BLOCK, *compiled.flow_shape))
     previous = numba.get_num_threads()
     if threads is not None:
         numba.set_num_threads(threads)
     try:
-        for first in range(0, paths, chunk_size):
-            n = min(chunk_size, paths - first)
-            view = {name: arr[first:first + n] for name, arr in out.items()}
-            run_paths(compiled, key, first, n, view)
+        for first in range(0, paths, chunk):
+            n = min(chunk, paths - first)
+            view = {name: arr[first:first + n] for name, arr in out.items() if name != "revenue_path"}
+            view["revenue_path"] = out["revenue_path"]
+            used = block_sums[: (n + BLOCK - 1) // BLOCK]
+            run_paths(compiled, key, first, n, view, used)
+            for b in range(used.shape[0]):
+                totals += used[b]
             if progress is not None:
                 progress(n)
     finally:
         numba.set_num_threads(previous)
+    out["flows"] = totals
     return out
 
 
 def warm_up(compiled: Compiled) -> float:
     """Compile (or load from cache) the kernel; returns the seconds it took."""
     start = time.perf_counter()
-    run_paths(compiled, np.zeros(2, np.uint32), 0, 1, allocate(compiled, 1))
+    run_paths(compiled, np.zeros(2, np.uint32), 0, 1, allocate(compiled, 1, record=1))
     return time.perf_counter() - start

@@ -52,6 +52,14 @@ class SimulationResult:
         Names along axes 1 and 2 of ``pvs``.
     seed, entropy
         The seed given and the ``SeedSequence`` entropy it produced.
+    cash_flows
+        Expected undiscounted flows (USD bn), ``(structures, parties, classes, slots)``: class ``c <
+        parties`` holds flows discounted at party ``c``'s own rate, later classes those of clauses with
+        their own rate (``class_rates``); slots are the step ends, then one-off dates (``slot_time``,
+        years after the valuation date).  ``sum(cash_flows * (1 + rate) ** -slot_time)`` over classes
+        and slots is the mean PV.
+    revenue_sample
+        Revenue rate (USD bn per year) at every step end (``step_time``) for the first paths.
     """
 
     scenario: Scenario
@@ -66,6 +74,11 @@ class SimulationResult:
     threads: int
     fits: dict[str, Any] = field(default_factory=dict)
     baseline: str | None = None
+    cash_flows: np.ndarray | None = None
+    slot_time: np.ndarray | None = None
+    class_rates: np.ndarray | None = None
+    step_time: np.ndarray | None = None
+    revenue_sample: np.ndarray | None = None
     _summaries: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False)
 
     @property

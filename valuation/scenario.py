@@ -42,6 +42,7 @@ _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 MAX_TRIGGER_TERMS = 4
 MAX_DEADLINE_EVENTS = 4
 MAX_TIERS = 8
+MAX_REQUIRED_DEADLINES = 6
 MAX_POINTS = 31
 _TRIGGER_WORDS = ("valuation_date", "never", *BUILTIN_EVENTS)
 
@@ -772,6 +773,10 @@ def _cross_checks(s: Scenario) -> Iterator[Problem]:
     for j, clause in enumerate(s.common_clauses):
         yield from _clause_checks(clause, f"common_clauses[{j}]", s, parties, events, deadlines)
     yield from _fallback_cycles(s)
+    required = sorted({st.requires for st in s.structures if st.requires is not None})
+    if len(required) > MAX_REQUIRED_DEADLINES:
+        yield Problem("structures", f"expected at most {MAX_REQUIRED_DEADLINES} distinct deadlines named by "
+                      f"'requires', found {len(required)}", has_value=False)
     if s.simulation.baseline is not None and s.simulation.baseline not in names:
         yield Problem("simulation.baseline", f"a structure name, one of {sorted(names)}", s.simulation.baseline)
 
