@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import BASE_CASE
 
+from conftest import BASE_CASE
 from valuation.cli import main
 
 TEXT = BASE_CASE.read_text(encoding="utf-8")

@@ -3,8 +3,8 @@
 from datetime import date
 
 import numpy as np
-from conftest import minimal_dict
 
+from conftest import minimal_dict
 from valuation import simulate
 from valuation.compile import time_grid
 from valuation.scenario import scenario_from_dict

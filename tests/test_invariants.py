@@ -5,8 +5,8 @@ import copy
 import numba
 import numpy as np
 import pytest
-from conftest import base_case_dict
 
+from conftest import base_case_dict
 from models.rng import key_from_seed
 from valuation import engine, simulate
 from valuation.compile import compile_scenario

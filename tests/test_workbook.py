@@ -1,16 +1,20 @@
-"""The CLI's main job and the workbook it writes."""
+"""The CLI's main job and the workbook it writes: sheets, values, charts, safety, the assumptions round trip."""
 
 import copy
+import re
+import zipfile
+from datetime import date
 
 import numpy as np
 import openpyxl
 import pandas as pd
 import pytest
-from conftest import BASE_CASE, base_case_dict
 
-from valuation import InputError, simulate
+from conftest import BASE_CASE, base_case_dict
+from valuation import InputError, load_scenario, simulate
+from valuation.assumptions import assumption_rows
 from valuation.cli import main
-from valuation.report import assumption_rows
+from valuation.report import SHEETS, annual_cash_flows, versus_baseline
 from valuation.scenario import scenario_from_dict
 
 PATHS = 2_000
@@ -23,6 +27,14 @@ def run(tmp_path_factory):
     return out, simulate(str(BASE_CASE), paths=PATHS, seed=11)
 
 
+def _rows(ws, table_name):
+    """The rows of an Excel Table as dicts keyed by its header."""
+    ref = ws.tables[table_name].ref
+    cells = list(ws[ref])
+    head = [c.value for c in cells[0]]
+    return [dict(zip(head, [c.value for c in row], strict=True)) for row in cells[1:]]
+
+
 def test_cli_prints_the_summary_and_writes_the_workbook(tmp_path, capsys):
     out = tmp_path / "x.xlsx"
     assert main(["run", str(BASE_CASE), "--paths", "500", "--out", str(out)]) == 0
@@ -31,75 +43,216 @@ def test_cli_prints_the_summary_and_writes_the_workbook(tmp_path, capsys):
     assert out.exists()
 
 
-def test_sheets_and_summary_values_equal_the_api(run):
+def test_sheets_in_order_and_summary_values_equal_the_api(run):
     out, result = run
     wb = openpyxl.load_workbook(out)
-    assert wb.sheetnames == ["Summary", "Assumptions", "Paths"]
-    ws = wb["Summary"]
-    table = ws.tables["SummaryTable"]
-    first = ws[table.ref.split(":")[0]].row
-    header = [c.value for c in ws[first]]
+    assert wb.sheetnames == list(SHEETS)
+    rows = _rows(wb["Summary"], "SummaryTable")
     summary = result.summary()
-    labels = {s.name: s.label or s.name for s in result.scenario.structures}
-    plabels = {p: v.label or p for p, v in result.scenario.parties.items()}
-    rows = list(summary.iterrows())
-    for i, ((structure, party), values) in enumerate(rows, start=first + 1):
-        cells = [c.value for c in ws[i]]
-        assert cells[0] == labels[structure] and cells[1] == plabels[party]
-        assert cells[header.index("Mean")] == pytest.approx(values["mean"], rel=1e-12)
-        assert cells[header.index("P95")] == pytest.approx(values["p95"], rel=1e-12)
-        if structure == summary.attrs["baseline"]:
-            assert cells[header.index("P(better)")] == "n/a"
-        else:
-            assert cells[header.index("P(better)")] == pytest.approx(values["p_better"], rel=1e-12)
-    meta = {ws.cell(r, 1).value: ws.cell(r, 2).value for r in range(4, first)}
+    assert len(rows) == len(summary)
+    for row, ((structure, party), values) in zip(rows, summary.iterrows(), strict=True):
+        s = next(x for x in result.scenario.structures if x.name == structure)
+        assert row["Structure"] == (s.label or s.name)
+        assert row["Party"] == (result.scenario.parties[party].label or party)
+        assert row["Mean"] == pytest.approx(values["mean"], rel=1e-12)
+        assert row["SE"] == pytest.approx(values["se"], rel=1e-12)
+        assert row["P95"] == pytest.approx(values["p95"], rel=1e-12)
+        assert row["CVaR 5%"] == pytest.approx(values["cvar5"], rel=1e-12)
+        assert row["95% CI low"] == pytest.approx(values["mean"] - 1.96 * values["se"], rel=1e-12)
+
+
+def test_read_me_has_the_run_metadata(run):
+    out, result = run
+    ws = openpyxl.load_workbook(out)["Read me"]
+    meta = {ws.cell(r, 1).value: ws.cell(r, 2).value for r in range(1, ws.max_row + 1)}
     assert meta["Paths"] == PATHS and meta["Seed"] == 11
     assert meta["SeedSequence entropy"] == "11"
-    assert len(meta["Scenario SHA-256"]) == 64
+    assert re.fullmatch(r"[0-9a-f]{64}", meta["Scenario file SHA-256"])
+    assert "Philox4x32-10" in meta["Random generator"]
+    assert all(name in meta for name in ("Summary", "Distributions", "Cash flows", "Assumptions"))
 
 
-def test_pandas_reads_every_sheet(run):
+def test_pandas_and_openpyxl_read_every_sheet(run):
     out, result = run
     sheets = pd.read_excel(out, sheet_name=None)
-    assert set(sheets) == {"Summary", "Assumptions", "Paths"}
+    assert list(sheets) == list(SHEETS)
     paths = pd.read_excel(out, sheet_name="Paths", nrows=1000)
     assert len(paths) == 1000
     col = "PV oct_2025_recap / microsoft"
     np.testing.assert_allclose(paths[col].to_numpy(), result.pv("oct_2025_recap", "microsoft")[:1000], rtol=1e-12)
 
 
+def _charts(path):
+    """Chart XML parts, by sheet name (openpyxl writes the chart namespace unprefixed)."""
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        wb_rels = z.read("xl/_rels/workbook.xml.rels").decode()
+        wb_xml = z.read("xl/workbook.xml").decode()
+        sheet_file = {}
+        for name, rid in re.findall(r'<sheet [^>]*name="([^"]+)"[^>]*r:id="([^"]+)"', wb_xml):
+            target = re.search(rf'Id="{rid}"[^>]*Target="([^"]+)"|Target="([^"]+)"[^>]*Id="{rid}"', wb_rels)
+            sheet_file[name] = (target.group(1) or target.group(2)).split("/")[-1]
+        out = {}
+        for sheet, fname in sheet_file.items():
+            rels = f"xl/worksheets/_rels/{fname}.rels"
+            charts = []
+            if rels in names:
+                for drawing in re.findall(r'Target="[^"]*drawings/([^"/]+)"', z.read(rels).decode()):
+                    drels = f"xl/drawings/_rels/{drawing}.rels"
+                    for chart in re.findall(r'Target="[^"]*charts/([^"/]+)"', z.read(drels).decode()):
+                        charts.append(z.read(f"xl/charts/{chart}").decode())
+            out[sheet] = charts
+    return out
+
+
+def test_native_charts_where_the_report_promises_them(run):
+    out, result = run
+    charts = _charts(out)
+    P = len(result.parties)
+    assert len(charts["Summary"]) == 1 and "<barChart>" in charts["Summary"][0]
+    assert charts["Summary"][0].count("<errBars>") == P  # +/- 1.96 SE on every series
+    dist = charts["Distributions"]
+    assert sum("<lineChart>" in c for c in dist) == P  # a histogram per party
+    assert sum("<scatterChart>" in c for c in dist) == P  # an S-curve per party
+    assert "<barChart>" in charts["Versus baseline"][0]
+    assert len(charts["Cash flows"]) == len(result.structures)
+    assert len(charts["Drivers"]) == 2  # AGI timing and the revenue fan
+    for chart in [c for cs in charts.values() for c in cs]:
+        assert "<title>" in chart and chart.count("<title>") >= 3  # chart and both axes titled
+
+
+def test_versus_baseline_and_cash_flow_tables(run):
+    out, result = run
+    wb = openpyxl.load_workbook(out)
+    rows = _rows(wb["Versus baseline"], "VersusBaseline")
+    expected = versus_baseline(result)
+    assert len(rows) == len(expected)
+    for row, (_, values) in zip(rows, expected.iterrows(), strict=True):
+        assert row["Mean difference"] == pytest.approx(values["mean"], rel=1e-12)
+        assert row["P(better)"] == pytest.approx(values["p_better"], rel=1e-12)
+    annual = _rows(wb["Cash flows"], "AnnualCashFlows")
+    table = annual_cash_flows(result)
+    assert len(annual) == len(table)
+    assert annual[0]["2030"] == pytest.approx(table.iloc[0][2030], rel=1e-12)
+    # the annual table holds every expected flow
+    np.testing.assert_allclose(table.to_numpy().sum(axis=1), result.cash_flows.sum(axis=(2, 3)).ravel(),
+                               rtol=1e-9, atol=1e-9)
+
+
 def test_assumptions_list_every_input_with_its_source(run):
     out, result = run
-    ws = openpyxl.load_workbook(out)["Assumptions"]
-    rows = {ws.cell(r, 1).value: [ws.cell(r, c).value for c in range(2, 7)] for r in range(2, ws.max_row + 1)}
-    value, unit, given, source, _ = rows["revenue.initial"]
-    assert value == 12.0 and unit == "USD bn per year" and given == "given" and "Information" in source
-    assert rows["structures[3].clauses[0].cap"][0] == 38.0
-    assert rows["simulation.steps_per_year"][2] == "given"
-    assert rows["revenue.growth_volatility"][0] == 0.03
-    assert rows["structures[0].clauses[0].rate_after_cap"][2] == "default"
-    # every number the scenario file gives has a source
+    rows = {r["Key"]: r for r in _rows(openpyxl.load_workbook(out)["Assumptions"], "Assumptions")}
+    initial = rows["revenue.initial"]
+    assert initial["Value"] == 12.0 and initial["Unit"] == "USD bn per year" and initial["Given or default"] == "given"
+    assert "Information" in initial["Source"]
+    assert rows["structures[3].clauses[0].cap"]["Value"] == 38.0
+    assert rows["structures[0].clauses[0].rate_after_cap"]["Given or default"] == "default"
+    assert rows["structures[0].clauses[0].end[0]"]["Value"] == "agi_declared"
+    assert rows["structures[0].clauses[0].end[1]"]["Value"] == date(2030, 12, 31) or \
+        rows["structures[0].clauses[0].end[1]"]["Value"].date() == date(2030, 12, 31)
+    assert rows["simulation.paths"]["Value"] == PATHS  # the run's own settings, so a re-run reproduces it
     numeric = [r for r in assumption_rows(result.scenario)
                if r["given"] == "given" and isinstance(r["value"], float)]
-    assert numeric and all(r["source"] for r in numeric)
+    assert numeric and all(r["source"] or r["table_source"] for r in numeric)
 
 
-def test_text_from_inputs_is_never_a_formula(tmp_path):
+def test_unedited_workbook_reruns_to_identical_numbers(run, tmp_path):
+    out, result = run
+    again = tmp_path / "again.xlsx"
+    assert main(["run", str(out), "--out", str(again)]) == 0
+    rerun = simulate(load_scenario(out))
+    np.testing.assert_array_equal(rerun.pvs, result.pvs)
+    a = _rows(openpyxl.load_workbook(out)["Summary"], "SummaryTable")
+    b = _rows(openpyxl.load_workbook(again)["Summary"], "SummaryTable")
+    assert a == b
+
+
+def _edit(path, key, value, target):
+    wb = openpyxl.load_workbook(path)
+    ws = wb["Assumptions"]
+    for r in range(2, ws.max_row + 1):
+        if ws.cell(r, 1).value == key:
+            ws.cell(r, 2).value = value
+            break
+    else:
+        raise KeyError(key)
+    wb.save(target)
+    return target
+
+
+def _differences(a, b, prefix=""):
+    """Key paths where two dumped scenarios differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return [d for k in set(a) | set(b) for d in _differences(a.get(k), b.get(k), f"{prefix}.{k}")]
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{prefix}[{i}]")]
+    return [] if a == b else [prefix]
+
+
+def test_one_edited_cell_changes_that_input_and_only_that(run, tmp_path):
+    out, result = run
+    edited = _edit(out, "structures[3].clauses[0].cap", 20.0, tmp_path / "edited.xlsx")
+    before, after = load_scenario(out), load_scenario(edited)
+    assert _differences(before.model_dump(), after.model_dump()) == [".structures[3].clauses[0].cap"]
+    rerun = simulate(after)
+    np.testing.assert_array_equal(rerun.pv("oct_2025_recap", "microsoft"), result.pv("oct_2025_recap", "microsoft"))
+    assert rerun.pv("apr_2026_amendment", "microsoft").mean() < result.pv("apr_2026_amendment", "microsoft").mean()
+    # a default left alone stays a default; a default edited becomes given
+    edited_default = _edit(out, "structures[0].clauses[1].base_fraction", 0.5, tmp_path / "d.xlsx")
+    assert _differences(before.model_dump(), load_scenario(edited_default).model_dump()) == \
+        [".structures[0].clauses[1].base_fraction"]
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("revenue.volatility", -1, ["revenue.volatility (cell B", "-1", ">= 0"]),
+    ("simulation.steps_per_year", "four", ["simulation.steps_per_year", "'four'", "whole number"]),
+    ("structures[1].fallback", "nowhere", ["structures[1].fallback", "'nowhere'"]),
+])
+def test_edited_workbook_with_a_mistake_gets_the_same_clear_errors(run, tmp_path, capsys, key, value, words):
+    out, _ = run
+    bad = _edit(out, key, value, tmp_path / "bad.xlsx")
+    target = tmp_path / "never.xlsx"
+    assert main(["run", str(bad), "--out", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "sheet Assumptions" in err
+    assert all(w in err for w in words), err
+    assert not target.exists()
+
+
+def test_not_a_workbook_and_no_assumptions_sheet(tmp_path, capsys):
+    fake = tmp_path / "fake.xlsx"
+    fake.write_text("not a workbook")
+    assert main(["run", str(fake), "--out", str(tmp_path / "o.xlsx")]) == 2
+    assert "not an Excel workbook" in capsys.readouterr().err
+    other = tmp_path / "other.xlsx"
+    openpyxl.Workbook().save(other)
+    assert main(["validate", str(other)]) == 2
+    assert "no sheet named 'Assumptions'" in capsys.readouterr().err
+
+
+INJECTIONS = ['=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", "@SUM(1+1)", "-2+3"]
+
+
+def test_text_from_inputs_is_never_a_formula_and_round_trips(tmp_path):
     d = base_case_dict()
-    d["structures"][0]["label"] = '=HYPERLINK("http://x","y")'
-    d["parties"]["openai"]["label"] = "+cmd|' /C calc'!A0"
-    d["name"] = "@SUM(1+1)"
+    d["structures"][0]["label"] = INJECTIONS[0]
+    d["parties"]["openai"]["label"] = INJECTIONS[1]
+    d["name"] = INJECTIONS[2]
+    d["structures"][1]["clauses"][0]["label"] = INJECTIONS[3]
     result = simulate(scenario_from_dict(copy.deepcopy(d), source=str(BASE_CASE)), paths=200, seed=1)
     out = result.to_excel(tmp_path / "inj.xlsx")
     wb = openpyxl.load_workbook(out)
-    found = 0
+    found = set()
     for ws in wb.worksheets:
         for row in ws.iter_rows():
             for cell in row:
-                if isinstance(cell.value, str) and cell.value[:1] in "=+@":
+                if cell.value in INJECTIONS:
                     assert cell.data_type == "s", (ws.title, cell.coordinate, cell.value)
-                    found += 1
-    assert found >= 3
+                    found.add(cell.value)
+    assert found == set(INJECTIONS)
+    back = load_scenario(out)
+    assert back.structures[0].label == INJECTIONS[0] and back.parties["openai"].label == INJECTIONS[1]
+    assert back.name == INJECTIONS[2]
 
 
 def test_failed_write_leaves_the_earlier_workbook_untouched(tmp_path, monkeypatch):
@@ -117,3 +270,10 @@ def test_failed_write_leaves_the_earlier_workbook_untouched(tmp_path, monkeypatc
         result.to_excel(out)
     assert out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["keep.xlsx"]
+
+
+def test_workbook_size_does_not_grow_with_paths(tmp_path):
+    """Nothing per path beyond the 1,000-path sample: 10x the paths, about the same file."""
+    small = simulate(str(BASE_CASE), paths=2_000, seed=1).to_excel(tmp_path / "small.xlsx")
+    large = simulate(str(BASE_CASE), paths=20_000, seed=1).to_excel(tmp_path / "large.xlsx")
+    assert large.stat().st_size < 1.1 * small.stat().st_size

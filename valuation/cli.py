@@ -36,14 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="valuation", description="Monte Carlo valuation of AGI-era deal structures.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = sub.add_parser("run", help="simulate a scenario, print the summary and write the workbook")
-    run.add_argument("file", help="scenario file (.toml)")
+    run.add_argument("file", help="scenario file (.toml), or a report (.xlsx) whose Assumptions sheet to re-run")
     run.add_argument("--paths", type=_count, help="number of Monte Carlo paths (default: the scenario's)")
     run.add_argument("--seed", type=_count, help="random seed (default: the scenario's)")
     run.add_argument("--out", help="workbook path (default: reports/<file stem>.xlsx)")
     run.add_argument("--threads", type=_count, help="worker threads (default: all cores)")
     run.add_argument("--baseline", help="structure to compare the others with (default: the scenario's)")
     check = sub.add_parser("validate", help="check a scenario file and report every problem")
-    check.add_argument("file", help="scenario file (.toml)")
+    check.add_argument("file", help="scenario file (.toml) or report (.xlsx)")
     return parser
 
 
@@ -92,6 +92,8 @@ def _run(args: argparse.Namespace) -> int:
     else:
         out = Path("reports") / f"{Path(args.file).stem}.xlsx"
         out.parent.mkdir(exist_ok=True)  # the default folder is ours to create
+        if out.exists() and Path(args.file).exists() and out.resolve() == Path(args.file).resolve():
+            out = out.with_name(f"{out.stem}-rerun.xlsx")  # never overwrite the workbook we read by default
     check_output_path(out)
     if args.baseline is not None and args.baseline not in scenario.structure_names():
         raise InputError("", [Problem("--baseline", f"one of {scenario.structure_names()}", args.baseline)])

@@ -1,19 +1,17 @@
-"""The Excel workbook: Summary, Assumptions and Paths sheets.
+"""The Excel workbook a finance team opens: eight sheets, native charts, a live PV and editable assumptions.
 
-Written with openpyxl, atomically (a temporary file in the target folder,
-then a rename), so a failure never leaves a partial workbook and never
-touches an earlier one.  Text that came from inputs is always written as
-text, never as a formula.
+Sheets: Read me, Summary, Distributions, Versus baseline, Cash flows, Drivers, Assumptions, Paths.
+Written with openpyxl, atomically (a temporary file in the target folder, then a rename), so a failure
+never leaves a partial workbook and never touches an earlier one.  Text from inputs is always written
+as text, never as a formula.  Nothing per path is written beyond the Paths sample, so a 10-million-path
+result makes a workbook of the same size as a 10-thousand-path one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import platform
-import tempfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from datetime import date as Date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,142 +19,89 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from openpyxl import Workbook
-from openpyxl.styles import Alignment, Font, PatternFill
+from openpyxl.chart import Reference
+from openpyxl.chart.data_source import NumDataSource, NumRef
+from openpyxl.chart.error_bar import ErrorBars
 from openpyxl.utils import get_column_letter
-from openpyxl.worksheet.table import Table, TableStyleInfo
-from pydantic import BaseModel
 
-from valuation.errors import InputError
+from valuation.assumptions import COLUMNS, assumption_rows
 from valuation.results import SUMMARY_COLUMNS
+from valuation.xlsx import (
+    BN,
+    BN3,
+    DATE,
+    INPUT_FILL,
+    LABEL_FONT,
+    NOTE_FONT,
+    PCT,
+    TOP,
+    TOP_LEFT,
+    WRAP,
+    YEARS,
+    absolute,
+    atomic_save,
+    bar_chart,
+    check_output_path,
+    formula,
+    header,
+    line_chart,
+    lines,
+    print_setup,
+    put,
+    ref,
+    scatter_chart,
+    scatter_series,
+    table,
+    title,
+    widths,
+)
 
 if TYPE_CHECKING:
     from valuation.results import SimulationResult
-    from valuation.scenario import Scenario
+
+__all__ = ["check_output_path", "format_summary", "write_workbook"]
 
 PATH_SAMPLE = 1_000
+BINS = 40
 GENERATOR = "Philox4x32-10 (Random123), counter = (path, draw, stream); normals by inverse CDF (AS241)"
+SHEETS = ("Read me", "Summary", "Distributions", "Versus baseline", "Cash flows", "Drivers", "Assumptions",
+          "Paths")
 
-BN = '#,##0.00;[Red]-#,##0.00'
-PCT = '0.0%'
-YEARS = '0.00'
-HEADER_FILL = PatternFill("solid", fgColor="1F3864")
-HEADER_FONT = Font(bold=True, color="FFFFFF")
-TITLE_FONT = Font(bold=True, size=14, color="1F3864")
-LABEL_FONT = Font(bold=True, color="404040")
-WRAP = Alignment(wrap_text=True, vertical="top")
-TOP = Alignment(vertical="top")
-TOP_LEFT = Alignment(vertical="top", horizontal="left")
-
-_FORMATS = {"mean": BN, "se": '0.000', "sd": BN, "p5": BN, "p25": BN, "p50": BN, "p75": BN, "p95": BN,
-            "var5": BN, "cvar5": BN, "p_negative": PCT, "diff_mean": BN, "diff_se": '0.000', "p_better": PCT}
-
-
-# ------------------------------------------------------------------ paths
-
-
-def check_output_path(path: str | Path) -> Path:
-    """Reject a workbook path we could not write, before any simulation runs."""
-    path = Path(path)
-    where = str(path)
-    if path.suffix.lower() != ".xlsx":
-        raise InputError(where, "expected a workbook path ending in .xlsx")
-    if path.is_dir():
-        raise InputError(where, "is a directory; expected a file path ending in .xlsx")
-    parent = path.parent
-    if not parent.is_dir():
-        raise InputError(where, f"folder {str(parent)!r} does not exist; expected an existing folder")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise InputError(where, "exists and is read-only; expected a writable file")
-    try:  # the only reliable test of a folder (read-only mounts, /proc, quotas) is to write in it
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise InputError(where, f"folder {str(parent)!r} is not writable ({exc.strerror or exc})") from None
-    return path
-
-
-def atomic_save(workbook: Workbook, path: Path) -> Path:
-    """Save via a temporary file in the same folder and a rename."""
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise InputError(str(path), f"cannot be written ({exc.strerror or exc}); nothing was written") from None
-    os.close(fd)
-    try:
-        os.chmod(tmp, _file_mode(path))
-        workbook.save(tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise InputError(str(path), f"cannot be written ({exc.strerror or exc}); any earlier file is "
-                                        "unchanged") from None
-        raise
-    return path
-
-
-def _file_mode(path: Path) -> int:
-    """Keep an existing file's permissions; a new file gets the usual 0666 less the umask."""
-    if path.exists():
-        return path.stat().st_mode & 0o777
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-# ---------------------------------------------------------------- writing
+_FORMATS = {"mean": BN, "se": BN3, "ci_low": BN, "ci_high": BN, "sd": BN, "p5": BN, "p25": BN, "p50": BN,
+            "p75": BN, "p95": BN, "var5": BN, "cvar5": BN, "p_negative": PCT}
+_SHORT = {"mean": "Mean", "se": "SE", "ci_low": "95% CI low", "ci_high": "95% CI high", "sd": "SD", "p5": "P5",
+          "p25": "P25", "p50": "P50", "p75": "P75", "p95": "P95", "var5": "VaR 5%", "cvar5": "CVaR 5%",
+          "p_negative": "P(PV<0)"}
 
 
 def write_workbook(result: SimulationResult, path: str | Path) -> Path:
     """Write the workbook for ``result`` to ``path`` (atomically); returns the path."""
     path = check_output_path(path)
     wb = Workbook()
-    summary = result.summary()
-    _summary_sheet(wb.active, result, summary)
-    _assumptions_sheet(wb.create_sheet("Assumptions"), result.scenario, result)
-    _paths_sheet(wb.create_sheet("Paths"), result)
+    sheets = {name: (wb.active if i == 0 else wb.create_sheet(name)) for i, name in enumerate(SHEETS)}
+    sheets["Read me"].title = "Read me"
+    names = _Names(result)
+    _read_me(sheets["Read me"], result)
+    _summary(sheets["Summary"], result, names)
+    _distributions(sheets["Distributions"], result, names)
+    _versus_baseline(sheets["Versus baseline"], result, names)
+    _cash_flows(sheets["Cash flows"], result, names)
+    _drivers(sheets["Drivers"], result)
+    _assumptions(sheets["Assumptions"], result)
+    _paths(sheets["Paths"], result)
     return atomic_save(wb, path)
 
 
-def put(ws, row: int, col: int, value: Any, fmt: str | None = None, font: Font | None = None,
-        infinity: str = "n/a"):
-    """Write one cell; strings are always text, never formulas; a non-finite number becomes a note."""
-    if isinstance(value, (np.floating, np.integer)):
-        value = value.item()
-    missing = isinstance(value, float) and not np.isfinite(value)
-    if missing:
-        value = infinity if value == np.inf else "n/a"
-    cell = ws.cell(row=row, column=col, value=value)
-    if isinstance(value, str):
-        cell.data_type = "s"
-    if missing:
-        cell.alignment = Alignment(horizontal="right")
-    if fmt:
-        cell.number_format = fmt
-    if font:
-        cell.font = font
-    return cell
+class _Names:
+    """Display labels of structures and parties."""
+
+    def __init__(self, result: SimulationResult):
+        s = result.scenario
+        self.structure = [next(x.label or x.name for x in s.structures if x.name == n) for n in result.structures]
+        self.party = [s.parties[p].label or p for p in result.parties]
 
 
-def _header(ws, row: int, names: list[str], col: int = 1) -> None:
-    for j, name in enumerate(names):
-        c = put(ws, row, col + j, name, font=HEADER_FONT)
-        c.fill = HEADER_FILL
-        c.alignment = Alignment(wrap_text=True, vertical="center")
-
-
-def _widths(ws, widths: dict[int, float]) -> None:
-    for col, w in widths.items():
-        ws.column_dimensions[get_column_letter(col)].width = w
-
-
-def _table(ws, name: str, first_row: int, last_row: int, n_cols: int) -> None:
-    ref = f"A{first_row}:{get_column_letter(n_cols)}{last_row}"
-    table = Table(displayName=name, ref=ref)
-    table.tableStyleInfo = TableStyleInfo(name="TableStyleLight9", showRowStripes=True)
-    ws.add_table(table)
+# ------------------------------------------------------------------ read me
 
 
 def run_metadata(result: SimulationResult) -> list[tuple[str, Any]]:
@@ -169,7 +114,7 @@ def run_metadata(result: SimulationResult) -> list[tuple[str, Any]]:
     return [
         ("Scenario", s.name),
         ("Scenario file", s.path or ""),
-        ("Scenario SHA-256", digest),
+        ("Scenario file SHA-256", digest),
         ("Valuation date", s.simulation.valuation_date),
         ("Horizon", s.simulation.horizon),
         ("Steps per year", s.simulation.steps_per_year),
@@ -179,173 +124,546 @@ def run_metadata(result: SimulationResult) -> list[tuple[str, Any]]:
         ("Random generator", GENERATOR),
         ("Baseline structure", result.baseline or result.structures[0]),
         ("Package version", __version__),
-        ("Run time (s)", round(result.run_seconds, 3)),
+        ("Simulation time (s)", round(result.run_seconds, 3)),
         ("Threads", result.threads),
         ("Written", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")),
         ("Python / platform", f"{platform.python_version()} / {platform.platform(terse=True)}"),
     ]
 
 
-def _labels(result: SimulationResult) -> tuple[dict[str, str], dict[str, str]]:
-    s = result.scenario
-    st = {x.name: x.label or x.name for x in s.structures}
-    pa = {name: p.label or name for name, p in s.parties.items()}
-    return st, pa
+_TOUR = [
+    ("Summary", "Each party's present value under each structure: mean with its Monte Carlo standard error "
+                "and 95% confidence interval, spread (SD, percentiles) and risk (VaR and CVaR at 5%, the chance "
+                "of a loss). The chart shows the means with 95% error bars."),
+    ("Distributions", "For each party, how PVs are distributed under each structure: histogram frequencies on "
+                      "shared bins, and the cumulative distribution (S-curve) from the 1st to 99th percentile."),
+    ("Versus baseline", "Path by path, how much better or worse each structure is than the baseline for each "
+                        "party, on the same random numbers: mean difference, its standard error, the chance of "
+                        "being better."),
+    ("Cash flows", "Expected cash flows by calendar year, and a live PV: change the yellow discount rates and "
+                   "the PVs re-discount in the workbook. At the scenario's rates they equal the simulated means."),
+    ("Drivers", "What drove the results: AGI declaration and verification timing against the model, the "
+                "verification lag, how often each deadline was met, and a fan of revenue paths."),
+    ("Assumptions", "Every input with its unit, whether it was given or left at its default, and its source. "
+                    "Edit a value here and run `valuation run <this workbook>` to get a new report."),
+    ("Paths", "The first 1,000 simulated paths: drivers and every PV, for your own checks."),
+]
 
 
-def _summary_sheet(ws, result: SimulationResult, summary: pd.DataFrame) -> None:
-    ws.title = "Summary"
+def _read_me(ws, result: SimulationResult) -> None:
     ws.sheet_view.showGridLines = False
-    put(ws, 1, 1, "Payoff distributions by structure and party", font=TITLE_FONT)
-    put(ws, 2, 1, "Present values in USD bn at the valuation date; standard errors of the Monte Carlo estimate; "
-                  "differences are path by path against the baseline structure on the same random numbers.")
+    title(ws, f"Deal valuation: {result.scenario.name}",
+          "Monte Carlo valuation of deal structures; every figure in USD bn (present value at the valuation "
+          "date unless stated).")
     row = 4
-    for label, value in run_metadata(result):
-        put(ws, row, 1, label, font=LABEL_FONT)
-        put(ws, row, 2, value, fmt="yyyy-mm-dd" if isinstance(value, Date) else None)
-        ws.cell(row=row, column=2).alignment = Alignment(horizontal="left")
+    if result.scenario.description:
+        put(ws, row, 1, result.scenario.description).alignment = WRAP
+        ws.merge_cells(start_row=row, start_column=1, end_row=row, end_column=4)
+        ws.row_dimensions[row].height = 15 * lines(result.scenario.description, 150)
+        row += 2
+    put(ws, row, 1, "Sheets", font=LABEL_FONT)
+    for name, text in _TOUR:
         row += 1
-    row += 1
-    top = row
-    cols = list(SUMMARY_COLUMNS)
-    names = ["Structure", "Party", *[_short(c) for c in cols]]
-    _header(ws, top, names)
-    st_label, pa_label = _labels(result)
+        put(ws, row, 1, name).alignment = TOP
+        put(ws, row, 2, text).alignment = WRAP
+        ws.merge_cells(start_row=row, start_column=2, end_row=row, end_column=4)
+        ws.row_dimensions[row].height = 15 * lines(text, 130)
+    row += 2
+    put(ws, row, 1, "Run", font=LABEL_FONT)
+    for label, value in run_metadata(result):
+        row += 1
+        put(ws, row, 1, label)
+        put(ws, row, 2, value, fmt=DATE if isinstance(value, Date) else None).alignment = TOP_LEFT
+    if result.fits:
+        row += 2
+        put(ws, row, 1, "Fitted distributions", font=LABEL_FONT)
+        for key, fit in result.fits.items():
+            row += 1
+            put(ws, row, 1, key)
+            put(ws, row, 2, f"{fit.distribution}; fitted to {len(fit.probs)} points, largest miss "
+                            f"{fit.residual:.3g} in probability")
+    widths(ws, {1: 26, 2: 70, 3: 30, 4: 30})
+    print_setup(ws, landscape=False)
+
+
+# ------------------------------------------------------------------ summary
+
+
+def _summary(ws, result: SimulationResult, names: _Names) -> None:
+    ws.sheet_view.showGridLines = False
+    summary = result.summary()
+    title(ws, "Payoff distributions by structure and party",
+          f"PV in USD bn at {result.scenario.simulation.valuation_date}; {result.paths:,} paths, seed "
+          f"{result.seed}; standard errors are those of the Monte Carlo mean (see Read me for the run).")
+    summary["ci_low"] = summary["mean"] - 1.96 * summary["se"]
+    summary["ci_high"] = summary["mean"] + 1.96 * summary["se"]
+    cols = list(_SHORT)
+    top = 4
+    header(ws, top, ["Structure", "Party", *[_SHORT[c] for c in cols]])
+    row = top
     for (structure, party), values in summary.iterrows():
         row += 1
-        put(ws, row, 1, st_label[structure])
-        put(ws, row, 2, pa_label[party])
+        put(ws, row, 1, names.structure[result.structures.index(structure)])
+        put(ws, row, 2, names.party[result.parties.index(party)])
         for j, c in enumerate(cols):
             put(ws, row, 3 + j, float(values[c]), fmt=_FORMATS[c])
-    _table(ws, "SummaryTable", top, row, len(names))
+    table(ws, "SummaryTable", top, row, 2 + len(cols))
+    ws.freeze_panes = ws.cell(row=top + 1, column=3)
     row += 2
     put(ws, row, 1, "Columns", font=LABEL_FONT)
     for c in cols:
         row += 1
-        put(ws, row, 1, _short(c))
-        put(ws, row, 2, SUMMARY_COLUMNS[c])
-    ws.freeze_panes = ws.cell(row=top + 1, column=3)
-    _widths(ws, {1: 50, 2: 26, **{3 + j: 12 for j in range(len(cols))}})
+        put(ws, row, 1, _SHORT[c])
+        put(ws, row, 2, SUMMARY_COLUMNS.get(c, "Mean -/+ 1.96 standard errors"))
+    row += 2
+    means = summary["mean"].unstack()[result.parties].loc[result.structures]
+    half = (1.96 * summary["se"]).unstack()[result.parties].loc[result.structures]
+    chart_top = row
+    _matrix(ws, row, "Mean PV (USD bn)", names, means.to_numpy())
+    _matrix(ws, row, "95% CI half-width (USD bn)", names, half.to_numpy(), col=3 + len(result.parties))
+    chart = bar_chart(title_text="Mean PV by structure and party (95% confidence bars)", x_title="Structure",
+                      y_title="PV, USD bn", width=26, height=11)
+    P = len(result.parties)
+    first, last = chart_top + 1, chart_top + len(result.structures)
+    for j in range(P):
+        data = ref(ws, 2 + j, chart_top, last)
+        chart.add_data(data, titles_from_data=True)
+        err = NumDataSource(numRef=NumRef(f=absolute(ws, 4 + P + j, first, last)))
+        chart.series[-1].errBars = ErrorBars(errDir="y", errBarType="both", errValType="cust", plus=err,
+                                             minus=err)
+    chart.set_categories(ref(ws, 1, first, last))
+    ws.add_chart(chart, f"A{last + 3}")
+    widths(ws, {1: 46, 2: 26, **{3 + j: 12 for j in range(len(cols))}})
     ws.row_dimensions[top].height = 32
-    _print_setup(ws)
+    print_setup(ws)
 
 
-def _short(column: str) -> str:
-    return {"mean": "Mean", "se": "SE", "sd": "SD", "p5": "P5", "p25": "P25", "p50": "P50", "p75": "P75",
-            "p95": "P95", "var5": "VaR 5%", "cvar5": "CVaR 5%", "p_negative": "P(PV<0)",
-            "diff_mean": "vs baseline: mean", "diff_se": "vs baseline: SE", "p_better": "P(better)"}[column]
+def _matrix(ws, row: int, label: str, names: _Names, values: np.ndarray, col: int = 1,
+            fmt: str = BN, row_names: list[str] | None = None) -> None:
+    """A labelled block: rows = structures, columns = parties (the data behind a chart)."""
+    put(ws, row, col, label, font=LABEL_FONT)
+    for j, party in enumerate(names.party):
+        put(ws, row, col + 1 + j, party, font=LABEL_FONT)
+    for i, name in enumerate(row_names or names.structure):
+        if col == 1:
+            put(ws, row + 1 + i, col, name)
+        for j in range(values.shape[1]):
+            put(ws, row + 1 + i, col + 1 + j, float(values[i, j]), fmt=fmt)
 
 
-def _print_setup(ws) -> None:
-    ws.page_setup.orientation = "landscape"
-    ws.page_setup.fitToWidth = 1
-    ws.page_setup.fitToHeight = 0
-    ws.sheet_properties.pageSetUpPr.fitToPage = True
+# ------------------------------------------------------------ distributions
 
 
-# ------------------------------------------------------------ assumptions
+def distribution_tables(result: SimulationResult, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For party ``p``: shared bin edges, the share of paths per bin per structure, and P1..P99.
+
+    The bins span the 0.5th to 99.5th percentiles over all structures; paths beyond fall in the end bins.
+    """
+    x = result.pvs[:, :, p]
+    lo = float(np.min(np.percentile(x, 0.5, axis=0)))
+    hi = float(np.max(np.percentile(x, 99.5, axis=0)))
+    if not hi > lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, BINS + 1)
+    freq = np.empty((BINS, x.shape[1]))
+    for s in range(x.shape[1]):
+        counts, _ = np.histogram(np.clip(x[:, s], lo, hi), bins=edges)
+        freq[:, s] = counts / x.shape[0]
+    pct = np.percentile(x, np.arange(1, 100), axis=0)
+    return edges, freq, pct
 
 
-def assumption_rows(scenario: Scenario) -> list[dict[str, Any]]:
-    """Every input of the scenario as a row: key path, value, unit, given or default, source."""
-    rows: list[dict[str, Any]] = []
-    _walk(scenario, "", None, scenario.sources, rows)
-    return rows
-
-
-def _walk(model: BaseModel, prefix: str, inherited: str | None, sources: dict[str, str],
-          rows: list[dict[str, Any]]) -> None:
-    table_source = getattr(model, "source", None) or inherited
-    for name, field in type(model).model_fields.items():
-        if field.exclude or name == "source":
-            continue
-        key_name = field.alias or name
-        key = f"{prefix}.{key_name}" if prefix else key_name
-        value = getattr(model, name)
-        if isinstance(value, BaseModel):
-            _walk(value, key, table_source, sources, rows)
-        elif isinstance(value, dict) and value and all(isinstance(v, BaseModel) for v in value.values()):
-            for k, v in value.items():
-                _walk(v, f"{key}.{k}", table_source, sources, rows)
-        elif isinstance(value, list) and value and all(isinstance(v, BaseModel) for v in value):
-            if all(isinstance(v, BaseModel) and not _is_term(v) for v in value):
-                for i, v in enumerate(value):
-                    _walk(v, f"{key}[{i}]", table_source, sources, rows)
-            else:
-                rows.append(_row(key, value, field, model, sources, table_source, name))
-        else:
-            rows.append(_row(key, value, field, model, sources, table_source, name))
-
-
-def _is_term(v: BaseModel) -> bool:
-    return type(v).__name__ == "EventOffset"
-
-
-def _row(key: str, value: Any, field: Any, model: BaseModel, sources: dict[str, str], table_source: str | None,
-         name: str) -> dict[str, Any]:
-    unit = (field.json_schema_extra or {}).get("unit", "") if isinstance(field.json_schema_extra, dict) else ""
-    return {
-        "key": key,
-        "value": _cell_value(value),
-        "unit": unit,
-        "given": "given" if name in model.model_fields_set else "default",
-        "source": sources.get(key) or table_source or "",
-        "description": field.description or "",
-    }
-
-
-def _cell_value(value: Any) -> Any:
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        return "; ".join(str(_cell_value(v)) for v in value)
-    if isinstance(value, BaseModel):
-        return ", ".join(f"{k}={v}" for k, v in value.model_dump(exclude={"source"}).items())
-    if isinstance(value, (bool, int, float, Date, str)):
-        return value
-    return str(value)
-
-
-def _assumptions_sheet(ws, scenario: Scenario, result: SimulationResult) -> None:
+def _distributions(ws, result: SimulationResult, names: _Names) -> None:
     ws.sheet_view.showGridLines = False
-    names = ["Key", "Value", "Unit", "Given or default", "Source", "Description"]
-    _header(ws, 1, names)
-    rows = assumption_rows(scenario)
+    title(ws, "Distributions of PV by party",
+          "Histogram: share of paths in each bin (bins shared by all structures of a party; paths beyond the "
+          "range are counted in the end bins). S-curve: the PV at each percentile.")
+    S = len(result.structures)
+    row = 4
+    for p, party in enumerate(names.party):
+        edges, freq, pct = distribution_tables(result, p)
+        put(ws, row, 1, party, font=LABEL_FONT)
+        top = row + 1
+        header(ws, top, ["Bin from", "Bin to", "Bin middle", *names.structure])
+        for b in range(BINS):
+            r = top + 1 + b
+            put(ws, r, 1, edges[b], fmt=BN)
+            put(ws, r, 2, edges[b + 1], fmt=BN)
+            put(ws, r, 3, 0.5 * (edges[b] + edges[b + 1]), fmt=BN)
+            for s in range(S):
+                put(ws, r, 4 + s, freq[b, s], fmt=PCT)
+        pcol = 5 + S
+        header(ws, top, ["Percentile", *names.structure], col=pcol)
+        for q in range(99):
+            r = top + 1 + q
+            put(ws, r, pcol, (q + 1) / 100, fmt='0%')
+            for s in range(S):
+                put(ws, r, pcol + 1 + s, pct[q, s], fmt=BN)
+        hist = line_chart(title_text=f"{party}: distribution of PV", x_title="PV, USD bn (bin middle)",
+                          y_title="Share of paths", width=20, height=9)
+        hist.add_data(ref(ws, 4, top, top + BINS, 3 + S), titles_from_data=True)
+        hist.set_categories(ref(ws, 3, top + 1, top + BINS))
+        hist.x_axis.number_format = '#,##0'
+        hist.y_axis.number_format = '0%'
+        anchor_col = get_column_letter(pcol + S + 2)
+        ws.add_chart(hist, f"{anchor_col}{top}")
+        curve = scatter_chart(title_text=f"{party}: S-curve (cumulative distribution)", x_title="PV, USD bn",
+                              y_title="Probability PV is at most x", width=20, height=9)
+        for s in range(S):
+            curve.series.append(scatter_series(ref(ws, pcol + 1 + s, top + 1, top + 99),
+                                               ref(ws, pcol, top + 1, top + 99), names.structure[s]))
+        curve.y_axis.number_format = '0%'
+        curve.y_axis.scaling.min = 0
+        curve.y_axis.scaling.max = 1
+        ws.add_chart(curve, f"{anchor_col}{top + 20}")
+        row = top + 102
+    widths(ws, {**{j: 12 for j in range(1, 6 + 2 * S)}})
+    ws.freeze_panes = "A4"
+    print_setup(ws)
+
+
+# ---------------------------------------------------------- versus baseline
+
+
+def versus_baseline(result: SimulationResult) -> pd.DataFrame:
+    """Per-path difference from the baseline, per structure and party (the baseline's own rows omitted)."""
+    base = result.baseline or result.structures[0]
+    b = result.structures.index(base)
+    rows = []
+    for s, structure in enumerate(result.structures):
+        if s == b:
+            continue
+        for p, party in enumerate(result.parties):
+            d = result.pvs[:, s, p] - result.pvs[:, b, p]
+            se = float(np.std(d, ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
+            q = np.percentile(d, [5, 50, 95])
+            rows.append({"structure": structure, "party": party, "mean": float(d.mean()), "se": se,
+                         "ci_low": float(d.mean()) - 1.96 * se, "ci_high": float(d.mean()) + 1.96 * se,
+                         "p_better": float(np.mean(d > 0)), "p_worse": float(np.mean(d < 0)),
+                         "p5": float(q[0]), "p50": float(q[1]), "p95": float(q[2])})
+    return pd.DataFrame(rows).set_index(["structure", "party"])
+
+
+def _versus_baseline(ws, result: SimulationResult, names: _Names) -> None:
+    ws.sheet_view.showGridLines = False
+    base = result.baseline or result.structures[0]
+    title(ws, f"Each structure against the baseline: {names.structure[result.structures.index(base)]}",
+          "Difference = PV under the structure - PV under the baseline, path by path on the same random numbers "
+          "(USD bn). P(better) and P(worse) count paths; the rest are ties.")
+    table_df = versus_baseline(result)
+    cols = {"mean": ("Mean difference", BN), "se": ("SE", BN3), "ci_low": ("95% CI low", BN),
+            "ci_high": ("95% CI high", BN), "p_better": ("P(better)", PCT), "p_worse": ("P(worse)", PCT),
+            "p5": ("P5 of difference", BN), "p50": ("Median difference", BN), "p95": ("P95 of difference", BN)}
+    top = 4
+    header(ws, top, ["Structure", "Party", *[c[0] for c in cols.values()]])
+    row = top
+    for (structure, party), values in table_df.iterrows():
+        row += 1
+        put(ws, row, 1, names.structure[result.structures.index(structure)])
+        put(ws, row, 2, names.party[result.parties.index(party)])
+        for j, (key, (_, fmt)) in enumerate(cols.items()):
+            put(ws, row, 3 + j, float(values[key]), fmt=fmt)
+    if row > top:
+        table(ws, "VersusBaseline", top, row, 2 + len(cols))
+        others = [s for s in result.structures if s != base]
+        row += 2
+        mtop = row
+        mean = table_df["mean"].unstack()[result.parties].loc[others].to_numpy()
+        half = (1.96 * table_df["se"]).unstack()[result.parties].loc[others].to_numpy()
+        labels = [names.structure[result.structures.index(s)] for s in others]
+        _matrix(ws, mtop, "Mean difference (USD bn)", names, mean, row_names=labels)
+        P = len(result.parties)
+        _matrix(ws, mtop, "95% CI half-width", names, half, col=3 + P, row_names=labels)
+        chart = bar_chart(title_text="Mean gain over the baseline (95% confidence bars)", x_title="Structure",
+                          y_title="PV difference, USD bn", width=26, height=11)
+        first, last = mtop + 1, mtop + len(others)
+        for j in range(P):
+            chart.add_data(ref(ws, 2 + j, mtop, last), titles_from_data=True)
+            err = NumDataSource(numRef=NumRef(f=absolute(ws, 4 + P + j, first, last)))
+            chart.series[-1].errBars = ErrorBars(errDir="y", errBarType="both", errValType="cust", plus=err,
+                                                 minus=err)
+        chart.set_categories(ref(ws, 1, first, last))
+        ws.add_chart(chart, f"A{last + 3}")
+    else:
+        put(ws, top + 1, 1, "Only one structure: nothing to compare.")
+    ws.freeze_panes = ws.cell(row=top + 1, column=3)
+    widths(ws, {1: 46, 2: 26, **{3 + j: 13 for j in range(len(cols))}})
+    ws.row_dimensions[top].height = 32
+    print_setup(ws)
+
+
+# --------------------------------------------------------------- cash flows
+
+
+def slot_dates(result: SimulationResult) -> list[Date]:
+    t0 = result.scenario.simulation.valuation_date
+    return [t0 + timedelta(days=round(float(x) * 365.25)) for x in result.slot_time]
+
+
+HORIZON_COLUMN = "At horizon"
+
+
+def annual_cash_flows(result: SimulationResult) -> pd.DataFrame:
+    """Expected undiscounted flows (USD bn) per structure and party, by calendar year.
+
+    One-off flows dated at the horizon (equity stakes) get a column of their own, after the years.
+    """
+    n_steps = len(result.step_time)
+    horizon = result.step_time[-1]
+    at_horizon = np.zeros(len(result.slot_time), bool)
+    at_horizon[n_steps:] = result.slot_time[n_steps:] == horizon
+    years = np.array([d.year for d in slot_dates(result)])
+    flows = result.cash_flows.sum(axis=2)  # over discount classes: (S, P, slots)
+    data = {y: flows[:, :, (years == y) & ~at_horizon].sum(axis=2).ravel() for y in sorted(set(years.tolist()))}
+    data[HORIZON_COLUMN] = flows[:, :, at_horizon].sum(axis=2).ravel()
+    index = pd.MultiIndex.from_product([result.structures, result.parties], names=["structure", "party"])
+    return pd.DataFrame(data, index=index)
+
+
+def _class_labels(result: SimulationResult, names: _Names) -> list[str]:
+    P = len(result.parties)
+    return [f"{names.party[c]}: own rate" if c < P else f"Clauses with their own rate ({result.class_rates[c]:.2%})"
+            for c in range(len(result.class_rates))]
+
+
+def _cash_flows(ws, result: SimulationResult, names: _Names) -> None:
+    """Editable rates, live PVs, the annual table and its charts; underneath, the flows the live PV discounts."""
+    ws.sheet_view.showGridLines = False
+    title(ws, "Expected cash flows and a live PV",
+          "Expected (mean over paths) undiscounted flows in USD bn; positive = received. They include payments "
+          "on their dates and equity stakes valued at the horizon (fraction x exit multiple x revenue).")
+    S, P = len(result.structures), len(result.parties)
+    classes = _class_labels(result, names)
+    flows = result.cash_flows
+    # --- editable rates
+    row = 4
+    put(ws, row, 1, "Discount rates: edit the yellow cells and the live PVs follow", font=LABEL_FONT)
+    header(ws, row + 1, ["Discount class", "Annual rate", "Scenario's rate"])
+    rate_cell = {}
+    for c, label in enumerate(classes):
+        r = row + 2 + c
+        put(ws, r, 1, label)
+        put(ws, r, 2, float(result.class_rates[c]), fmt='0.00%').fill = INPUT_FILL
+        put(ws, r, 3, float(result.class_rates[c]), fmt='0.00%')
+        rate_cell[c] = f"$B${r}"
+    # --- annual table (position fixed first: the live PV block refers to rows below it)
+    annual = annual_cash_flows(result)
+    live_top = row + 4 + len(classes)
+    annual_top = live_top + S * P + 4
+    charts_top = annual_top + S * P + 3
+    detail_top = charts_top + 17 * ((S + 1) // 2) + 2
+    detail: list[tuple[int, int, int]] = [(s, p, c) for s in range(S) for p in range(P)
+                                          for c in range(len(classes)) if np.any(flows[s, p, c] != 0.0)]
+    hdr = detail_top + 2
+    detail_row = {key: hdr + 1 + i for i, key in enumerate(detail)}
+
+    # --- live PV per structure and party
+    put(ws, live_top - 1, 1, "Live PV (USD bn): the expected flows at the foot of this sheet, discounted at the "
+                             "rates above", font=LABEL_FONT)
+    header(ws, live_top, ["Structure", "Party", "Live PV", "Simulated mean PV", "Difference"])
+    means = result.pvs.mean(axis=0)
+    row = live_top
+    for s in range(S):
+        for p in range(P):
+            row += 1
+            put(ws, row, 1, names.structure[s])
+            put(ws, row, 2, names.party[p])
+            cells = [f"E{detail_row[(s, p, c)]}" for c in range(len(classes)) if (s, p, c) in detail_row]
+            formula(ws, row, 3, "=" + ("+".join(cells) if cells else "0"), fmt=BN)
+            put(ws, row, 4, float(means[s, p]), fmt=BN)
+            formula(ws, row, 5, f"=C{row}-D{row}", fmt=BN3)
+    table(ws, "LivePV", live_top, row, 5)
+    put(ws, row + 1, 1, "At the scenario's rates the live PV equals the simulated mean PV (to rounding).",
+        font=NOTE_FONT)
+
+    # --- annual table and one chart per structure
+    put(ws, annual_top - 1, 1, "Expected cash flow by calendar year (USD bn, undiscounted); the last column holds "
+                               "values booked at the horizon (equity stakes), left out of the charts",
+        font=LABEL_FONT)
+    header(ws, annual_top, ["Structure", "Party", *[str(y) for y in annual.columns]])
+    row = annual_top
+    for (structure, party), values in annual.iterrows():
+        row += 1
+        put(ws, row, 1, names.structure[result.structures.index(structure)])
+        put(ws, row, 2, names.party[result.parties.index(party)])
+        for j, v in enumerate(values.to_numpy()):
+            put(ws, row, 3 + j, float(v), fmt=BN)
+    table(ws, "AnnualCashFlows", annual_top, row, 2 + len(annual.columns))
+    n_years = len(annual.columns) - 1  # the charts leave out the horizon values
+    for s in range(S):
+        chart = line_chart(title_text=f"{names.structure[s]}: expected cash flow by year", x_title="Year",
+                           y_title="USD bn per year", width=17, height=8)
+        first = annual_top + 1 + s * P
+        chart.add_data(Reference(ws, min_col=2, max_col=2 + n_years, min_row=first, max_row=first + P - 1),
+                       from_rows=True, titles_from_data=True)
+        chart.set_categories(Reference(ws, min_col=3, max_col=2 + n_years, min_row=annual_top,
+                                       max_row=annual_top))
+        ws.add_chart(chart, f"{'A' if s % 2 == 0 else 'E'}{charts_top + (s // 2) * 17}")
+
+    # --- the flows the live PV discounts: one row per structure, party and discount class
+    n_slots = len(result.slot_time)
+    dates = slot_dates(result)
+    put(ws, detail_top, 1, "Expected flows by time (years after the valuation date, dates above) and discount "
+                           "class: what the live PV discounts", font=LABEL_FONT)
+    header(ws, hdr, ["Structure", "Party", "Discount class", "Rate", "PV"])
+    first_col = 6
+    for k in range(n_slots):
+        put(ws, hdr, first_col + k, float(result.slot_time[k]), fmt='0.000', font=LABEL_FONT)
+        put(ws, hdr - 1, first_col + k, dates[k], fmt=DATE, font=NOTE_FONT)
+    first_letter = get_column_letter(first_col)
+    last_letter = get_column_letter(first_col + n_slots - 1)
+    for (s, p, c), x in detail_row.items():
+        put(ws, x, 1, names.structure[s])
+        put(ws, x, 2, names.party[p])
+        put(ws, x, 3, classes[c])
+        formula(ws, x, 4, f"={rate_cell[c]}", fmt='0.00%')
+        formula(ws, x, 5, f"=SUMPRODUCT({first_letter}{x}:{last_letter}{x},"
+                          f"(1+D{x})^(-{first_letter}${hdr}:{last_letter}${hdr}))", fmt=BN)
+        for k in range(n_slots):
+            put(ws, x, first_col + k, float(flows[s, p, c, k]), fmt=BN3)
+    widths(ws, {1: 46, 2: 24, 3: 34, 4: 12, 5: 12, **{first_col + k: 9 for k in range(n_slots)}})
+    ws.freeze_panes = "A4"
+    ws.print_area = f"A1:{get_column_letter(3 + n_years)}{detail_top - 1}"
+    print_setup(ws)
+
+
+# ------------------------------------------------------------------ drivers
+
+
+def agi_timing_table(result: SimulationResult) -> pd.DataFrame:
+    """By calendar year end: simulated P(declared by), the model's CDF, simulated P(verified by)."""
+    from valuation.compile import build_timing
+
+    s = result.scenario
+    declared = result.drivers["agi_declared"].to_numpy()
+    verified = result.drivers["agi_verified"].to_numpy()
+    model, _ = build_timing(s.agi.declaration, s, absolute=True)
+    rows = []
+    for year in range(s.simulation.valuation_date.year, s.simulation.horizon.year + 1):
+        t = s.years(Date(year, 12, 31))
+        rows.append({"year": year, "declared": float(np.mean(declared <= t)), "model": float(model.cdf(t)),
+                     "verified": float(np.mean(verified <= t))})
+    return pd.DataFrame(rows).set_index("year")
+
+
+def revenue_fan(result: SimulationResult) -> pd.DataFrame:
+    """P5/P25/P50/P75/P95 of the revenue rate at each step end, over the recorded sample of paths."""
+    q = np.percentile(result.revenue_sample, [5, 25, 50, 75, 95], axis=0)
+    t0 = result.scenario.simulation.valuation_date
+    dates = [t0 + timedelta(days=round(float(x) * 365.25)) for x in result.step_time]
+    return pd.DataFrame(q.T, index=pd.Index(dates, name="date"), columns=["p5", "p25", "p50", "p75", "p95"])
+
+
+def _drivers(ws, result: SimulationResult) -> None:
+    ws.sheet_view.showGridLines = False
+    s = result.scenario
+    title(ws, "Drivers: AGI timing, verification, deadlines and revenue",
+          "Simulated frequencies over all paths (except the revenue fan: see its note).")
+    agi = agi_timing_table(result)
+    top = 4
+    header(ws, top, ["Year end", "P(declared by), simulated", "P(declared by), model", "P(verified by), simulated"])
+    for i, (year, values) in enumerate(agi.iterrows(), start=1):
+        put(ws, top + i, 1, year)
+        put(ws, top + i, 2, values["declared"], fmt=PCT)
+        put(ws, top + i, 3, values["model"], fmt=PCT)
+        put(ws, top + i, 4, values["verified"], fmt=PCT)
+    last = top + len(agi)
+    table(ws, "AgiTiming", top, last, 4)
+    chart = line_chart(title_text="AGI: probability declared / verified by year end", x_title="Year",
+                       y_title="Probability", width=18, height=9)
+    chart.add_data(ref(ws, 2, top, last, 4), titles_from_data=True)
+    chart.set_categories(ref(ws, 1, top + 1, last))
+    chart.y_axis.number_format = '0%'
+    ws.add_chart(chart, "G4")
+
+    # verification lag and deadlines
+    row = max(last, top + 20) + 2
+    declared = result.drivers["agi_declared"].to_numpy()
+    verified = result.drivers["agi_verified"].to_numpy()
+    was = np.isfinite(declared)
+    lag = (verified - declared)[was & np.isfinite(verified)]
+    put(ws, row, 1, "Verification", font=LABEL_FONT)
+    stats = [("Paths with AGI declared (ever)", float(np.mean(was)), PCT),
+             ("P(never verified | declared), simulated", float(np.mean(~np.isfinite(verified[was])))
+              if was.any() else float("nan"), PCT),
+             ("P(never verified | declared), input", s.agi.never_verified, PCT),
+             ("Median lag, years", float(np.median(lag)) if lag.size else float("nan"), YEARS),
+             ("P90 lag, years", float(np.percentile(lag, 90)) if lag.size else float("nan"), YEARS)]
+    for label, value, fmt in stats:
+        row += 1
+        put(ws, row, 1, label)
+        put(ws, row, 2, value, fmt=fmt)
+    row += 2
+    put(ws, row, 1, "Deadlines", font=LABEL_FONT)
+    dtop = row + 1
+    header(ws, dtop, ["Deadline", "Date", "P(met), simulated", "SE"])
+    row = dtop
+    n = result.paths
+    for d in s.deadlines:
+        row += 1
+        met = result.drivers[f"met:{d.name}"].to_numpy()
+        p = float(met.mean())
+        put(ws, row, 1, d.label or d.name)
+        put(ws, row, 2, d.date, fmt=DATE)
+        put(ws, row, 3, p, fmt=PCT)
+        put(ws, row, 4, float(np.sqrt(p * (1 - p) / n)), fmt='0.000%')
+    if s.deadlines:
+        table(ws, "Deadlines", dtop, row, 4)
+
+    # revenue fan
+    fan = revenue_fan(result)
+    row += 3
+    put(ws, row, 1, f"Revenue fan (USD bn per year), from the first {result.revenue_sample.shape[0]:,} paths",
+        font=LABEL_FONT)
+    ftop = row + 1
+    header(ws, ftop, ["Date", "P5", "P25", "P50", "P75", "P95"])
+    for i, (when, values) in enumerate(fan.iterrows(), start=1):
+        put(ws, ftop + i, 1, when, fmt=DATE)
+        for j, v in enumerate(values.to_numpy()):
+            put(ws, ftop + i, 2 + j, float(v), fmt=BN)
+    flast = ftop + len(fan)
+    table(ws, "RevenueFan", ftop, flast, 6)
+    fan_chart = line_chart(title_text="Revenue: percentiles of the annual rate", x_title="Date",
+                           y_title="USD bn per year", width=18, height=9)
+    fan_chart.add_data(ref(ws, 2, ftop, flast, 6), titles_from_data=True)
+    fan_chart.set_categories(ref(ws, 1, ftop + 1, flast))
+    fan_chart.x_axis.number_format = 'yyyy'
+    ws.add_chart(fan_chart, f"G{ftop}")
+    widths(ws, {1: 40, 2: 22, 3: 22, 4: 22, 5: 12, 6: 12})
+    print_setup(ws)
+
+
+# -------------------------------------------------------------- assumptions
+
+
+def _assumptions(ws, result: SimulationResult) -> None:
+    ws.sheet_view.showGridLines = False
+    header(ws, 1, list(COLUMNS))
+    rows = assumption_rows(result.scenario, overrides={"simulation.paths": result.paths,
+                                                       "simulation.seed": result.seed})
     for i, r in enumerate(rows, start=2):
         put(ws, i, 1, r["key"]).alignment = TOP
         v = r["value"]
-        put(ws, i, 2, v, fmt="yyyy-mm-dd" if isinstance(v, Date) else None).alignment = TOP_LEFT
-        put(ws, i, 3, r["unit"]).alignment = TOP
-        put(ws, i, 4, r["given"]).alignment = TOP
-        put(ws, i, 5, r["source"]).alignment = WRAP
-        put(ws, i, 6, r["description"]).alignment = WRAP
-        lines = max(_lines(str(r["source"]), 60), _lines(str(r["description"]), 48))
-        if lines > 1:  # spreadsheet programs do not grow rows for wrapped text written by openpyxl
-            ws.row_dimensions[i].height = 15 * lines
-    last = len(rows) + 1
-    for key, fit in result.fits.items():
-        last += 1
-        put(ws, last, 1, f"{key} (fitted)")
-        put(ws, last, 2, str(fit.distribution))
-        put(ws, last, 3, "distribution")
-        put(ws, last, 4, "derived")
-        put(ws, last, 5, f"least-squares/exact fit to {len(fit.probs)} points; max miss {fit.residual:.2g}")
-        put(ws, last, 6, "The distribution actually simulated")
-    _table(ws, "Assumptions", 1, last, len(names))
+        put(ws, i, 2, v, fmt=DATE if isinstance(v, Date) else None).alignment = TOP_LEFT
+        put(ws, i, 3, r["type"]).alignment = TOP
+        put(ws, i, 4, r["unit"]).alignment = TOP
+        put(ws, i, 5, r["given"]).alignment = TOP
+        put(ws, i, 6, r["source"]).alignment = WRAP
+        put(ws, i, 7, r["table_source"]).alignment = WRAP
+        put(ws, i, 8, r["description"]).alignment = WRAP
+        n = max(lines(str(r["source"]), 50), lines(str(r["table_source"]), 40), lines(str(r["description"]), 44))
+        if n > 1:  # spreadsheet programs do not grow rows for wrapped text written by openpyxl
+            ws.row_dimensions[i].height = 15 * n
+    table(ws, "Assumptions", 1, len(rows) + 1, len(COLUMNS))
     ws.freeze_panes = "B2"
-    _widths(ws, {1: 46, 2: 24, 3: 14, 4: 10, 5: 60, 6: 48})
-    _print_setup(ws)
-
-
-def _lines(text: str, width: int) -> int:
-    """Lines a wrapped text needs in a column ``width`` characters wide (a close estimate)."""
-    return max(1, -(-int(len(text) * 1.1) // width))
+    widths(ws, {1: 46, 2: 24, 3: 10, 4: 14, 5: 10, 6: 50, 7: 40, 8: 44})
+    print_setup(ws)
 
 
 # ------------------------------------------------------------------ paths
 
 
-def _paths_sheet(ws, result: SimulationResult) -> None:
+def _paths(ws, result: SimulationResult) -> None:
     n = min(PATH_SAMPLE, result.paths)
     drivers = result.drivers.iloc[:n]
     names = ["Path"]
@@ -358,26 +676,28 @@ def _paths_sheet(ws, result: SimulationResult) -> None:
             names.append(f"{col} (years)")
     pv_cols = [(s, p) for s in range(len(result.structures)) for p in range(len(result.parties))]
     names += [f"PV {result.structures[s]} / {result.parties[p]}" for s, p in pv_cols]
-    _header(ws, 1, names)
+    header(ws, 1, names)
+    columns = [drivers[c].to_numpy() for c in drivers.columns]
+    flags = [c.startswith("met:") for c in drivers.columns]
+    revenue = [c == "revenue_at_horizon" for c in drivers.columns]
     for i in range(n):
         r = i + 2
         put(ws, r, 1, i)
-        for j, col in enumerate(drivers.columns, start=2):
-            v = drivers[col].iloc[i]
-            if col.startswith("met:"):
-                put(ws, r, j, bool(v))
+        for j, values in enumerate(columns):
+            if flags[j]:
+                put(ws, r, 2 + j, bool(values[i]))
             else:
-                put(ws, r, j, float(v), fmt=BN if col == "revenue_at_horizon" else YEARS, infinity="never")
-        base = 2 + len(drivers.columns)
+                put(ws, r, 2 + j, float(values[i]), fmt=BN if revenue[j] else YEARS, infinity="never")
+        base = 2 + len(columns)
         for j, (s, p) in enumerate(pv_cols):
             put(ws, r, base + j, float(result.pvs[i, s, p]), fmt=BN)
-    _table(ws, "Paths", 1, n + 1, len(names))
+    table(ws, "Paths", 1, n + 1, len(names))
     ws.freeze_panes = "B2"
-    _widths(ws, {j: 16 for j in range(1, len(names) + 1)})
+    widths(ws, {j: 16 for j in range(1, len(names) + 1)})
     ws.row_dimensions[1].height = 45
-    _print_setup(ws)
     put(ws, n + 3, 1, f"The first {n:,} of {result.paths:,} paths. Times are years after the valuation date "
                       "(they may fall beyond the horizon); 'never' = the event never happens on that path.")
+    print_setup(ws)
 
 
 def format_summary(summary: pd.DataFrame) -> str:

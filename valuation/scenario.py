@@ -571,7 +571,7 @@ def load_scenario(path: str | Path) -> Scenario:
     Parameters
     ----------
     path
-        A ``.toml`` scenario file.
+        A ``.toml`` scenario file, or an ``.xlsx`` report whose Assumptions sheet holds the scenario.
 
     Returns
     -------
@@ -585,6 +585,10 @@ def load_scenario(path: str | Path) -> Scenario:
         value, with the file, key path, value and what was expected.
     """
     path = Path(path)
+    if path.suffix.lower() == ".xlsx":
+        from valuation.assumptions import load_workbook_scenario
+
+        return load_workbook_scenario(path)
     try:
         raw_bytes = path.read_bytes()
     except FileNotFoundError:

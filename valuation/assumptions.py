@@ -1,0 +1,277 @@
+"""The scenario as flat rows (the workbook's Assumptions sheet) and back again.
+
+Every input becomes one row: a key path (``structures[0].clauses[2].tiers[1].until``), a value, a type,
+its unit, whether it was given or left at its default, its own source and the source of its table.
+Lists of plain values (triggers, event names) are spread over indexed keys (``end[0]``, ``end[1]``), so
+every value is a single cell.  Reading the rows back rebuilds the nested tables and validates them with
+the same checks as a TOML file: an unedited sheet gives the same scenario, hence the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from dataclasses import replace
+from datetime import date as Date
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from openpyxl.utils.exceptions import InvalidFileException
+from pydantic import BaseModel
+
+from valuation.errors import InputError, Problem
+from valuation.scenario import EventOffset, Scenario, scenario_from_dict
+
+TYPES = ("number", "integer", "date", "text", "true/false")
+COLUMNS = ("Key", "Value", "Type", "Unit", "Given or default", "Source", "Table source", "Description")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_TOKEN = re.compile(r'\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]|^([A-Za-z_][A-Za-z0-9_]*)')
+
+
+def assumption_rows(scenario: Scenario, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Every input of the scenario as a row (see the module docstring).
+
+    ``overrides`` replace the values of some keys and mark them given (e.g. the paths and seed of the run
+    a workbook reports, so that re-running the workbook reproduces it).
+    """
+    rows: list[dict[str, Any]] = []
+    _walk(scenario, "", None, scenario.sources, rows)
+    for row in rows:
+        if overrides and row["key"] in overrides:
+            row["value"] = overrides[row["key"]]
+            row["given"] = "given"
+            row["source"] = row["source"] or "the run this workbook reports"
+    return rows
+
+
+def _name(key: str) -> str:
+    return f".{key}" if _IDENT.fullmatch(key) else f"[{json.dumps(key)}]"
+
+
+def _walk(model: BaseModel, prefix: str, inherited: str | None, sources: dict[str, str],
+          rows: list[dict[str, Any]]) -> None:
+    table_source = getattr(model, "source", None) or inherited
+    for name, field in type(model).model_fields.items():
+        if field.exclude:
+            continue
+        key = f"{prefix}{_name(field.alias or name)}" if prefix else (field.alias or name)
+        value = getattr(model, name)
+        if name == "source":
+            if value is not None:
+                rows.append(_row(key, value, field, model, name, None, inherited))
+            continue
+        if isinstance(value, BaseModel):
+            _walk(value, key, table_source, sources, rows)
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                _walk(v, f"{key}{_name(k)}", table_source, sources, rows)
+        elif isinstance(value, list) and value and not all(isinstance(v, EventOffset) for v in value) and \
+                all(isinstance(v, BaseModel) for v in value):
+            for i, v in enumerate(value):
+                _walk(v, f"{key}[{i}]", table_source, sources, rows)
+        elif isinstance(value, list) and name in ("start", "end", "events"):
+            for i, v in enumerate(value):
+                if isinstance(v, EventOffset):
+                    rows.append(_row(f"{key}[{i}].event", v.event, field, model, name, None, table_source))
+                    rows.append(_row(f"{key}[{i}].plus_years", v.plus_years, field, model, name, None,
+                                     table_source))
+                else:
+                    rows.append(_row(f"{key}[{i}]", v, field, model, name, None, table_source))
+        elif isinstance(value, list):  # an empty list of tables: nothing to show
+            continue
+        else:
+            rows.append(_row(key, value, field, model, name, sources.get(key), table_source))
+
+
+def _row(key: str, value: Any, field: Any, model: BaseModel, name: str, source: str | None,
+         table_source: str | None) -> dict[str, Any]:
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return {
+        "key": key,
+        "value": "" if value is None else value,
+        "type": _type_of(value),
+        "unit": extra.get("unit", ""),
+        "given": "given" if name in model.model_fields_set else "default",
+        "source": source or "",
+        "table_source": table_source or "",
+        "description": field.description or "",
+    }
+
+
+def _type_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, Date):
+        return "date"
+    return "text"
+
+
+# ------------------------------------------------------------------ reading
+
+
+def scenario_from_rows(rows: list[dict[str, Any]], where: str) -> Scenario:
+    """Rebuild and validate a scenario from Assumptions rows (dicts with the keys of :data:`COLUMNS`).
+
+    Rows marked ``given`` make up the scenario; a ``default`` row whose value was edited is taken as
+    given.  Problems name ``where``, the key, the cell and what was expected.
+    """
+    problems: list[Problem] = []
+    cells = {r["key"]: r.get("cell", "") for r in rows}
+    data: dict[str, Any] = {}
+    parsed = []
+    for r in rows:
+        value = _parse(r, problems)
+        parsed.append((r, value))
+        if r["given"] == "given":
+            _assign(data, r["key"], value, r.get("source") or None, problems, r.get("cell", ""))
+    if problems:
+        raise InputError(where, problems)
+    scenario = _validate(data, where, cells)
+    edited = False
+    for r, value in parsed:
+        if r["given"] != "given" and value is not None and value != _lookup(scenario, r["key"]):
+            _assign(data, r["key"], value, r.get("source") or None, problems, r.get("cell", ""))
+            edited = True
+    if problems:
+        raise InputError(where, problems)
+    return _validate(data, where, cells) if edited else scenario
+
+
+def _validate(data: dict[str, Any], where: str, cells: dict[str, str]) -> Scenario:
+    try:
+        return scenario_from_dict(data, source=where)
+    except InputError as exc:
+        problems = []
+        for p in exc.problems:
+            cell = cells.get(p.key) or next((c for k, c in cells.items() if k.startswith(p.key + ".")), "")
+            problems.append(replace(p, key=f"{p.key} (cell {cell})") if cell else p)
+        raise InputError(where, problems) from None
+
+
+def _parse(row: dict[str, Any], problems: list[Problem]) -> Any:
+    """A cell's value in the row's declared type (or as found, for validation to report)."""
+    value, kind = row.get("value"), row.get("type")
+    where = f"{row['key']} (cell {row.get('cell', '')})" if row.get("cell") else row["key"]
+    if value is None or value == "":
+        return None
+    if kind not in TYPES:
+        problems.append(Problem(where, f"a Type of {', '.join(TYPES)}", kind))
+        return value
+    if kind == "integer" and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if kind == "number" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind == "date":
+        if isinstance(value, datetime):
+            return value.date()
+        if isinstance(value, str):
+            try:
+                return Date.fromisoformat(value.strip())
+            except ValueError:
+                problems.append(Problem(where, "a date such as 2030-12-31", value))
+    if kind == "text" and not isinstance(value, str):
+        return str(value)
+    return value
+
+
+def _tokens(key: str) -> list[str | int]:
+    out: list[str | int] = []
+    pos = 0
+    while pos < len(key):
+        m = _TOKEN.match(key, pos)
+        if not m or m.end() == pos:
+            raise ValueError(key)
+        name, index, quoted, first = m.groups()
+        out.append(int(index) if index is not None else json.loads(quoted) if quoted is not None else name or first)
+        pos = m.end()
+    return out
+
+
+def _assign(data: dict[str, Any], key: str, value: Any, source: str | None, problems: list[Problem],
+            cell: str) -> None:
+    try:
+        path = _tokens(key)
+    except ValueError:
+        problems.append(Problem(f"{key} (cell {cell})" if cell else key, "a key path such as "
+                                "structures[0].clauses[1].rate", has_value=False))
+        return
+    node: Any = data
+    for here, nxt in zip(path[:-1], path[1:], strict=True):
+        child: Any = [] if isinstance(nxt, int) else {}
+        if isinstance(here, int):
+            while len(node) <= here:
+                node.append({} if not isinstance(nxt, int) else [])
+            node = node[here]
+        else:
+            node = node.setdefault(here, child)
+    last = path[-1]
+    if value is None:
+        return
+    item = {"value": value, "source": source} if source and last != "source" else value
+    if isinstance(last, int):
+        while len(node) <= last:
+            node.append(None)
+        node[last] = item
+    else:
+        node[last] = item
+
+
+def _lookup(scenario: Scenario, key: str) -> Any:
+    node: Any = scenario
+    for token in _tokens(key):
+        if isinstance(token, int):
+            node = node[token] if isinstance(node, list) and token < len(node) else None
+        elif isinstance(node, dict):
+            node = node.get(token)
+        elif isinstance(node, BaseModel):
+            name = next((n for n, f in type(node).model_fields.items() if (f.alias or n) == token), token)
+            node = getattr(node, name, None)
+        else:
+            return None
+        if node is None:
+            return None
+    return node
+
+
+def load_workbook_scenario(path: str | Path) -> Scenario:
+    """Read the scenario from a workbook's Assumptions sheet (a report this tool wrote, perhaps edited)."""
+    from openpyxl import load_workbook
+
+    path = Path(path)
+    where = f"{path} (sheet Assumptions)"
+    try:
+        wb = load_workbook(path, read_only=True, data_only=True)
+    except FileNotFoundError:
+        raise InputError(str(path), "file not found") from None
+    except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
+        raise InputError(str(path), f"not an Excel workbook this tool can read ({type(exc).__name__}); expected "
+                                    "an .xlsx report written by `valuation run`") from None
+    try:
+        if "Assumptions" not in wb.sheetnames:
+            raise InputError(str(path), f"has no sheet named 'Assumptions' (sheets: {', '.join(wb.sheetnames)}); "
+                                        "expected a report written by `valuation run`")
+        values = list(wb["Assumptions"].iter_rows(values_only=True))
+    finally:
+        wb.close()
+    if not values or tuple(values[0][: len(COLUMNS)]) != COLUMNS:
+        found = list(values[0][: len(COLUMNS)]) if values else []
+        raise InputError(where, f"row 1 = {found}: expected the headers {list(COLUMNS)}")
+    names = ("key", "value", "type", "unit", "given", "source", "table_source", "description")
+    rows = []
+    for number, cells in enumerate(values[1:], start=2):
+        if not cells or cells[0] in (None, ""):
+            continue
+        row = dict(zip(names, (*cells[: len(names)], *([None] * (len(names) - len(cells)))), strict=True))
+        row["key"] = str(row["key"]).strip()
+        row["given"] = str(row["given"] or "default").strip().lower()
+        row["source"] = row["source"] if isinstance(row["source"], str) else None
+        row["cell"] = f"B{number}"
+        rows.append(row)
+    scenario = scenario_from_rows(rows, where)
+    return scenario.model_copy(update={"path": str(path)})
