@@ -25,7 +25,7 @@ from openpyxl.chart.error_bar import ErrorBars
 from openpyxl.utils import get_column_letter
 
 from valuation.assumptions import COLUMNS, assumption_rows
-from valuation.results import SUMMARY_COLUMNS
+from valuation.results import SUMMARY_COLUMNS, parallel_map, quantiles
 from valuation.xlsx import (
     BN,
     BN3,
@@ -62,7 +62,6 @@ if TYPE_CHECKING:
 __all__ = ["check_output_path", "format_summary", "write_workbook"]
 
 PATH_SAMPLE = 1_000
-BINS = 40
 GENERATOR = "Philox4x32-10 (Random123), counter = (path, draw, stream); normals by inverse CDF (AS241)"
 SHEETS = ("Read me", "Summary", "Distributions", "Versus baseline", "Cash flows", "Drivers", "Assumptions",
           "Paths")
@@ -255,22 +254,9 @@ def _matrix(ws, row: int, label: str, names: _Names, values: np.ndarray, col: in
 
 
 def distribution_tables(result: SimulationResult, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For party ``p``: shared bin edges, the share of paths per bin per structure, and P1..P99.
-
-    The bins span the 0.5th to 99.5th percentiles over all structures; paths beyond fall in the end bins.
-    """
-    x = result.pvs[:, :, p]
-    lo = float(np.min(np.percentile(x, 0.5, axis=0)))
-    hi = float(np.max(np.percentile(x, 99.5, axis=0)))
-    if not hi > lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    edges = np.linspace(lo, hi, BINS + 1)
-    freq = np.empty((BINS, x.shape[1]))
-    for s in range(x.shape[1]):
-        counts, _ = np.histogram(np.clip(x[:, s], lo, hi), bins=edges)
-        freq[:, s] = counts / x.shape[0]
-    pct = np.percentile(x, np.arange(1, 100), axis=0)
-    return edges, freq, pct
+    """For party ``p``: shared bin edges, the share of paths per bin per structure, and P1..P99."""
+    tables = result.party_tables(p)
+    return tables.edges, tables.freq, tables.percentiles
 
 
 def _distributions(ws, result: SimulationResult, names: _Names) -> None:
@@ -285,7 +271,7 @@ def _distributions(ws, result: SimulationResult, names: _Names) -> None:
         put(ws, row, 1, party, font=LABEL_FONT)
         top = row + 1
         header(ws, top, ["Bin from", "Bin to", "Bin middle", *names.structure])
-        for b in range(BINS):
+        for b in range(len(freq)):
             r = top + 1 + b
             put(ws, r, 1, edges[b], fmt=BN)
             put(ws, r, 2, edges[b + 1], fmt=BN)
@@ -301,8 +287,8 @@ def _distributions(ws, result: SimulationResult, names: _Names) -> None:
                 put(ws, r, pcol + 1 + s, pct[q, s], fmt=BN)
         hist = line_chart(title_text=f"{party}: distribution of PV", x_title="PV, USD bn (bin middle)",
                           y_title="Share of paths", width=20, height=9)
-        hist.add_data(ref(ws, 4, top, top + BINS, 3 + S), titles_from_data=True)
-        hist.set_categories(ref(ws, 3, top + 1, top + BINS))
+        hist.add_data(ref(ws, 4, top, top + len(freq), 3 + S), titles_from_data=True)
+        hist.set_categories(ref(ws, 3, top + 1, top + len(freq)))
         hist.x_axis.number_format = '#,##0'
         hist.y_axis.number_format = '0%'
         anchor_col = get_column_letter(pcol + S + 2)
@@ -330,17 +316,17 @@ def versus_baseline(result: SimulationResult) -> pd.DataFrame:
     base = result.baseline or result.structures[0]
     b = result.structures.index(base)
     rows = []
-    for s, structure in enumerate(result.structures):
-        if s == b:
-            continue
-        for p, party in enumerate(result.parties):
-            d = result.pvs[:, s, p] - result.pvs[:, b, p]
-            se = float(np.std(d, ddof=1) / np.sqrt(d.size)) if d.size > 1 else float("nan")
-            q = np.percentile(d, [5, 50, 95])
-            rows.append({"structure": structure, "party": party, "mean": float(d.mean()), "se": se,
-                         "ci_low": float(d.mean()) - 1.96 * se, "ci_high": float(d.mean()) + 1.96 * se,
-                         "p_better": float(np.mean(d > 0)), "p_worse": float(np.mean(d < 0)),
-                         "p5": float(q[0]), "p50": float(q[1]), "p95": float(q[2])})
+    pairs = [(s, p) for s in range(len(result.structures)) if s != b for p in range(len(result.parties))]
+    sorted_diffs = parallel_map(np.sort, [result.pvs[:, s, p] - result.pvs[:, b, p] for s, p in pairs])
+    for (s, p), d in zip(pairs, sorted_diffs, strict=True):
+        n = d.size
+        mean = float(d.mean())
+        se = float(np.std(d, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+        q = quantiles(d, np.array([5.0, 50.0, 95.0]))
+        above, below = n - np.searchsorted(d, 0.0, side="right"), np.searchsorted(d, 0.0, side="left")
+        rows.append({"structure": result.structures[s], "party": result.parties[p], "mean": mean, "se": se,
+                     "ci_low": mean - 1.96 * se, "ci_high": mean + 1.96 * se, "p_better": above / n,
+                     "p_worse": below / n, "p5": float(q[0]), "p50": float(q[1]), "p95": float(q[2])})
     return pd.DataFrame(rows).set_index(["structure", "party"])
 
 
@@ -630,6 +616,7 @@ def _drivers(ws, result: SimulationResult) -> None:
     fan_chart.x_axis.number_format = 'yyyy'
     ws.add_chart(fan_chart, f"G{ftop}")
     widths(ws, {1: 40, 2: 22, 3: 22, 4: 22, 5: 12, 6: 12})
+    ws.freeze_panes = "A4"
     print_setup(ws)
 
 

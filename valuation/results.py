@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +82,7 @@ class SimulationResult:
     step_time: np.ndarray | None = None
     revenue_sample: np.ndarray | None = None
     _summaries: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False)
+    _tables: dict[int, PartyTables] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def paths(self) -> int:
@@ -112,17 +115,23 @@ class SimulationResult:
         b = self._index(self.structures, base, "structure")
         n = self.paths
         rows = []
+        tables = [self.party_tables(p) for p in range(len(self.parties))]
         for s, sname in enumerate(self.structures):
             for p, pname in enumerate(self.parties):
-                x = self.pvs[:, s, p]
-                versus = compare(x, self.pvs[:, b, p])
+                versus = compare(self.pvs[:, s, p], self.pvs[:, b, p])
                 if s == b:  # the baseline against itself: no comparison to report
                     versus["p_better"] = float("nan")
-                rows.append({"structure": sname, "party": pname, **describe(x), **versus})
+                rows.append({"structure": sname, "party": pname, **tables[p].stats[s], **versus})
         df = pd.DataFrame(rows).set_index(["structure", "party"])
         df.attrs.update(baseline=base, paths=n)
         self._summaries[base] = df
         return df.copy()
+
+    def party_tables(self, party: int) -> PartyTables:
+        """Distribution tables of one party (by index) under every structure; computed once."""
+        if party not in self._tables:
+            self._tables[party] = party_tables(self.pvs[:, :, party])
+        return self._tables[party]
 
     def to_excel(self, path: str | Path) -> Path:
         """Write the workbook (see :mod:`valuation.report`); returns its path."""
@@ -131,19 +140,30 @@ class SimulationResult:
         return write_workbook(self, path)
 
 
-def describe(x: np.ndarray) -> dict[str, float]:
+QUANTILE_GRID = np.array([0.5, *range(1, 100), 99.5])  # percent: everything the report shows
+HISTOGRAM_BINS = 40
+
+
+def quantiles(sorted_x: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Percentiles ``q`` of a sorted sample, interpolated linearly (numpy's default method)."""
+    pos = np.asarray(q, float) / 100.0 * (sorted_x.size - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, sorted_x.size - 1)
+    return sorted_x[lo] + (sorted_x[hi] - sorted_x[lo]) * (pos - lo)
+
+
+def describe(x: np.ndarray, sorted_x: np.ndarray | None = None) -> dict[str, float]:
     """Mean, standard error, SD, percentiles, VaR/CVaR at 5% and P(x < 0) of one sample."""
+    s = np.sort(x) if sorted_x is None else sorted_x
     n = x.size
-    mean = float(np.mean(x))
     sd = float(np.std(x, ddof=1)) if n > 1 else float("nan")
-    q = np.percentile(x, PERCENTILES)
-    var = -float(q[0])
+    q = quantiles(s, np.array(PERCENTILES))
     k = max(1, int(np.ceil(TAIL * n)))
-    worst = np.partition(x, k - 1)[:k]
     return {
-        "mean": mean, "se": sd / np.sqrt(n), "sd": sd,
+        "mean": float(np.mean(x)), "se": sd / np.sqrt(n), "sd": sd,
         **{f"p{p}": float(v) for p, v in zip(PERCENTILES, q, strict=True)},
-        "var5": var, "cvar5": -float(np.mean(worst)), "p_negative": float(np.mean(x < 0.0)),
+        "var5": -float(q[0]), "cvar5": -float(np.mean(s[:k])),
+        "p_negative": float(np.searchsorted(s, 0.0, side="left")) / n,
     }
 
 
@@ -153,3 +173,43 @@ def compare(x: np.ndarray, base: np.ndarray) -> dict[str, float]:
     n = d.size
     sd = float(np.std(d, ddof=1)) if n > 1 else float("nan")
     return {"diff_mean": float(np.mean(d)), "diff_se": sd / np.sqrt(n), "p_better": float(np.mean(d > 0.0))}
+
+
+@dataclass
+class PartyTables:
+    """One party's distribution under every structure (computed once from sorted PVs).
+
+    ``stats[s]``: :func:`describe` of structure ``s``; ``edges``: histogram bin edges shared by the
+    structures (from the lowest 0.5th to the highest 99.5th percentile; paths beyond fall in the end
+    bins); ``freq[b, s]``: share of paths in bin ``b``; ``percentiles[i, s]``: the ``i+1``-th percentile.
+    """
+
+    stats: list[dict[str, float]]
+    edges: np.ndarray
+    freq: np.ndarray
+    percentiles: np.ndarray
+
+
+def party_tables(columns: np.ndarray) -> PartyTables:
+    """Statistics and histograms of the columns (structures) of one party's PVs, sorting each once."""
+    sorted_cols = parallel_map(np.sort, [columns[:, s] for s in range(columns.shape[1])])
+    stats = [describe(columns[:, s], c) for s, c in enumerate(sorted_cols)]
+    grid = np.array([quantiles(c, QUANTILE_GRID) for c in sorted_cols]).T  # (grid, structures)
+    lo, hi = float(grid[0].min()), float(grid[-1].max())
+    if not hi > lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
+    n = columns.shape[0]
+    freq = np.empty((HISTOGRAM_BINS, columns.shape[1]))
+    for s, c in enumerate(sorted_cols):
+        below = np.searchsorted(c, edges[1:-1], side="left")
+        freq[:, s] = np.diff(np.concatenate(([0], below, [n]))) / n
+    return PartyTables(stats, edges, freq, grid[1:-1])
+
+
+def parallel_map(func, items: list) -> list:
+    """``map`` on threads: numpy's sorts release the GIL, so columns sort side by side."""
+    if len(items) < 2 or items[0].size < 100_000:
+        return [func(x) for x in items]
+    with ThreadPoolExecutor(max_workers=min(len(items), os.cpu_count() or 1)) as pool:
+        return list(pool.map(func, items))
