@@ -302,7 +302,9 @@ def run_paths(compiled: Compiled, key: np.ndarray, first: int, n: int, out: dict
 def allocate(compiled: Compiled, n: int, record: int = 0) -> dict[str, np.ndarray]:
     """Output arrays for ``n`` paths, recording the revenue path of the first ``record``."""
     return {
-        "pv": np.empty((n, len(compiled.structures), len(compiled.parties))),
+        # (paths, structures, parties) as a view of a (structures, parties, paths) block: each party's PVs
+        # under one structure are contiguous, which is what statistics and sorting read.
+        "pv": np.empty((len(compiled.structures), len(compiled.parties), n)).transpose(2, 0, 1),
         "times": np.empty((n, len(compiled.sources))),
         "met": np.empty((n, len(compiled.deadlines)), np.uint8),
         "revenue": np.empty(n),
@@ -358,5 +360,5 @@ def simulate_arrays(compiled: Compiled, key: np.ndarray, paths: int, *, chunk_si
 def warm_up(compiled: Compiled) -> float:
     """Compile (or load from cache) the kernel; returns the seconds it took."""
     start = time.perf_counter()
-    run_paths(compiled, np.zeros(2, np.uint32), 0, 1, allocate(compiled, 1, record=1))
+    run_paths(compiled, np.zeros(2, np.uint32), 0, 2, allocate(compiled, 2, record=1))  # 2: the real layout
     return time.perf_counter() - start

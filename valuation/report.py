@@ -25,7 +25,7 @@ from openpyxl.chart.error_bar import ErrorBars
 from openpyxl.utils import get_column_letter
 
 from valuation.assumptions import COLUMNS, assumption_rows
-from valuation.results import SUMMARY_COLUMNS, parallel_map, quantiles
+from valuation.results import SUMMARY_COLUMNS
 from valuation.xlsx import (
     BN,
     BN3,
@@ -313,21 +313,7 @@ def _distributions(ws, result: SimulationResult, names: _Names) -> None:
 
 def versus_baseline(result: SimulationResult) -> pd.DataFrame:
     """Per-path difference from the baseline, per structure and party (the baseline's own rows omitted)."""
-    base = result.baseline or result.structures[0]
-    b = result.structures.index(base)
-    rows = []
-    pairs = [(s, p) for s in range(len(result.structures)) if s != b for p in range(len(result.parties))]
-    sorted_diffs = parallel_map(np.sort, [result.pvs[:, s, p] - result.pvs[:, b, p] for s, p in pairs])
-    for (s, p), d in zip(pairs, sorted_diffs, strict=True):
-        n = d.size
-        mean = float(d.mean())
-        se = float(np.std(d, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-        q = quantiles(d, np.array([5.0, 50.0, 95.0]))
-        above, below = n - np.searchsorted(d, 0.0, side="right"), np.searchsorted(d, 0.0, side="left")
-        rows.append({"structure": result.structures[s], "party": result.parties[p], "mean": mean, "se": se,
-                     "ci_low": mean - 1.96 * se, "ci_high": mean + 1.96 * se, "p_better": above / n,
-                     "p_worse": below / n, "p5": float(q[0]), "p50": float(q[1]), "p95": float(q[2])})
-    return pd.DataFrame(rows).set_index(["structure", "party"])
+    return result.versus()
 
 
 def _versus_baseline(ws, result: SimulationResult, names: _Names) -> None:

@@ -83,6 +83,7 @@ class SimulationResult:
     revenue_sample: np.ndarray | None = None
     _summaries: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False)
     _tables: dict[int, PartyTables] = field(default_factory=dict, init=False, repr=False)
+    _versus: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def paths(self) -> int:
@@ -116,16 +117,30 @@ class SimulationResult:
         n = self.paths
         rows = []
         tables = [self.party_tables(p) for p in range(len(self.parties))]
+        versus = self.versus(base)
         for s, sname in enumerate(self.structures):
             for p, pname in enumerate(self.parties):
-                versus = compare(self.pvs[:, s, p], self.pvs[:, b, p])
                 if s == b:  # the baseline against itself: no comparison to report
-                    versus["p_better"] = float("nan")
-                rows.append({"structure": sname, "party": pname, **tables[p].stats[s], **versus})
+                    diff = {"diff_mean": 0.0, "diff_se": 0.0, "p_better": float("nan")}
+                else:
+                    row = versus.loc[(sname, pname)]
+                    diff = {"diff_mean": row["mean"], "diff_se": row["se"], "p_better": row["p_better"]}
+                rows.append({"structure": sname, "party": pname, **tables[p].stats[s], **diff})
         df = pd.DataFrame(rows).set_index(["structure", "party"])
         df.attrs.update(baseline=base, paths=n)
         self._summaries[base] = df
         return df.copy()
+
+    def versus(self, baseline: str | None = None) -> pd.DataFrame:
+        """Path-by-path difference (structure - baseline) per structure and party, the baseline omitted.
+
+        Columns: ``mean``, ``se``, ``ci_low``/``ci_high`` (mean -/+ 1.96 SE), ``p_better``, ``p_worse``
+        (shares of paths; the rest are ties), ``p5``, ``p50``, ``p95`` of the difference (USD bn).
+        """
+        base = baseline or self.baseline or self.structures[0]
+        if base not in self._versus:
+            self._versus[base] = versus_table(self, self._index(self.structures, base, "structure"))
+        return self._versus[base].copy()
 
     def party_tables(self, party: int) -> PartyTables:
         """Distribution tables of one party (by index) under every structure; computed once."""
@@ -167,12 +182,23 @@ def describe(x: np.ndarray, sorted_x: np.ndarray | None = None) -> dict[str, flo
     }
 
 
-def compare(x: np.ndarray, base: np.ndarray) -> dict[str, float]:
-    """Path-by-path difference from a baseline: mean, its standard error, P(better)."""
-    d = x - base
-    n = d.size
-    sd = float(np.std(d, ddof=1)) if n > 1 else float("nan")
-    return {"diff_mean": float(np.mean(d)), "diff_se": sd / np.sqrt(n), "p_better": float(np.mean(d > 0.0))}
+def versus_table(result: SimulationResult, b: int) -> pd.DataFrame:
+    """See :meth:`SimulationResult.versus`; each difference is sorted once (on threads)."""
+    pairs = [(s, p) for s in range(len(result.structures)) if s != b for p in range(len(result.parties))]
+    pvs = result.pvs
+    diffs = parallel_map(lambda sp: np.sort(pvs[:, sp[0], sp[1]] - pvs[:, b, sp[1]]), pairs)
+    rows = []
+    for (s, p), d in zip(pairs, diffs, strict=True):
+        n = d.size
+        mean = float(d.mean())
+        se = float(np.std(d, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+        q = quantiles(d, np.array([5.0, 50.0, 95.0]))
+        above, below = n - np.searchsorted(d, 0.0, side="right"), np.searchsorted(d, 0.0, side="left")
+        rows.append({"structure": result.structures[s], "party": result.parties[p], "mean": mean, "se": se,
+                     "ci_low": mean - 1.96 * se, "ci_high": mean + 1.96 * se, "p_better": above / n,
+                     "p_worse": below / n, "p5": float(q[0]), "p50": float(q[1]), "p95": float(q[2])})
+    columns = ["mean", "se", "ci_low", "ci_high", "p_better", "p_worse", "p5", "p50", "p95"]
+    return pd.DataFrame(rows, columns=["structure", "party", *columns]).set_index(["structure", "party"])
 
 
 @dataclass
@@ -209,7 +235,7 @@ def party_tables(columns: np.ndarray) -> PartyTables:
 
 def parallel_map(func, items: list) -> list:
     """``map`` on threads: numpy's sorts release the GIL, so columns sort side by side."""
-    if len(items) < 2 or items[0].size < 100_000:
+    if len(items) < 2:
         return [func(x) for x in items]
     with ThreadPoolExecutor(max_workers=min(len(items), os.cpu_count() or 1)) as pool:
         return list(pool.map(func, items))
