@@ -182,21 +182,26 @@ def describe(x: np.ndarray, sorted_x: np.ndarray | None = None) -> dict[str, flo
     }
 
 
+def _difference(d: np.ndarray) -> dict[str, float]:
+    """Statistics of one path-by-path difference (numpy's vectorised sort beats a partition here)."""
+    n = d.size
+    mean = float(d.mean())
+    se = float(np.std(d, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    d = np.sort(d)
+    q = quantiles(d, np.array([5.0, 50.0, 95.0]))
+    above, below = n - np.searchsorted(d, 0.0, side="right"), np.searchsorted(d, 0.0, side="left")
+    return {"mean": mean, "se": se, "ci_low": mean - 1.96 * se, "ci_high": mean + 1.96 * se,
+            "p_better": above / n, "p_worse": below / n, "p5": float(q[0]), "p50": float(q[1]),
+            "p95": float(q[2])}
+
+
 def versus_table(result: SimulationResult, b: int) -> pd.DataFrame:
     """See :meth:`SimulationResult.versus`; each difference is sorted once (on threads)."""
     pairs = [(s, p) for s in range(len(result.structures)) if s != b for p in range(len(result.parties))]
     pvs = result.pvs
-    diffs = parallel_map(lambda sp: np.sort(pvs[:, sp[0], sp[1]] - pvs[:, b, sp[1]]), pairs)
-    rows = []
-    for (s, p), d in zip(pairs, diffs, strict=True):
-        n = d.size
-        mean = float(d.mean())
-        se = float(np.std(d, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
-        q = quantiles(d, np.array([5.0, 50.0, 95.0]))
-        above, below = n - np.searchsorted(d, 0.0, side="right"), np.searchsorted(d, 0.0, side="left")
-        rows.append({"structure": result.structures[s], "party": result.parties[p], "mean": mean, "se": se,
-                     "ci_low": mean - 1.96 * se, "ci_high": mean + 1.96 * se, "p_better": above / n,
-                     "p_worse": below / n, "p5": float(q[0]), "p50": float(q[1]), "p95": float(q[2])})
+    rows = parallel_map(lambda sp: _difference(pvs[:, sp[0], sp[1]] - pvs[:, b, sp[1]]), pairs)
+    for (s, p), row in zip(pairs, rows, strict=True):
+        row.update(structure=result.structures[s], party=result.parties[p])
     columns = ["mean", "se", "ci_low", "ci_high", "p_better", "p_worse", "p5", "p50", "p95"]
     return pd.DataFrame(rows, columns=["structure", "party", *columns]).set_index(["structure", "party"])
 
