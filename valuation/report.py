@@ -270,7 +270,7 @@ def _distributions(ws, result: SimulationResult, names: _Names) -> None:
         edges, freq, pct = distribution_tables(result, p)
         put(ws, row, 1, party, font=LABEL_FONT)
         top = row + 1
-        header(ws, top, ["Bin from", "Bin to", "Bin middle", *names.structure])
+        header(ws, top, ["Bin from", "Bin to", "Bin middle", *names.structure], height=60)
         for b in range(len(freq)):
             r = top + 1 + b
             put(ws, r, 1, edges[b], fmt=BN)
@@ -533,7 +533,8 @@ def _drivers(ws, result: SimulationResult) -> None:
           "Simulated frequencies over all paths (except the revenue fan: see its note).")
     agi = agi_timing_table(result)
     top = 4
-    header(ws, top, ["Year end", "P(declared by), simulated", "P(declared by), model", "P(verified by), simulated"])
+    header(ws, top, ["Year end", "P(declared by), simulated", "P(declared by), model", "P(verified by), simulated"],
+           height=30)
     for i, (year, values) in enumerate(agi.iterrows(), start=1):
         put(ws, top + i, 1, year)
         put(ws, top + i, 2, values["declared"], fmt=PCT)

@@ -61,11 +61,14 @@ def formula(ws, row: int, col: int, text: str, fmt: str | None = None):
     return cell
 
 
-def header(ws, row: int, names: list[str], col: int = 1) -> None:
+def header(ws, row: int, names: list[str], col: int = 1, height: float | None = None) -> None:
+    """A header row: white on dark blue, wrapped (``height`` in points for long names)."""
     for j, name in enumerate(names):
         c = put(ws, row, col + j, name, font=HEADER_FONT)
         c.fill = HEADER_FILL
         c.alignment = Alignment(wrap_text=True, vertical="center")
+    if height:
+        ws.row_dimensions[row].height = height
 
 
 def title(ws, text: str, subtitle: str | None = None) -> None:
