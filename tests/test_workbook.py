@@ -277,3 +277,17 @@ def test_workbook_size_does_not_grow_with_paths(tmp_path):
     small = simulate(str(BASE_CASE), paths=2_000, seed=1).to_excel(tmp_path / "small.xlsx")
     large = simulate(str(BASE_CASE), paths=20_000, seed=1).to_excel(tmp_path / "large.xlsx")
     assert large.stat().st_size < 1.1 * small.stat().st_size
+
+
+def test_error_bars_are_1_96_standard_errors_of_their_own_series(run):
+    """Each bar's error bar reads the half-width cells of the same party and structure."""
+    out, result = run
+    chart = _charts(out)["Summary"][0]
+    ws = openpyxl.load_workbook(out)["Summary"]
+    refs = re.findall(r"<plus><numRef><f>'?Summary'?!\$([A-Z]+)\$(\d+):\$([A-Z]+)\$(\d+)</f>", chart)
+    assert len(refs) == len(result.parties)
+    se = result.summary()["se"]
+    for p, (col, first, _, last) in enumerate(refs):
+        values = [ws[f"{col}{r}"].value for r in range(int(first), int(last) + 1)]
+        expected = [1.96 * se.loc[(s, result.parties[p])] for s in result.structures]
+        np.testing.assert_allclose(values, expected, rtol=1e-12)

@@ -215,39 +215,36 @@ def _summary(ws, result: SimulationResult, names: _Names) -> None:
         put(ws, row, 1, _SHORT[c])
         put(ws, row, 2, SUMMARY_COLUMNS.get(c, "Mean -/+ 1.96 standard errors"))
     row += 2
-    means = summary["mean"].unstack()[result.parties].loc[result.structures]
-    half = (1.96 * summary["se"]).unstack()[result.parties].loc[result.structures]
-    chart_top = row
-    _matrix(ws, row, "Mean PV (USD bn)", names, means.to_numpy())
-    _matrix(ws, row, "95% CI half-width (USD bn)", names, half.to_numpy(), col=3 + len(result.parties))
-    chart = bar_chart(title_text="Mean PV by structure and party (95% confidence bars)", x_title="Structure",
-                      y_title="PV, USD bn", width=26, height=11)
-    P = len(result.parties)
-    first, last = chart_top + 1, chart_top + len(result.structures)
-    for j in range(P):
-        data = ref(ws, 2 + j, chart_top, last)
-        chart.add_data(data, titles_from_data=True)
-        err = NumDataSource(numRef=NumRef(f=absolute(ws, 4 + P + j, first, last)))
-        chart.series[-1].errBars = ErrorBars(errDir="y", errBarType="both", errValType="cust", plus=err,
-                                             minus=err)
-    chart.set_categories(ref(ws, 1, first, last))
-    ws.add_chart(chart, f"A{last + 3}")
+    means = summary["mean"].unstack()[result.parties].loc[result.structures].to_numpy()
+    half = (1.96 * summary["se"]).unstack()[result.parties].loc[result.structures].to_numpy()
+    _means_chart(ws, row, names, names.structure, means, half, "Mean PV",
+                 "Mean PV by structure and party (95% confidence bars)", "PV, USD bn")
     widths(ws, {1: 46, 2: 26, **{3 + j: 12 for j in range(len(cols))}})
     ws.row_dimensions[top].height = 32
     print_setup(ws)
 
 
-def _matrix(ws, row: int, label: str, names: _Names, values: np.ndarray, col: int = 1,
-            fmt: str = BN, row_names: list[str] | None = None) -> None:
-    """A labelled block: rows = structures, columns = parties (the data behind a chart)."""
-    put(ws, row, col, label, font=LABEL_FONT)
-    for j, party in enumerate(names.party):
-        put(ws, row, col + 1 + j, party, font=LABEL_FONT)
-    for i, name in enumerate(row_names or names.structure):
-        if col == 1:
-            put(ws, row + 1 + i, col, name)
-        for j in range(values.shape[1]):
-            put(ws, row + 1 + i, col + 1 + j, float(values[i, j]), fmt=fmt)
+def _means_chart(ws, top: int, names: _Names, row_names: list[str], means: np.ndarray, half: np.ndarray,
+                 label: str, chart_title: str, y_title: str) -> None:
+    """Two blocks (means; 95% half-widths) by structure x party, and a clustered bar chart with error bars."""
+    P = len(names.party)
+    for col, block, values in ((1, f"{label} (USD bn)", means), (P + 3, "95% CI half-width (USD bn)", half)):
+        put(ws, top, col, block, font=LABEL_FONT)
+        for j, party in enumerate(names.party):
+            put(ws, top, col + 1 + j, party, font=LABEL_FONT)
+        for i, name in enumerate(row_names):
+            put(ws, top + 1 + i, col, name)
+            for j in range(P):
+                put(ws, top + 1 + i, col + 1 + j, float(values[i, j]), fmt=BN)
+    chart = bar_chart(title_text=chart_title, x_title="Structure", y_title=y_title, width=26, height=11)
+    first, last = top + 1, top + len(row_names)
+    for j in range(P):
+        chart.add_data(ref(ws, 2 + j, top, last), titles_from_data=True)
+        err = NumDataSource(numRef=NumRef(f=absolute(ws, P + 4 + j, first, last)))
+        chart.series[-1].errBars = ErrorBars(errDir="y", errBarType="both", errValType="cust", plus=err,
+                                             minus=err)
+    chart.set_categories(ref(ws, 1, first, last))
+    ws.add_chart(chart, f"A{last + 3}")
 
 
 # ------------------------------------------------------------ distributions
@@ -338,24 +335,11 @@ def _versus_baseline(ws, result: SimulationResult, names: _Names) -> None:
     if row > top:
         table(ws, "VersusBaseline", top, row, 2 + len(cols))
         others = [s for s in result.structures if s != base]
-        row += 2
-        mtop = row
         mean = table_df["mean"].unstack()[result.parties].loc[others].to_numpy()
         half = (1.96 * table_df["se"]).unstack()[result.parties].loc[others].to_numpy()
         labels = [names.structure[result.structures.index(s)] for s in others]
-        _matrix(ws, mtop, "Mean difference (USD bn)", names, mean, row_names=labels)
-        P = len(result.parties)
-        _matrix(ws, mtop, "95% CI half-width", names, half, col=3 + P, row_names=labels)
-        chart = bar_chart(title_text="Mean gain over the baseline (95% confidence bars)", x_title="Structure",
-                          y_title="PV difference, USD bn", width=26, height=11)
-        first, last = mtop + 1, mtop + len(others)
-        for j in range(P):
-            chart.add_data(ref(ws, 2 + j, mtop, last), titles_from_data=True)
-            err = NumDataSource(numRef=NumRef(f=absolute(ws, 4 + P + j, first, last)))
-            chart.series[-1].errBars = ErrorBars(errDir="y", errBarType="both", errValType="cust", plus=err,
-                                                 minus=err)
-        chart.set_categories(ref(ws, 1, first, last))
-        ws.add_chart(chart, f"A{last + 3}")
+        _means_chart(ws, row + 2, names, labels, mean, half, "Mean difference",
+                     "Mean gain over the baseline (95% confidence bars)", "PV difference, USD bn")
     else:
         put(ws, top + 1, 1, "Only one structure: nothing to compare.")
     ws.freeze_panes = ws.cell(row=top + 1, column=3)
