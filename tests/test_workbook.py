@@ -3,7 +3,7 @@
 import copy
 import re
 import zipfile
-from datetime import date
+from datetime import date, datetime
 
 import numpy as np
 import openpyxl
@@ -119,6 +119,10 @@ def test_native_charts_where_the_report_promises_them(run):
     assert len(charts["Drivers"]) == 2  # AGI timing and the revenue fan
     for chart in [c for cs in charts.values() for c in cs]:
         assert "<title>" in chart and chart.count("<title>") >= 3  # chart and both axes titled
+        if "<lineChart>" in chart:  # straight segments: a smoothed curve would invent values
+            assert chart.count('<smooth val="0"') == chart.count("<ser>")
+        for bars in re.findall(r"<errBars>.*?</errBars>", chart):
+            assert bars.index("<plus>") < bars.index("<minus>")  # the schema's order (Excel is strict)
 
 
 def test_versus_baseline_and_cash_flow_tables(run):
@@ -291,3 +295,54 @@ def test_error_bars_are_1_96_standard_errors_of_their_own_series(run):
         values = [ws[f"{col}{r}"].value for r in range(int(first), int(last) + 1)]
         expected = [1.96 * se.loc[(s, result.parties[p])] for s in result.structures]
         np.testing.assert_allclose(values, expected, rtol=1e-12)
+
+
+def _edit_many(path, edits, target):
+    wb = openpyxl.load_workbook(path)
+    ws = wb["Assumptions"]
+    rows = {ws.cell(r, 1).value: r for r in range(2, ws.max_row + 1)}
+    for key, value in edits.items():
+        ws.cell(rows[key], 2).value = value
+    wb.save(target)
+    return target
+
+
+def test_filling_an_empty_optional_input_and_dating_a_trigger(run, tmp_path):
+    """An analyst types a number into an empty optional cell, and a date where a trigger named an event."""
+    out, _ = run
+    edited = _edit_many(out, {"common_clauses[5].discount_rate": 0.15,
+                              "structures[1].clauses[0].end[0]": datetime(2029, 6, 30)}, tmp_path / "e.xlsx")
+    before, after = load_scenario(out), load_scenario(edited)
+    assert sorted(_differences(before.model_dump(), after.model_dump())) == \
+        [".common_clauses[5].discount_rate", ".structures[1].clauses[0].end[0]"]
+    assert after.common_clauses[5].discount_rate == 0.15
+    assert after.structures[1].clauses[0].end[0] == date(2029, 6, 30)
+    text_date = _edit_many(out, {"structures[1].clauses[0].end[0]": "2029-06-30"}, tmp_path / "t.xlsx")
+    assert load_scenario(text_date).structures[1].clauses[0].end[0] == date(2029, 6, 30)
+
+
+def test_a_seed_beyond_53_bits_reproduces(tmp_path):
+    seed = 2**60 + 1
+    out = simulate(str(BASE_CASE), paths=300, seed=seed).to_excel(tmp_path / "big.xlsx")
+    again = load_scenario(out)
+    assert again.simulation.seed == seed
+    np.testing.assert_array_equal(simulate(again).pvs, simulate(str(BASE_CASE), paths=300, seed=seed).pvs)
+
+
+def test_control_characters_in_text_are_bad_input(tmp_path, capsys):
+    text = BASE_CASE.read_text(encoding="utf-8").replace('label = "Microsoft"', 'label = "Micro\\u0007soft"')
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text, encoding="utf-8")
+    assert main(["run", str(bad), "--out", str(tmp_path / "x.xlsx")]) == 2
+    err = capsys.readouterr().err
+    assert "parties.microsoft.label" in err and "control characters" in err and "Traceback" not in err
+
+
+def test_writing_through_a_symbolic_link_keeps_the_link(tmp_path):
+    target = tmp_path / "real.xlsx"
+    link = tmp_path / "link.xlsx"
+    result = simulate(str(BASE_CASE), paths=200, seed=1)
+    result.to_excel(target)
+    link.symlink_to(target)
+    result.to_excel(link)
+    assert link.is_symlink() and openpyxl.load_workbook(link).sheetnames == list(SHEETS)

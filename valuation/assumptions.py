@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from valuation.errors import InputError, Problem
 from valuation.scenario import EventOffset, Scenario, scenario_from_dict
 
-TYPES = ("number", "integer", "date", "text", "true/false")
+TYPES = ("number", "integer", "date", "text", "true/false", "")  # "": an empty optional input
 COLUMNS = ("Key", "Value", "Type", "Unit", "Given or default", "Source", "Table source", "Description")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TOKEN = re.compile(r'\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]|^([A-Za-z_][A-Za-z0-9_]*)')
@@ -40,7 +40,7 @@ def assumption_rows(scenario: Scenario, overrides: dict[str, Any] | None = None)
     _walk(scenario, "", None, scenario.sources, rows)
     for row in rows:
         if overrides and row["key"] in overrides:
-            row["value"] = overrides[row["key"]]
+            row["value"] = _cell(overrides[row["key"]])
             row["given"] = "given"
             row["source"] = row["source"] or "the run this workbook reports"
     return rows
@@ -90,7 +90,7 @@ def _row(key: str, value: Any, field: Any, model: BaseModel, name: str, source: 
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
     return {
         "key": key,
-        "value": "" if value is None else value,
+        "value": _cell(value),
         "type": _type_of(value),
         "unit": extra.get("unit", ""),
         "given": "given" if name in model.model_fields_set else "default",
@@ -100,7 +100,18 @@ def _row(key: str, value: Any, field: Any, model: BaseModel, name: str, source: 
     }
 
 
+def _cell(value: Any) -> Any:
+    """A value as the sheet holds it."""
+    if value is None:
+        return ""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**53:
+        return str(value)  # beyond a spreadsheet number's 53 bits: keep every digit as text
+    return value
+
+
 def _type_of(value: Any) -> str:
+    if value is None:
+        return ""
     if isinstance(value, bool):
         return "true/false"
     if isinstance(value, int):
@@ -156,28 +167,36 @@ def _validate(data: dict[str, Any], where: str, cells: dict[str, str]) -> Scenar
 
 def _parse(row: dict[str, Any], problems: list[Problem]) -> Any:
     """A cell's value in the row's declared type (or as found, for validation to report)."""
-    value, kind = row.get("value"), row.get("type")
-    where = f"{row['key']} (cell {row.get('cell', '')})" if row.get("cell") else row["key"]
+    value, kind = row.get("value"), row.get("type") or ""
     if value is None or value == "":
         return None
     if kind not in TYPES:
-        problems.append(Problem(where, f"a Type of {', '.join(TYPES)}", kind))
+        cell = row.get("cell", "")
+        where = f"{row['key']} (cell C{cell[1:]})" if cell else row["key"]
+        problems.append(Problem(where, f"a Type of {', '.join(t or '(blank)' for t in TYPES)}", kind))
         return value
+    if isinstance(value, datetime):  # spreadsheets hand dates back with a time of day
+        return value.date()
+    if isinstance(value, str) and (kind == "date" or (kind in ("", "text") and row["key"].endswith("]"))):
+        try:  # a date typed as text, where a date is what the key takes (dates, trigger terms)
+            return Date.fromisoformat(value.strip())
+        except ValueError:
+            if kind == "date":
+                problems.append(Problem(_where(row), "a date such as 2030-12-31", value))
+            return value
     if kind == "integer" and isinstance(value, float) and value.is_integer():
         return int(value)
+    if kind == "integer" and isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
     if kind == "number" and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if kind == "date":
-        if isinstance(value, datetime):
-            return value.date()
-        if isinstance(value, str):
-            try:
-                return Date.fromisoformat(value.strip())
-            except ValueError:
-                problems.append(Problem(where, "a date such as 2030-12-31", value))
-    if kind == "text" and not isinstance(value, str):
-        return str(value)
+    if kind == "text" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # a label typed as a number is still a label
     return value
+
+
+def _where(row: dict[str, Any]) -> str:
+    return f"{row['key']} (cell {row['cell']})" if row.get("cell") else row["key"]
 
 
 def _tokens(key: str) -> list[str | int]:

@@ -7,6 +7,7 @@ Exit codes: 0 success; 2 bad input or usage (a message, no traceback);
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -107,18 +108,22 @@ def _run(args: argparse.Namespace) -> int:
             bar.close()
     if args.baseline:
         result.baseline = args.baseline
+    written = result.to_excel(out)  # before printing: a closed pipe must not cost the workbook
     summary = result.summary()
-    print(f"{scenario.name}\n{result.paths:,} paths, seed {result.seed}, {result.run_seconds:.2f} s "
-          f"on {result.threads} threads (compile {result.compile_seconds:.1f} s); PV in USD bn at "
-          f"{scenario.simulation.valuation_date}; baseline {summary.attrs['baseline']}\n")
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
-        print(format_summary(summary))
-    for key, fit in result.fits.items():
-        if fit.residual > 1e-6:
-            print(f"\nnote: {key} fitted as {fit.distribution}; it misses the given points by up to "
-                  f"{fit.residual:.3f} in probability")
-    written = result.to_excel(out)
-    print(f"\nworkbook: {written}")
+    try:
+        print(f"{scenario.name}\n{result.paths:,} paths, seed {result.seed}, {result.run_seconds:.2f} s "
+              f"on {result.threads} threads (compile {result.compile_seconds:.1f} s); PV in USD bn at "
+              f"{scenario.simulation.valuation_date}; baseline {summary.attrs['baseline']}\n")
+        with pd.option_context("display.width", 200, "display.max_columns", 30):
+            print(format_summary(summary))
+        for key, fit in result.fits.items():
+            if fit.residual > 1e-6:
+                print(f"\nnote: {key} fitted as {fit.distribution}; it misses the given points by up to "
+                      f"{fit.residual:.3f} in probability")
+        print(f"\nworkbook: {written}")
+        sys.stdout.flush()
+    except BrokenPipeError:  # `valuation run ... | head`: the reader left; the work is done
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return EXIT_OK
 
 

@@ -20,8 +20,6 @@ import numpy as np
 import pandas as pd
 from openpyxl import Workbook
 from openpyxl.chart import Reference
-from openpyxl.chart.data_source import NumDataSource, NumRef
-from openpyxl.chart.error_bar import ErrorBars
 from openpyxl.utils import get_column_letter
 
 from valuation.assumptions import COLUMNS, assumption_rows
@@ -37,11 +35,13 @@ from valuation.xlsx import (
     TOP,
     TOP_LEFT,
     WRAP,
+    WRAP_LEFT,
     YEARS,
     absolute,
     atomic_save,
     bar_chart,
     check_output_path,
+    error_bars,
     formula,
     header,
     line_chart,
@@ -51,6 +51,7 @@ from valuation.xlsx import (
     ref,
     scatter_chart,
     scatter_series,
+    straight,
     table,
     title,
     widths,
@@ -227,24 +228,21 @@ def _summary(ws, result: SimulationResult, names: _Names) -> None:
 def _means_chart(ws, top: int, names: _Names, row_names: list[str], means: np.ndarray, half: np.ndarray,
                  label: str, chart_title: str, y_title: str) -> None:
     """Two blocks (means; 95% half-widths) by structure x party, and a clustered bar chart with error bars."""
-    P = len(names.party)
-    for col, block, values in ((1, f"{label} (USD bn)", means), (P + 3, "95% CI half-width (USD bn)", half)):
-        put(ws, top, col, block, font=LABEL_FONT)
-        for j, party in enumerate(names.party):
-            put(ws, top, col + 1 + j, party, font=LABEL_FONT)
+    P, n = len(names.party), len(row_names)
+    half_top = top + n + 2  # the half-widths sit under the means, in the same columns
+    for block_top, block, values in ((top, f"{label} (USD bn)", means), (half_top, "95% CI half-width (USD bn)",
+                                                                          half)):
+        header(ws, block_top, [block, *names.party], height=30)
         for i, name in enumerate(row_names):
-            put(ws, top + 1 + i, col, name)
+            put(ws, block_top + 1 + i, 1, name)
             for j in range(P):
-                put(ws, top + 1 + i, col + 1 + j, float(values[i, j]), fmt=BN)
-    chart = bar_chart(title_text=chart_title, x_title="Structure", y_title=y_title, width=26, height=11)
-    first, last = top + 1, top + len(row_names)
+                put(ws, block_top + 1 + i, 2 + j, float(values[i, j]), fmt=BN)
+    chart = bar_chart(title_text=chart_title, x_title="Structure", y_title=y_title, width=28, height=12)
     for j in range(P):
-        chart.add_data(ref(ws, 2 + j, top, last), titles_from_data=True)
-        err = NumDataSource(numRef=NumRef(f=absolute(ws, P + 4 + j, first, last)))
-        chart.series[-1].errBars = ErrorBars(errDir="y", errBarType="both", errValType="cust", plus=err,
-                                             minus=err)
-    chart.set_categories(ref(ws, 1, first, last))
-    ws.add_chart(chart, f"A{last + 3}")
+        chart.add_data(ref(ws, 2 + j, top, top + n), titles_from_data=True)
+        chart.series[-1].errBars = error_bars(absolute(ws, 2 + j, half_top + 1, half_top + n))
+    chart.set_categories(ref(ws, 1, top + 1, top + n))
+    ws.add_chart(chart, f"A{half_top + n + 3}")
 
 
 # ------------------------------------------------------------ distributions
@@ -254,6 +252,16 @@ def distribution_tables(result: SimulationResult, p: int) -> tuple[np.ndarray, n
     """For party ``p``: shared bin edges, the share of paths per bin per structure, and P1..P99."""
     tables = result.party_tables(p)
     return tables.edges, tables.freq, tables.percentiles
+
+
+def unique(labels: list[str]) -> list[str]:
+    """Labels made distinct (an Excel Table's headers must be)."""
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+        out.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
+    return out
 
 
 def _distributions(ws, result: SimulationResult, names: _Names) -> None:
@@ -267,7 +275,7 @@ def _distributions(ws, result: SimulationResult, names: _Names) -> None:
         edges, freq, pct = distribution_tables(result, p)
         put(ws, row, 1, party, font=LABEL_FONT)
         top = row + 1
-        header(ws, top, ["Bin from", "Bin to", "Bin middle", *names.structure], height=60)
+        header(ws, top, ["Bin from", "Bin to", "Bin middle", *unique(names.structure)], height=60)
         for b in range(len(freq)):
             r = top + 1 + b
             put(ws, r, 1, edges[b], fmt=BN)
@@ -276,31 +284,35 @@ def _distributions(ws, result: SimulationResult, names: _Names) -> None:
             for s in range(S):
                 put(ws, r, 4 + s, freq[b, s], fmt=PCT)
         pcol = 5 + S
-        header(ws, top, ["Percentile", *names.structure], col=pcol)
+        header(ws, top, ["Percentile", *unique(names.structure)], col=pcol)
         for q in range(99):
             r = top + 1 + q
             put(ws, r, pcol, (q + 1) / 100, fmt='0%')
             for s in range(S):
                 put(ws, r, pcol + 1 + s, pct[q, s], fmt=BN)
+        table(ws, f"Histogram{p + 1}", top, top + len(freq), 3 + S)
+        table(ws, f"Percentiles{p + 1}", top, top + 99, 1 + S, first_col=pcol)
         hist = line_chart(title_text=f"{party}: distribution of PV", x_title="PV, USD bn (bin middle)",
-                          y_title="Share of paths", width=20, height=9)
+                          y_title="Share of paths", width=22, height=11)
         hist.add_data(ref(ws, 4, top, top + len(freq), 3 + S), titles_from_data=True)
+        straight(hist)
+        hist.x_axis.tickLblSkip = 4
         hist.set_categories(ref(ws, 3, top + 1, top + len(freq)))
         hist.x_axis.number_format = '#,##0'
         hist.y_axis.number_format = '0%'
         anchor_col = get_column_letter(pcol + S + 2)
         ws.add_chart(hist, f"{anchor_col}{top}")
         curve = scatter_chart(title_text=f"{party}: S-curve (cumulative distribution)", x_title="PV, USD bn",
-                              y_title="Probability PV is at most x", width=20, height=9)
+                              y_title="Probability PV is at most x", width=22, height=11)
         for s in range(S):
             curve.series.append(scatter_series(ref(ws, pcol + 1 + s, top + 1, top + 99),
                                                ref(ws, pcol, top + 1, top + 99), names.structure[s]))
         curve.y_axis.number_format = '0%'
         curve.y_axis.scaling.min = 0
         curve.y_axis.scaling.max = 1
-        ws.add_chart(curve, f"{anchor_col}{top + 20}")
+        ws.add_chart(curve, f"{anchor_col}{top + 24}")
         row = top + 102
-    widths(ws, {**{j: 12 for j in range(1, 6 + 2 * S)}})
+    widths(ws, {**{j: 16 for j in range(1, 6 + 2 * S)}, 4 + S: 3})
     ws.freeze_panes = "A4"
     print_setup(ws)
 
@@ -407,7 +419,7 @@ def _cash_flows(ws, result: SimulationResult, names: _Names) -> None:
     live_top = row + 4 + len(classes)
     annual_top = live_top + S * P + 4
     charts_top = annual_top + S * P + 3
-    detail_top = charts_top + 17 * ((S + 1) // 2) + 2
+    detail_top = charts_top + 21 * ((S + 1) // 2) + 2
     detail: list[tuple[int, int, int]] = [(s, p, c) for s in range(S) for p in range(P)
                                           for c in range(len(classes)) if np.any(flows[s, p, c] != 0.0)]
     hdr = detail_top + 2
@@ -416,7 +428,7 @@ def _cash_flows(ws, result: SimulationResult, names: _Names) -> None:
     # --- live PV per structure and party
     put(ws, live_top - 1, 1, "Live PV (USD bn): the expected flows at the foot of this sheet, discounted at the "
                              "rates above", font=LABEL_FONT)
-    header(ws, live_top, ["Structure", "Party", "Live PV", "Simulated mean PV", "Difference"])
+    header(ws, live_top, ["Structure", "Party", "Live PV", "Simulated mean PV", "Difference"], height=30)
     means = result.pvs.mean(axis=0)
     row = live_top
     for s in range(S):
@@ -424,10 +436,10 @@ def _cash_flows(ws, result: SimulationResult, names: _Names) -> None:
             row += 1
             put(ws, row, 1, names.structure[s])
             put(ws, row, 2, names.party[p])
-            cells = [f"E{detail_row[(s, p, c)]}" for c in range(len(classes)) if (s, p, c) in detail_row]
+            cells = [f"D{detail_row[(s, p, c)]}" for c in range(len(classes)) if (s, p, c) in detail_row]
             formula(ws, row, 3, "=" + ("+".join(cells) if cells else "0"), fmt=BN)
             put(ws, row, 4, float(means[s, p]), fmt=BN)
-            formula(ws, row, 5, f"=C{row}-D{row}", fmt=BN3)
+            formula(ws, row, 5, f"=C{row}-D{row}", fmt="0.000000;-0.000000;0")
     table(ws, "LivePV", live_top, row, 5)
     put(ws, row + 1, 1, "At the scenario's rates the live PV equals the simulated mean PV (to rounding).",
         font=NOTE_FONT)
@@ -436,7 +448,7 @@ def _cash_flows(ws, result: SimulationResult, names: _Names) -> None:
     put(ws, annual_top - 1, 1, "Expected cash flow by calendar year (USD bn, undiscounted); the last column holds "
                                "values booked at the horizon (equity stakes), left out of the charts",
         font=LABEL_FONT)
-    header(ws, annual_top, ["Structure", "Party", *[str(y) for y in annual.columns]])
+    header(ws, annual_top, ["Structure", "Party", *[str(y) for y in annual.columns]], height=30)
     row = annual_top
     for (structure, party), values in annual.iterrows():
         row += 1
@@ -448,21 +460,23 @@ def _cash_flows(ws, result: SimulationResult, names: _Names) -> None:
     n_years = len(annual.columns) - 1  # the charts leave out the horizon values
     for s in range(S):
         chart = line_chart(title_text=f"{names.structure[s]}: expected cash flow by year", x_title="Year",
-                           y_title="USD bn per year", width=17, height=8)
+                           y_title="USD bn per year", width=19, height=10)
         first = annual_top + 1 + s * P
         chart.add_data(Reference(ws, min_col=2, max_col=2 + n_years, min_row=first, max_row=first + P - 1),
                        from_rows=True, titles_from_data=True)
+        straight(chart)
+        chart.x_axis.tickLblSkip = 2
         chart.set_categories(Reference(ws, min_col=3, max_col=2 + n_years, min_row=annual_top,
                                        max_row=annual_top))
-        ws.add_chart(chart, f"{'A' if s % 2 == 0 else 'E'}{charts_top + (s // 2) * 17}")
+        ws.add_chart(chart, f"{'A' if s % 2 == 0 else 'C'}{charts_top + (s // 2) * 21}")
 
     # --- the flows the live PV discounts: one row per structure, party and discount class
     n_slots = len(result.slot_time)
     dates = slot_dates(result)
     put(ws, detail_top, 1, "Expected flows by time (years after the valuation date, dates above) and discount "
                            "class: what the live PV discounts", font=LABEL_FONT)
-    header(ws, hdr, ["Structure", "Party", "Discount class", "Rate", "PV"])
-    first_col = 6
+    header(ws, hdr, ["Structure", "Party and discount class", "Rate", "PV"], height=30)
+    first_col = 5
     for k in range(n_slots):
         put(ws, hdr, first_col + k, float(result.slot_time[k]), fmt='0.000', font=LABEL_FONT)
         put(ws, hdr - 1, first_col + k, dates[k], fmt=DATE, font=NOTE_FONT)
@@ -470,14 +484,13 @@ def _cash_flows(ws, result: SimulationResult, names: _Names) -> None:
     last_letter = get_column_letter(first_col + n_slots - 1)
     for (s, p, c), x in detail_row.items():
         put(ws, x, 1, names.structure[s])
-        put(ws, x, 2, names.party[p])
-        put(ws, x, 3, classes[c])
-        formula(ws, x, 4, f"={rate_cell[c]}", fmt='0.00%')
-        formula(ws, x, 5, f"=SUMPRODUCT({first_letter}{x}:{last_letter}{x},"
-                          f"(1+D{x})^(-{first_letter}${hdr}:{last_letter}${hdr}))", fmt=BN)
+        put(ws, x, 2, f"{names.party[p]}, {classes[c][0].lower()}{classes[c][1:]}" if c >= P else classes[c])
+        formula(ws, x, 3, f"={rate_cell[c]}", fmt='0.00%')
+        formula(ws, x, 4, f"=SUMPRODUCT({first_letter}{x}:{last_letter}{x},"
+                          f"(1+C{x})^(-{first_letter}${hdr}:{last_letter}${hdr}))", fmt=BN)
         for k in range(n_slots):
             put(ws, x, first_col + k, float(flows[s, p, c, k]), fmt=BN3)
-    widths(ws, {1: 46, 2: 24, 3: 34, 4: 12, 5: 12, **{first_col + k: 9 for k in range(n_slots)}})
+    widths(ws, {1: 46, 2: 44, **{3 + k: 11 for k in range(max(n_slots + 2, n_years + 1))}})
     ws.freeze_panes = "A4"
     ws.print_area = f"A1:{get_column_letter(3 + n_years)}{detail_top - 1}"
     print_setup(ws)
@@ -527,10 +540,12 @@ def _drivers(ws, result: SimulationResult) -> None:
     last = top + len(agi)
     table(ws, "AgiTiming", top, last, 4)
     chart = line_chart(title_text="AGI: probability declared / verified by year end", x_title="Year",
-                       y_title="Probability", width=18, height=9)
+                       y_title="Probability", width=20, height=11)
     chart.add_data(ref(ws, 2, top, last, 4), titles_from_data=True)
+    straight(chart)
     chart.set_categories(ref(ws, 1, top + 1, last))
     chart.y_axis.number_format = '0%'
+    chart.y_axis.scaling.min = 0
     ws.add_chart(chart, "G4")
 
     # verification lag and deadlines
@@ -581,8 +596,10 @@ def _drivers(ws, result: SimulationResult) -> None:
     flast = ftop + len(fan)
     table(ws, "RevenueFan", ftop, flast, 6)
     fan_chart = line_chart(title_text="Revenue: percentiles of the annual rate", x_title="Date",
-                           y_title="USD bn per year", width=18, height=9)
+                           y_title="USD bn per year", width=20, height=11)
     fan_chart.add_data(ref(ws, 2, ftop, flast, 6), titles_from_data=True)
+    straight(fan_chart)
+    fan_chart.x_axis.tickLblSkip = 4
     fan_chart.set_categories(ref(ws, 1, ftop + 1, flast))
     fan_chart.x_axis.number_format = 'yyyy'
     ws.add_chart(fan_chart, f"G{ftop}")
@@ -596,25 +613,27 @@ def _drivers(ws, result: SimulationResult) -> None:
 
 def _assumptions(ws, result: SimulationResult) -> None:
     ws.sheet_view.showGridLines = False
-    header(ws, 1, list(COLUMNS))
+    header(ws, 1, list(COLUMNS), height=30)
     rows = assumption_rows(result.scenario, overrides={"simulation.paths": result.paths,
                                                        "simulation.seed": result.seed})
     for i, r in enumerate(rows, start=2):
         put(ws, i, 1, r["key"]).alignment = TOP
         v = r["value"]
-        put(ws, i, 2, v, fmt=DATE if isinstance(v, Date) else None).alignment = TOP_LEFT
+        put(ws, i, 2, v, fmt=DATE if isinstance(v, Date) else None).alignment = WRAP_LEFT
         put(ws, i, 3, r["type"]).alignment = TOP
         put(ws, i, 4, r["unit"]).alignment = TOP
         put(ws, i, 5, r["given"]).alignment = TOP
         put(ws, i, 6, r["source"]).alignment = WRAP
         put(ws, i, 7, r["table_source"]).alignment = WRAP
         put(ws, i, 8, r["description"]).alignment = WRAP
-        n = max(lines(str(r["source"]), 50), lines(str(r["table_source"]), 40), lines(str(r["description"]), 44))
+        n = max(lines(str(r["source"]), 50), lines(str(r["table_source"]), 40), lines(str(r["description"]), 44),
+                lines(str(v), 24) if isinstance(v, str) else 1)
         if n > 1:  # spreadsheet programs do not grow rows for wrapped text written by openpyxl
             ws.row_dimensions[i].height = 15 * n
     table(ws, "Assumptions", 1, len(rows) + 1, len(COLUMNS))
     ws.freeze_panes = "B2"
     widths(ws, {1: 46, 2: 24, 3: 10, 4: 14, 5: 10, 6: 50, 7: 40, 8: 44})
+    ws.print_title_rows = "1:1"
     print_setup(ws)
 
 
@@ -653,6 +672,7 @@ def _paths(ws, result: SimulationResult) -> None:
     ws.freeze_panes = "B2"
     widths(ws, {j: 16 for j in range(1, len(names) + 1)})
     ws.row_dimensions[1].height = 45
+    ws.print_title_rows = "1:1"
     put(ws, n + 3, 1, f"The first {n:,} of {result.paths:,} paths. Times are years after the valuation date "
                       "(they may fall beyond the horizon); 'never' = the event never happens on that path.")
     print_setup(ws)

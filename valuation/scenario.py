@@ -38,6 +38,8 @@ from valuation.errors import InputError, Problem
 BUILTIN_EVENTS = ("agi_declared", "agi_verified")
 RESERVED_NAMES = (*BUILTIN_EVENTS, "valuation_date", "never", "revenue_at_horizon")
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # what an .xlsx cannot store
+MAX_TEXT = 32_767
 # Sizes of the kernel's fixed-width tables (see valuation.compile).
 MAX_TRIGGER_TERMS = 4
 MAX_DEADLINE_EVENTS = 4
@@ -641,10 +643,21 @@ def _strip_sources(node: Any, path: str, sources: dict[str, str], problems: list
                 else:
                     problems.append(Problem(f"{path}.source", "text in quotes", node["source"]))
             return node["value"]
+        for key in node:
+            if isinstance(key, str) and _CONTROL.search(key):
+                problems.append(Problem(f"{path}.{key!r}" if path else repr(key), "a name without control "
+                                        "characters", has_value=False))
         return {key: _strip_sources(value, f"{path}.{key}" if path else str(key), sources, problems)
                 for key, value in node.items()}
     if isinstance(node, list):
         return [_strip_sources(v, f"{path}[{i}]", sources, problems) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        if _CONTROL.search(node):
+            problems.append(Problem(path, "text without control characters (a workbook cannot hold them)",
+                                    node))
+        elif len(node) > MAX_TEXT:
+            problems.append(Problem(path, f"text of at most {MAX_TEXT:,} characters (a spreadsheet cell's "
+                                    f"limit), got {len(node):,}", has_value=False))
     return node
 
 

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 from openpyxl import Workbook
 from openpyxl.chart import BarChart, LineChart, Reference, ScatterChart, Series
+from openpyxl.chart.data_source import NumDataSource, NumRef
+from openpyxl.chart.error_bar import ErrorBars
 from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter, quote_sheetname
 from openpyxl.worksheet.table import Table, TableStyleInfo
@@ -31,6 +33,7 @@ NOTE_FONT = Font(italic=True, color="595959")
 WRAP = Alignment(wrap_text=True, vertical="top")
 TOP = Alignment(vertical="top")
 TOP_LEFT = Alignment(vertical="top", horizontal="left")
+WRAP_LEFT = Alignment(wrap_text=True, vertical="top", horizontal="left")
 
 
 def put(ws, row: int, col: int, value: Any, fmt: str | None = None, font: Font | None = None,
@@ -131,6 +134,8 @@ def bar_chart(**kw) -> BarChart:
     chart = BarChart()
     chart.type = "col"
     chart.grouping = "clustered"
+    chart.y_axis.number_format = "#,##0"
+    chart.y_axis.numFmt.sourceLinked = False
     return style_chart(chart, **kw)
 
 
@@ -138,10 +143,35 @@ def line_chart(**kw) -> LineChart:
     return style_chart(LineChart(), **kw)
 
 
+def straight(chart):
+    """Draw every series of a line chart as straight segments (spreadsheets smooth them otherwise)."""
+    for series in chart.series:
+        series.smooth = False
+        series.marker.symbol = "none"
+    return chart
+
+
 def scatter_chart(**kw) -> ScatterChart:
     chart = ScatterChart()
-    chart.style = 13
-    return style_chart(chart, **kw)
+    chart.x_axis.number_format = "#,##0"
+    chart.x_axis.numFmt.sourceLinked = False
+    chart = style_chart(chart, **kw)
+    chart.y_axis.tickLblPos = "low"  # left of the plot even when all x are negative
+    return chart
+
+
+class _ErrorBars(ErrorBars):
+    """openpyxl writes <minus> before <plus>; the OOXML schema (CT_ErrBars) wants plus first."""
+
+    __elements__ = ("errDir", "errBarType", "errValType", "noEndCap", "plus", "minus", "val", "spPr")
+    __nested__ = ErrorBars.__nested__  # the serialiser's metaclass derives these from the class body only
+    __attrs__ = ErrorBars.__attrs__
+
+
+def error_bars(cells: str) -> ErrorBars:
+    """Symmetric custom error bars read from ``cells`` (an absolute reference)."""
+    source = NumDataSource(numRef=NumRef(f=cells))
+    return _ErrorBars(errDir="y", errBarType="both", errValType="cust", plus=source, minus=source)
 
 
 def scatter_series(x: Reference, y: Reference, title: str) -> Series:
@@ -178,7 +208,8 @@ def check_output_path(path: str | Path) -> Path:
 
 
 def atomic_save(workbook: Workbook, path: Path) -> Path:
-    """Save via a temporary file in the same folder and a rename."""
+    """Save via a temporary file in the same folder and a rename (through a symbolic link to its target)."""
+    path = Path(os.path.realpath(path))
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
