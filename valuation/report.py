@@ -21,6 +21,7 @@ import pandas as pd
 from openpyxl import Workbook
 from openpyxl.chart import Reference
 from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.pagebreak import Break
 
 from valuation.assumptions import COLUMNS, assumption_rows
 from valuation.results import SUMMARY_COLUMNS
@@ -222,7 +223,7 @@ def _summary(ws, result: SimulationResult, names: _Names) -> None:
                  "Mean PV by structure and party (95% confidence bars)", "PV, USD bn")
     widths(ws, {1: 46, 2: 26, **{3 + j: 12 for j in range(len(cols))}})
     ws.row_dimensions[top].height = 32
-    print_setup(ws)
+    print_setup(ws, one_page=True)
 
 
 def _means_chart(ws, top: int, names: _Names, row_names: list[str], means: np.ndarray, half: np.ndarray,
@@ -232,7 +233,7 @@ def _means_chart(ws, top: int, names: _Names, row_names: list[str], means: np.nd
     half_top = top + n + 2  # the half-widths sit under the means, in the same columns
     for block_top, block, values in ((top, f"{label} (USD bn)", means), (half_top, "95% CI half-width (USD bn)",
                                                                           half)):
-        header(ws, block_top, [block, *names.party], height=30)
+        header(ws, block_top, [block, *names.party], height=45)
         for i, name in enumerate(row_names):
             put(ws, block_top + 1 + i, 1, name)
             for j in range(P):
@@ -273,6 +274,8 @@ def _distributions(ws, result: SimulationResult, names: _Names) -> None:
     row = 4
     for p, party in enumerate(names.party):
         edges, freq, pct = distribution_tables(result, p)
+        if p:
+            ws.row_breaks.append(Break(id=row - 1))  # each party starts a page: no chart cut in two
         put(ws, row, 1, party, font=LABEL_FONT)
         top = row + 1
         header(ws, top, ["Bin from", "Bin to", "Bin middle", *unique(names.structure)], height=60)
@@ -357,7 +360,7 @@ def _versus_baseline(ws, result: SimulationResult, names: _Names) -> None:
     ws.freeze_panes = ws.cell(row=top + 1, column=3)
     widths(ws, {1: 46, 2: 26, **{3 + j: 13 for j in range(len(cols))}})
     ws.row_dimensions[top].height = 32
-    print_setup(ws)
+    print_setup(ws, one_page=True)
 
 
 # --------------------------------------------------------------- cash flows
@@ -493,7 +496,7 @@ def _cash_flows(ws, result: SimulationResult, names: _Names) -> None:
     widths(ws, {1: 46, 2: 44, **{3 + k: 11 for k in range(max(n_slots + 2, n_years + 1))}})
     ws.freeze_panes = "A4"
     ws.print_area = f"A1:{get_column_letter(3 + n_years)}{detail_top - 1}"
-    print_setup(ws)
+    print_setup(ws, one_page=True)
 
 
 # ------------------------------------------------------------------ drivers
@@ -605,7 +608,7 @@ def _drivers(ws, result: SimulationResult) -> None:
     ws.add_chart(fan_chart, f"G{ftop}")
     widths(ws, {1: 40, 2: 22, 3: 22, 4: 22, 5: 12, 6: 12})
     ws.freeze_panes = "A4"
-    print_setup(ws)
+    print_setup(ws, one_page=True)
 
 
 # -------------------------------------------------------------- assumptions

@@ -93,10 +93,11 @@ def table(ws, name: str, first_row: int, last_row: int, n_cols: int, first_col: 
     ws.add_table(t)
 
 
-def print_setup(ws, landscape: bool = True) -> None:
+def print_setup(ws, landscape: bool = True, one_page: bool = False) -> None:
+    """Fit to the page width (and, for a dashboard, to one page, so no chart is cut in two)."""
     ws.page_setup.orientation = "landscape" if landscape else "portrait"
     ws.page_setup.fitToWidth = 1
-    ws.page_setup.fitToHeight = 0
+    ws.page_setup.fitToHeight = 1 if one_page else 0
     ws.sheet_properties.pageSetUpPr.fitToPage = True
 
 
