@@ -346,3 +346,11 @@ def test_writing_through_a_symbolic_link_keeps_the_link(tmp_path):
     link.symlink_to(target)
     result.to_excel(link)
     assert link.is_symlink() and openpyxl.load_workbook(link).sheetnames == list(SHEETS)
+
+
+def test_a_formula_without_a_saved_result_is_reported_not_read_as_empty(run, tmp_path, capsys):
+    out, _ = run
+    edited = _edit_many(out, {"revenue.volatility": "=0.1+0.1"}, tmp_path / "f.xlsx")
+    assert main(["validate", str(edited)]) == 2
+    err = capsys.readouterr().err
+    assert "formula without a saved result" in err and "=0.1+0.1" in err

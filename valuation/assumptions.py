@@ -258,6 +258,24 @@ def _lookup(scenario: Scenario, key: str) -> Any:
     return node
 
 
+def _uncalculated_formulas(path: Path, values: list[tuple]) -> list[tuple[str, str]]:
+    """Value cells that hold a formula whose result was never saved (a script wrote it): they read as empty."""
+    if not any(len(row) > 1 and row[1] is None for row in values[1:]):
+        return []
+    from openpyxl import load_workbook
+
+    wb = load_workbook(path, read_only=True, data_only=False)
+    try:
+        found = []
+        for number, row in enumerate(wb["Assumptions"].iter_rows(min_col=2, max_col=2, values_only=True), start=1):
+            text = row[0]
+            if number > 1 and isinstance(text, str) and text.startswith("=") and values[number - 1][1] is None:
+                found.append((f"B{number}", text))
+        return found
+    finally:
+        wb.close()
+
+
 def load_workbook_scenario(path: str | Path) -> Scenario:
     """Read the scenario from a workbook's Assumptions sheet (a report this tool wrote, perhaps edited)."""
     from openpyxl import load_workbook
@@ -278,6 +296,11 @@ def load_workbook_scenario(path: str | Path) -> Scenario:
         values = list(wb["Assumptions"].iter_rows(values_only=True))
     finally:
         wb.close()
+    formulas = _uncalculated_formulas(path, values)
+    if formulas:
+        raise InputError(where, [Problem(f"cell {cell}", "a value, not a formula without a saved result (save the "
+                                 "workbook in Excel or LibreOffice, or type the value)", text)
+                                 for cell, text in formulas])
     if not values or tuple(values[0][: len(COLUMNS)]) != COLUMNS:
         found = list(values[0][: len(COLUMNS)]) if values else []
         raise InputError(where, f"row 1 = {found}: expected the headers {list(COLUMNS)}")
