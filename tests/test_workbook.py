@@ -14,7 +14,7 @@ from conftest import BASE_CASE, base_case_dict
 from valuation import InputError, load_scenario, simulate
 from valuation.assumptions import assumption_rows
 from valuation.cli import main
-from valuation.report import SHEETS, annual_cash_flows, versus_baseline
+from valuation.report import SHEETS, annual_cash_flows
 from valuation.scenario import scenario_from_dict
 
 PATHS = 2_000
@@ -129,7 +129,7 @@ def test_versus_baseline_and_cash_flow_tables(run):
     out, result = run
     wb = openpyxl.load_workbook(out)
     rows = _rows(wb["Versus baseline"], "VersusBaseline")
-    expected = versus_baseline(result)
+    expected = result.versus()
     assert len(rows) == len(expected)
     for row, (_, values) in zip(rows, expected.iterrows(), strict=True):
         assert row["Mean difference"] == pytest.approx(values["mean"], rel=1e-12)

@@ -249,12 +249,6 @@ def _means_chart(ws, top: int, names: _Names, row_names: list[str], means: np.nd
 # ------------------------------------------------------------ distributions
 
 
-def distribution_tables(result: SimulationResult, p: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For party ``p``: shared bin edges, the share of paths per bin per structure, and P1..P99."""
-    tables = result.party_tables(p)
-    return tables.edges, tables.freq, tables.percentiles
-
-
 def unique(labels: list[str]) -> list[str]:
     """Labels made distinct (an Excel Table's headers must be)."""
     seen: dict[str, int] = {}
@@ -273,7 +267,8 @@ def _distributions(ws, result: SimulationResult, names: _Names) -> None:
     S = len(result.structures)
     row = 4
     for p, party in enumerate(names.party):
-        edges, freq, pct = distribution_tables(result, p)
+        tables = result.party_tables(p)
+        edges, freq, pct = tables.edges, tables.freq, tables.percentiles
         if p:
             ws.row_breaks.append(Break(id=row - 1))  # each party starts a page: no chart cut in two
         put(ws, row, 1, party, font=LABEL_FONT)
@@ -323,18 +318,13 @@ def _distributions(ws, result: SimulationResult, names: _Names) -> None:
 # ---------------------------------------------------------- versus baseline
 
 
-def versus_baseline(result: SimulationResult) -> pd.DataFrame:
-    """Per-path difference from the baseline, per structure and party (the baseline's own rows omitted)."""
-    return result.versus()
-
-
 def _versus_baseline(ws, result: SimulationResult, names: _Names) -> None:
     ws.sheet_view.showGridLines = False
     base = result.baseline or result.structures[0]
     title(ws, f"Each structure against the baseline: {names.structure[result.structures.index(base)]}",
           "Difference = PV under the structure - PV under the baseline, path by path on the same random numbers "
           "(USD bn). P(better) and P(worse) count paths; the rest are ties.")
-    table_df = versus_baseline(result)
+    table_df = result.versus()
     cols = {"mean": ("Mean difference", BN), "se": ("SE", BN3), "ci_low": ("95% CI low", BN),
             "ci_high": ("95% CI high", BN), "p_better": ("P(better)", PCT), "p_worse": ("P(worse)", PCT),
             "p5": ("P5 of difference", BN), "p50": ("Median difference", BN), "p95": ("P95 of difference", BN)}
