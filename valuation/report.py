@@ -678,5 +678,5 @@ def format_summary(summary: pd.DataFrame) -> str:
     fmt = {c: "{:,.2f}".format for c in show.columns}
     fmt["se"] = "{:,.3f}".format
     fmt["P(<0)"] = "{:.1%}".format
-    fmt["P(better)"] = lambda x: "-" if np.isnan(x) else f"{x:.1%}"
-    return show.to_string(formatters=fmt)
+    fmt["P(better)"] = "{:.1%}".format
+    return show.to_string(formatters=fmt, na_rep="-")  # NaN: the baseline is not compared with itself
