@@ -48,7 +48,7 @@ def test_shipped_scenarios_validate_and_source_every_number(path):
 
 
 def test_ruff_is_clean():
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "valuation", "models", "tests"],
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "valuation", "models", "tests", "benchmarks"],
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
