@@ -131,7 +131,7 @@ def _simulate_path(path, key, t, dt, sqrt_dt, growth_decay, growth_shock, jump_p
                    cl_type, cl_struct, cl_payer, cl_payee, cl_df_payer, cl_df_payee, cl_term_src, cl_term_val,
                    cl_rate, cl_par, cl_tier_rate, cl_tier_until, cl_cond, cl_cond_date, cl_time_df, df,
                    req_deadlines, cl_class_payer, cl_class_payee, cl_slot,
-                   times, met, window, state, acc, block_flows, revenue_path):
+                   times, met, window, state, acc, block_flows, revenue_path, revenue_steps):
     """Simulate one path; fills ``times``, ``met``, ``acc`` (PV per structure x party before fallbacks),
     adds its undiscounted flows to ``block_flows`` and, when it has rows, records ``revenue_path``.
 
@@ -168,7 +168,7 @@ def _simulate_path(path, key, t, dt, sqrt_dt, growth_decay, growth_shock, jump_p
         state[c, 1] = 0.0
     acc[:, :] = 0.0
 
-    # ---- revenue and per-step clauses
+    # ---- revenue, step by step
     log_r = rev[LOG_R0]
     g = rev[G0]
     uplift = rev[UPLIFT]
@@ -186,28 +186,38 @@ def _simulate_path(path, key, t, dt, sqrt_dt, growth_decay, growth_shock, jump_p
         if jumps and rng.uniform(key, path, rng.STREAM_JUMPS, k) < jump_prob[k]:
             log_r += rev[LOG_JUMP]
         g = growth_step(g, z1, z2, growth_decay[k], growth_shock[k], rev)
-        revenue = math.exp(log_r) * h
+        revenue_steps[k] = math.exp(log_r) * h
         if record:
-            revenue_path[k] = revenue / h
-        profit = margin[k] * revenue
-        for c in range(n_clauses):
-            kind = cl_type[c]
-            if kind == EQUITY_STAKE or kind == PAYMENT:
-                continue
-            frac = overlap(a, b, window[c, 0], window[c, 1]) / h
+            revenue_path[k] = revenue_steps[k] / h
+
+    # ---- per-step clauses, each over the steps its window touches (clause by clause: no dispatch per step)
+    n_steps = t.shape[0] - 1
+    for c in range(n_clauses):
+        kind = cl_type[c]
+        if kind == EQUITY_STAKE or kind == PAYMENT:
+            continue
+        start = window[c, 0]
+        end = window[c, 1]
+        first = max(1, np.searchsorted(t, start, side="right"))  # first step ending after the start
+        last = min(n_steps, np.searchsorted(t, end, side="left"))  # first step ending at or after the end
+        s = cl_struct[c]
+        for k in range(first, last + 1):
+            h = dt[k]
+            frac = overlap(t[k - 1], t[k], start, end) / h
             if frac <= 0.0:
                 continue
+            revenue = revenue_steps[k]
             if kind == REVENUE_SHARE:
                 amount = _revenue_share(revenue * frac, cl_rate[c, k], cl_par[c, 0], cl_par[c, 1], state[c])
             elif kind == PROFIT_SHARE:
-                amount = _profit_share(profit * frac, cl_tier_rate[c], cl_tier_until[c], cl_par[c, 0] > 0.0,
-                                       cl_par[c, 1] > 0.0, state[c])
+                amount = _profit_share(margin[k] * revenue * frac, cl_tier_rate[c], cl_tier_until[c],
+                                       cl_par[c, 0] > 0.0, cl_par[c, 1] > 0.0, state[c])
             elif cl_par[c, 0] > 0.0:  # own value, fixed amount per year
                 amount = cl_par[c, 1] * h * frac
             else:  # own value, share of revenue
                 amount = cl_rate[c, k] * revenue * frac
             if amount != 0.0:
-                _book(acc, flows, cl_struct[c], cl_payer[c], cl_payee[c], amount, df[cl_df_payer[c], k],
+                _book(acc, flows, s, cl_payer[c], cl_payee[c], amount, df[cl_df_payer[c], k],
                       df[cl_df_payee[c], k], cl_class_payer[c], cl_class_payee[c], k)
 
     # ---- one-off clauses: payments on their date, stakes at the horizon
@@ -265,6 +275,7 @@ def _run_block(first, n, key, t, dt, sqrt_dt, growth_decay, growth_shock, jump_p
         acc = np.empty((n_struct, n_parties))
         met = np.empty(dl_date.shape[0], np.uint8)
         times = np.empty(out_times.shape[1])
+        revenue_steps = np.empty(t.shape[0])
         block_flows = out_flows[blk]
         block_flows[...] = 0.0
         stop = min(n, (blk + 1) * BLOCK)
@@ -278,7 +289,7 @@ def _run_block(first, n, key, t, dt, sqrt_dt, growth_decay, growth_shock, jump_p
                 cl_type, cl_struct, cl_payer, cl_payee, cl_df_payer, cl_df_payee, cl_term_src, cl_term_val,
                 cl_rate, cl_par, cl_tier_rate, cl_tier_until, cl_cond, cl_cond_date, cl_time_df, df,
                 req_deadlines, cl_class_payer, cl_class_payee, cl_slot,
-                times, met, window, state, acc, block_flows, record)
+                times, met, window, state, acc, block_flows, record, revenue_steps)
             eff = st_eff[_pattern(met, req_deadlines)]
             for s in range(n_struct):
                 for p in range(n_parties):
