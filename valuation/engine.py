@@ -135,7 +135,7 @@ def _simulate_path(path, key, t, dt, sqrt_dt, growth_decay, growth_shock, jump_p
     """Simulate one path; fills ``times``, ``met``, ``acc`` (PV per structure x party before fallbacks),
     adds its undiscounted flows to ``block_flows`` and, when it has rows, records ``revenue_path``.
 
-    Returns the revenue rate at the horizon.
+    Returns the revenue rate at the horizon and the pattern of required deadlines met (see ``st_eff``).
     """
     # ---- drivers
     u = rng.uniform(key, path, rng.STREAM_DRIVERS, DRAW_DECLARATION)
@@ -157,7 +157,8 @@ def _simulate_path(path, key, t, dt, sqrt_dt, growth_decay, growth_shock, jump_p
             if s != TERM_UNUSED and times[s] <= dl_date[d]:
                 met[d] = 1
     n_clauses = cl_type.shape[0]
-    flows = block_flows[_pattern(met, req_deadlines)]
+    pattern = _pattern(met, req_deadlines)
+    flows = block_flows[pattern]
     record = revenue_path.shape[0] > 0
     if record:
         revenue_path[0] = math.exp(rev[LOG_R0])
@@ -240,7 +241,7 @@ def _simulate_path(path, key, t, dt, sqrt_dt, growth_decay, growth_shock, jump_p
         if amount != 0.0:
             _book(acc, flows, cl_struct[c], cl_payer[c], cl_payee[c], amount, cl_time_df[c, 0], cl_time_df[c, 1],
                   cl_class_payer[c], cl_class_payee[c], cl_slot[c])
-    return horizon_rate
+    return horizon_rate, pattern
 
 
 @jit
@@ -282,7 +283,7 @@ def _run_block(first, n, key, t, dt, sqrt_dt, growth_decay, growth_shock, jump_p
         for i in range(blk * BLOCK, stop):
             path = first + i
             record = out_revenue_path[path] if path < out_revenue_path.shape[0] else no_path
-            out_revenue[i] = _simulate_path(
+            out_revenue[i], pattern = _simulate_path(
                 path, key, t, dt, sqrt_dt, growth_decay, growth_shock, jump_prob, margin, rev,
                 decl_code, decl_par, lag_code, lag_par, never_verified, ev_code, ev_par,
                 dl_date, dl_src, dl_haircut, dl_haircut_end,
@@ -290,7 +291,7 @@ def _run_block(first, n, key, t, dt, sqrt_dt, growth_decay, growth_shock, jump_p
                 cl_rate, cl_par, cl_tier_rate, cl_tier_until, cl_cond, cl_cond_date, cl_time_df, df,
                 req_deadlines, cl_class_payer, cl_class_payee, cl_slot,
                 times, met, window, state, acc, block_flows, record, revenue_steps)
-            eff = st_eff[_pattern(met, req_deadlines)]
+            eff = st_eff[pattern]
             for s in range(n_struct):
                 for p in range(n_parties):
                     out_pv[i, s, p] = acc[eff[s], p]
