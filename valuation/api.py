@@ -15,11 +15,13 @@ from models.rng import key_from_seed
 from valuation import engine
 from valuation.compile import compile_scenario
 from valuation.errors import InputError, Problem
-from valuation.results import SimulationResult
+from valuation.results import HEAD, SimulationResult, year_ends
 from valuation.scenario import Scenario, load_scenario
+from valuation.stream import DriverTally, PVStream
 
 PV_LIMIT = 1e12  # USD bn: beyond this a PV is an overflow, not a valuation
 REVENUE_SAMPLE = 2_000  # paths whose whole revenue path is kept (for the revenue fan)
+KEEP_LIMIT = 2**30  # bytes of per-path PVs up to which keep_paths=None keeps them (10M paths x 20 PVs do not)
 
 
 def simulate(
@@ -30,6 +32,8 @@ def simulate(
     threads: int | None = None,
     chunk_size: int = 65_536,
     progress: Callable[[int], None] | None = None,
+    keep_paths: bool | None = None,
+    baseline: str | None = None,
 ) -> SimulationResult:
     """Run the Monte Carlo: every structure, every party, on the same paths.
 
@@ -49,6 +53,15 @@ def simulate(
         Paths per chunk; chunks drive ``progress``.
     progress
         Called with the number of paths completed after each chunk.
+    keep_paths
+        True keeps every path's PVs and drivers (``result.pvs``, exact
+        percentiles); False streams: statistics are folded chunk by chunk and
+        memory stays flat (exact means and standard errors, percentiles within
+        ``result.quantile_error``, the first 1,000 paths in ``result.head()``).
+        Default: keep them when their PVs take at most :data:`KEEP_LIMIT` bytes.
+    baseline
+        Structure the others are compared with (default: the scenario's). A
+        streaming run can only compare with this one.
 
     Returns
     -------
@@ -64,28 +77,76 @@ def simulate(
     _check_count("chunk_size", chunk_size, 1)
     if threads is not None:
         _check_count("threads", threads, 1, numba.config.NUMBA_NUM_THREADS)
+    if keep_paths is not None and not isinstance(keep_paths, bool):
+        raise InputError("", [Problem("keep_paths", "True, False or None", keep_paths)])
+    baseline = scenario.baseline if baseline is None else baseline
+    if baseline is not None and baseline not in scenario.structure_names():
+        raise InputError("", [Problem("baseline", f"one of {scenario.structure_names()}", baseline)])
     compiled = compile_scenario(scenario)
-    _check_memory(paths, compiled)
+    pv_bytes = 8 * paths * len(compiled.structures) * len(compiled.parties)
+    keep = pv_bytes <= KEEP_LIMIT if keep_paths is None else keep_paths
+    if keep:
+        _check_memory(paths, compiled)
     key, ss = key_from_seed(seed)
     compile_seconds = engine.warm_up(compiled)
+    common = dict(scenario=scenario, structures=compiled.structures, parties=compiled.parties, seed=int(seed),
+                  entropy=int(ss.entropy), compile_seconds=compile_seconds,
+                  threads=threads or numba.get_num_threads(), fits=compiled.fits, baseline=baseline,
+                  slot_time=compiled.slot_time, class_rates=compiled.class_rates, step_time=compiled.t,
+                  n_paths=paths)
     start = time.perf_counter()
+    if not keep:
+        return _simulate_streaming(compiled, key, paths, where, chunk_size=chunk_size,
+                                   progress=progress, start=start, **common)
     out = engine.simulate_arrays(compiled, key, paths, chunk_size=chunk_size, threads=threads, progress=progress,
                                  record=REVENUE_SAMPLE)
     run_seconds = time.perf_counter() - start
     _check_finite(where, out["pv"], compiled.structures, compiled.parties)
+    out["pv"].flags.writeable = False  # results are evidence: views handed out cannot change them
+    return SimulationResult(
+        path_pvs=out["pv"], path_drivers=_drivers(compiled, out), run_seconds=run_seconds,
+        cash_flows=engine.expected_flows(compiled, out["flows"]) / paths, revenue_sample=out["revenue_path"],
+        **common)
+
+
+def _drivers(compiled, out: dict[str, np.ndarray]) -> pd.DataFrame:
     drivers = pd.DataFrame({name: out["times"][:, i] for i, name in enumerate(compiled.sources)})
     for d, name in enumerate(compiled.deadlines):
         drivers[f"met:{name}"] = out["met"][:, d].astype(bool)
     drivers["revenue_at_horizon"] = out["revenue"]
-    out["pv"].flags.writeable = False  # results are evidence: views handed out cannot change them
+    return drivers
+
+
+def _simulate_streaming(compiled, key: np.ndarray, paths: int, where: str, *, chunk_size: int, progress,
+                        start: float, **common) -> SimulationResult:
+    """Chunk by chunk: fold each chunk's PVs and drivers into the statistics, keep only the first paths."""
+    S, P = len(compiled.structures), len(compiled.parties)
+    base = compiled.structures.index(common["baseline"] or compiled.structures[0])
+    stream = PVStream(S, P, base)
+    tally = DriverTally(year_ends(common["scenario"])[1], len(compiled.deadlines))
+    declared, verified = compiled.sources.index("agi_declared"), compiled.sources.index("agi_verified")
+    head: dict[str, np.ndarray] = {}
+    flows = np.zeros(compiled.flow_shape)
+
+    def consume(first: int, out: dict[str, np.ndarray], block_flows: np.ndarray) -> None:
+        _check_finite(where, out["pv"], compiled.structures, compiled.parties, first)
+        pv = out["pv"].transpose(1, 2, 0)  # (structures, parties, paths): contiguous for a whole chunk
+        stream.add(pv if pv.flags.c_contiguous else np.ascontiguousarray(pv))
+        tally.add(out["times"][:, declared], out["times"][:, verified], out["met"])
+        for b in range(block_flows.shape[0]):
+            flows[...] += block_flows[b]
+        if first < HEAD:
+            n = min(HEAD - first, out["pv"].shape[0])
+            for name in ("pv", "times", "met", "revenue"):
+                part = out[name][:n].copy()
+                head[name] = part if name not in head else np.concatenate((head[name], part))
+
+    revenue_path = engine.stream_chunks(compiled, key, paths, consume, chunk_size=chunk_size, threads=common["threads"],
+                                        progress=progress, record=REVENUE_SAMPLE)
     return SimulationResult(
-        scenario=scenario, pvs=out["pv"], drivers=drivers, structures=compiled.structures,
-        parties=compiled.parties, seed=int(seed), entropy=int(ss.entropy), run_seconds=run_seconds,
-        compile_seconds=compile_seconds, threads=threads or numba.get_num_threads(), fits=compiled.fits,
-        baseline=scenario.baseline,
-        cash_flows=engine.expected_flows(compiled, out["flows"]) / paths, slot_time=compiled.slot_time,
-        class_rates=compiled.class_rates, step_time=compiled.t, revenue_sample=out["revenue_path"],
-    )
+        path_pvs=None, path_drivers=None, run_seconds=time.perf_counter() - start, stream=stream, tally=tally,
+        head_pvs=head["pv"], head_drivers=_drivers(compiled, head),
+        cash_flows=engine.expected_flows(compiled, flows) / paths, revenue_sample=revenue_path, **common)
 
 
 def _check_count(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
@@ -98,6 +159,7 @@ def _check_count(name: str, value: object, minimum: int, maximum: int | None = N
 
 
 def _check_memory(paths: int, compiled) -> None:
+    """Kept paths must fit in memory; otherwise suggest the streaming mode."""
     per_path = 8 * (len(compiled.structures) * len(compiled.parties) + len(compiled.sources) + 2) \
         + len(compiled.deadlines)
     need = paths * per_path * 2  # results plus the summary's working copies
@@ -107,17 +169,22 @@ def _check_memory(paths: int, compiled) -> None:
         return
     if need > 0.8 * total:
         fit = int(0.8 * total / (per_path * 2))
-        raise InputError("", [Problem("paths", f"at most about {fit:,} paths: {paths:,} need about "
-                                               f"{need / 2**30:.1f} GiB and this machine has {total / 2**30:.1f} GiB",
+        raise InputError("", [Problem("paths", f"at most about {fit:,} paths with every path kept: {paths:,} "
+                                               f"need about {need / 2**30:.1f} GiB and this machine has "
+                                               f"{total / 2**30:.1f} GiB; the streaming mode (keep_paths=False, "
+                                               "`valuation run --stream`) runs any number in flat memory",
                                       paths)])
 
 
-def _check_finite(where: str, pv: np.ndarray, structures: list[str], parties: list[str]) -> None:
-    """Never average a non-finite (or absurdly large) PV: name the first such path instead."""
+def _check_finite(where: str, pv: np.ndarray, structures: list[str], parties: list[str], first: int = 0) -> None:
+    """Never average a non-finite (or absurdly large) PV: name the first such path instead.
+
+    ``pv`` holds paths ``first, first + 1, ...``.
+    """
     bad = ~(np.abs(pv) <= PV_LIMIT)  # also catches nan
     if bad.any():
         i, s, p = (int(v[0]) for v in np.nonzero(bad))
-        raise InputError(where, f"PV {pv[i, s, p]:.3g} on path {i} for structure {structures[s]!r}, party "
+        raise InputError(where, f"PV {pv[i, s, p]:.3g} on path {first + i} for structure {structures[s]!r}, party "
                                 f"{parties[p]!r} ({int(bad.sum())} values in all) is not finite or exceeds "
                                 f"{PV_LIMIT:.0e} USD bn: the inputs overflow; expected smaller volatility, growth, "
                                 "revenue or horizon")

@@ -374,3 +374,33 @@ def warm_up(compiled: Compiled) -> float:
     start = time.perf_counter()
     run_paths(compiled, np.zeros(2, np.uint32), 0, 2, allocate(compiled, 2, record=1))  # 2: the real layout
     return time.perf_counter() - start
+
+
+def stream_chunks(compiled: Compiled, key: np.ndarray, paths: int, consume: Any, *, chunk_size: int = 131_072,
+                  threads: int | None = None, progress: Any = None, record: int = 0) -> np.ndarray:
+    """Run ``paths`` paths chunk by chunk in one reused set of buffers; nothing per path is kept.
+
+    After each chunk, ``consume(first, out, block_flows)`` receives the chunk's arrays (rows are paths
+    ``first ..``) and its per-block flow sums.  Returns the revenue paths of the first ``record`` paths.
+    """
+    chunk = max(BLOCK, -(-chunk_size // BLOCK) * BLOCK)
+    size = min(chunk, paths)
+    out = allocate(compiled, size)
+    revenue_path = np.zeros((min(record, paths), len(compiled.t)))
+    block_flows = np.empty(((size + BLOCK - 1) // BLOCK, *compiled.flow_shape))
+    previous = numba.get_num_threads()
+    if threads is not None:
+        numba.set_num_threads(threads)
+    try:
+        for first in range(0, paths, chunk):
+            n = min(chunk, paths - first)
+            view = {name: arr[:n] for name, arr in out.items() if name != "revenue_path"}
+            view["revenue_path"] = revenue_path
+            used = block_flows[: (n + BLOCK - 1) // BLOCK]
+            run_paths(compiled, key, first, n, view, used)
+            consume(first, view, used)
+            if progress is not None:
+                progress(n)
+    finally:
+        numba.set_num_threads(previous)
+    return revenue_path

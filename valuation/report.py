@@ -24,7 +24,7 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.pagebreak import Break
 
 from valuation.assumptions import COLUMNS, assumption_rows
-from valuation.results import SUMMARY_COLUMNS
+from valuation.results import HEAD, SUMMARY_COLUMNS
 from valuation.xlsx import (
     BN,
     BN3,
@@ -63,7 +63,6 @@ if TYPE_CHECKING:
 
 __all__ = ["check_output_path", "format_summary", "write_workbook"]
 
-PATH_SAMPLE = 1_000
 GENERATOR = "Philox4x32-10 (Random123), counter = (path, draw, stream); normals by inverse CDF (AS241)"
 SHEETS = ("Read me", "Summary", "Distributions", "Versus baseline", "Cash flows", "Drivers", "Assumptions",
           "Paths")
@@ -127,6 +126,8 @@ def run_metadata(result: SimulationResult) -> list[tuple[str, Any]]:
         ("Package version", __version__),
         ("Simulation time (s)", round(result.run_seconds, 3)),
         ("Threads", result.threads),
+        ("Paths kept", "all" if result.kept_paths else f"first {min(HEAD, result.paths):,} (streaming run)"),
+        ("Percentiles, VaR, CVaR", result.quantile_error),
         ("Written", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")),
         ("Python / platform", f"{platform.python_version()} / {platform.platform(terse=True)}"),
     ]
@@ -195,7 +196,8 @@ def _summary(ws, result: SimulationResult, names: _Names) -> None:
     summary = result.summary()
     title(ws, "Payoff distributions by structure and party",
           f"PV in USD bn at {result.scenario.simulation.valuation_date}; {result.paths:,} paths, seed "
-          f"{result.seed}; standard errors are those of the Monte Carlo mean (see Read me for the run).")
+          f"{result.seed}; standard errors are those of the Monte Carlo mean (see Read me for the run)."
+          + ("" if result.kept_paths else f" Streaming run: percentiles, VaR and CVaR {result.quantile_error}."))
     summary["ci_low"] = summary["mean"] - 1.96 * summary["se"]
     summary["ci_high"] = summary["mean"] + 1.96 * summary["se"]
     cols = list(_SHORT)
@@ -422,7 +424,7 @@ def _cash_flows(ws, result: SimulationResult, names: _Names) -> None:
     put(ws, live_top - 1, 1, "Live PV (USD bn): the expected flows at the foot of this sheet, discounted at the "
                              "rates above", font=LABEL_FONT)
     header(ws, live_top, ["Structure", "Party", "Live PV", "Simulated mean PV", "Difference"], height=30)
-    means = result.pvs.mean(axis=0)
+    means = result.means()
     row = live_top
     for s in range(S):
         for p in range(P):
@@ -497,15 +499,10 @@ def agi_timing_table(result: SimulationResult) -> pd.DataFrame:
     from valuation.compile import build_timing
 
     s = result.scenario
-    declared = result.drivers["agi_declared"].to_numpy()
-    verified = result.drivers["agi_verified"].to_numpy()
+    stats = result.driver_stats()
     model, _ = build_timing(s.agi.declaration, s, absolute=True)
-    rows = []
-    for year in range(s.simulation.valuation_date.year, s.simulation.horizon.year + 1):
-        t = s.years(Date(year, 12, 31))
-        rows.append({"year": year, "declared": float(np.mean(declared <= t)), "model": float(model.cdf(t)),
-                     "verified": float(np.mean(verified <= t))})
-    return pd.DataFrame(rows).set_index("year")
+    return pd.DataFrame({"year": stats.years, "declared": stats.p_declared, "model": model.cdf(stats.grid),
+                         "verified": stats.p_verified}).set_index("year")
 
 
 def revenue_fan(result: SimulationResult) -> pd.DataFrame:
@@ -543,18 +540,14 @@ def _drivers(ws, result: SimulationResult) -> None:
 
     # verification lag and deadlines
     row = max(last, top + 20) + 2
-    declared = result.drivers["agi_declared"].to_numpy()
-    verified = result.drivers["agi_verified"].to_numpy()
-    was = np.isfinite(declared)
-    lag = (verified - declared)[was & np.isfinite(verified)]
+    stats = result.driver_stats()
     put(ws, row, 1, "Verification", font=LABEL_FONT)
-    stats = [("Paths with AGI declared (ever)", float(np.mean(was)), PCT),
-             ("P(never verified | declared), simulated", float(np.mean(~np.isfinite(verified[was])))
-              if was.any() else float("nan"), PCT),
-             ("P(never verified | declared), input", s.agi.never_verified, PCT),
-             ("Median lag, years", float(np.median(lag)) if lag.size else float("nan"), YEARS),
-             ("P90 lag, years", float(np.percentile(lag, 90)) if lag.size else float("nan"), YEARS)]
-    for label, value, fmt in stats:
+    verification = [("Paths with AGI declared (ever)", stats.p_ever_declared, PCT),
+              ("P(never verified | declared), simulated", stats.p_never_verified, PCT),
+              ("P(never verified | declared), input", s.agi.never_verified, PCT),
+              ("Median lag, years", stats.lag_median, YEARS),
+              ("P90 lag, years", stats.lag_p90, YEARS)]
+    for label, value, fmt in verification:
         row += 1
         put(ws, row, 1, label)
         put(ws, row, 2, value, fmt=fmt)
@@ -564,10 +557,9 @@ def _drivers(ws, result: SimulationResult) -> None:
     header(ws, dtop, ["Deadline", "Date", "P(met), simulated", "SE"])
     row = dtop
     n = result.paths
-    for d in s.deadlines:
+    for d, p in zip(s.deadlines, stats.p_met, strict=True):
         row += 1
-        met = result.drivers[f"met:{d.name}"].to_numpy()
-        p = float(met.mean())
+        p = float(p)
         put(ws, row, 1, d.label or d.name)
         put(ws, row, 2, d.date, fmt=DATE)
         put(ws, row, 3, p, fmt=PCT)
@@ -634,8 +626,8 @@ def _assumptions(ws, result: SimulationResult) -> None:
 
 
 def _paths(ws, result: SimulationResult) -> None:
-    n = min(PATH_SAMPLE, result.paths)
-    drivers = result.drivers.iloc[:n]
+    drivers, pvs = result.head()
+    n = min(HEAD, len(drivers))
     names = ["Path"]
     for col in drivers.columns:
         if col.startswith("met:"):
@@ -660,7 +652,7 @@ def _paths(ws, result: SimulationResult) -> None:
                 put(ws, r, 2 + j, float(values[i]), fmt=BN if revenue[j] else YEARS, infinity="never")
         base = 2 + len(columns)
         for j, (s, p) in enumerate(pv_cols):
-            put(ws, r, base + j, float(result.pvs[i, s, p]), fmt=BN)
+            put(ws, r, base + j, float(pvs[i, s, p]), fmt=BN)
     table(ws, "Paths", 1, n + 1, len(names))
     ws.freeze_panes = "B2"
     widths(ws, {j: 16 for j in range(1, len(names) + 1)})

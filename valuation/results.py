@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from valuation.scenario import Scenario
+from valuation.stream import MEAN, NEG, POS, REL_ERROR, TINY, DriverTally, PVStream
 
 PERCENTILES = (5, 25, 50, 75, 95)
 TAIL = 0.05  # VaR / CVaR level
@@ -44,14 +45,18 @@ class SimulationResult:
         The validated scenario that was run.
     pvs
         Present values, USD bn at the valuation date, shaped
-        ``(paths, structures, parties)``.
+        ``(paths, structures, parties)`` (kept-paths runs only; see ``head``).
     drivers
-        Per-path drivers: ``agi_declared`` and ``agi_verified`` (years after the
-        valuation date, ``inf`` = never), one column per event, one boolean
-        column ``met:<deadline>`` per deadline, ``revenue_at_horizon`` (USD bn
-        per year).
+        Per-path drivers (kept-paths runs only): ``agi_declared`` and
+        ``agi_verified`` (years after the valuation date, ``inf`` = never), one
+        column per event, one boolean column ``met:<deadline>`` per deadline,
+        ``revenue_at_horizon`` (USD bn per year).
     structures, parties
         Names along axes 1 and 2 of ``pvs``.
+    kept_paths
+        False for a streaming run (``simulate(..., keep_paths=False)``): no
+        per-path arrays, statistics folded chunk by chunk (exact means and
+        variances; quantiles within ``quantile_error``).
     seed, entropy
         The seed given and the ``SeedSequence`` entropy it produced.
     cash_flows
@@ -65,8 +70,8 @@ class SimulationResult:
     """
 
     scenario: Scenario
-    pvs: np.ndarray
-    drivers: pd.DataFrame
+    path_pvs: np.ndarray | None
+    path_drivers: pd.DataFrame | None
     structures: list[str]
     parties: list[str]
     seed: int
@@ -81,13 +86,62 @@ class SimulationResult:
     class_rates: np.ndarray | None = None
     step_time: np.ndarray | None = None
     revenue_sample: np.ndarray | None = None
+    n_paths: int = 0
+    stream: PVStream | None = None
+    tally: DriverTally | None = None
+    head_pvs: np.ndarray | None = None
+    head_drivers: pd.DataFrame | None = None
     _summaries: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False)
     _tables: dict[int, PartyTables] = field(default_factory=dict, init=False, repr=False)
     _versus: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def paths(self) -> int:
-        return self.pvs.shape[0]
+        return self.n_paths if self.path_pvs is None else self.path_pvs.shape[0]
+
+    @property
+    def kept_paths(self) -> bool:
+        return self.path_pvs is not None
+
+    @property
+    def quantile_error(self) -> str:
+        """How exact the percentiles, VaR and CVaR are."""
+        if self.kept_paths:
+            return "exact (sorted paths)"
+        return (f"from streaming histograms: within {REL_ERROR:.3%} (relative) plus {TINY * 1e9:.2f} USD "
+                "(absolute) of the exact value")
+
+    @property
+    def pvs(self) -> np.ndarray:
+        if self.path_pvs is None:
+            raise self._not_kept("per-path PVs")
+        return self.path_pvs
+
+    @property
+    def drivers(self) -> pd.DataFrame:
+        if self.path_drivers is None:
+            raise self._not_kept("per-path drivers")
+        return self.path_drivers
+
+    def _not_kept(self, what: str) -> PathsNotKept:
+        n = 0 if self.head_pvs is None else self.head_pvs.shape[0]
+        return PathsNotKept(f"{what} were not kept: this was a streaming run of {self.paths:,} paths "
+                            f"(keep_paths=False). summary(), versus() and party_tables() hold the statistics, "
+                            f"head() the first {n:,} paths; run with keep_paths=True to keep every path")
+
+    def head(self) -> tuple[pd.DataFrame, np.ndarray]:
+        """The first paths (all of them up to :data:`HEAD`): drivers and PVs ``(paths, structures, parties)``."""
+        if self.path_pvs is None:
+            return self.head_drivers, self.head_pvs
+        n = min(HEAD, self.paths)
+        return self.path_drivers.iloc[:n], self.path_pvs[:n]
+
+    def means(self) -> np.ndarray:
+        """Mean PV per structure x party, ``(structures, parties)``."""
+        if self.path_pvs is None:
+            return np.array([[self.stream.column(s, p).moments[MEAN] for p in range(len(self.parties))]
+                             for s in range(len(self.structures))])
+        return self.path_pvs.mean(axis=0)
 
     def pv(self, structure: str, party: str) -> np.ndarray:
         """Per-path PVs (USD bn) of ``party`` under ``structure``."""
@@ -110,7 +164,7 @@ class SimulationResult:
             Structure the others are compared with path by path (default: the
             scenario's baseline).
         """
-        base = baseline or self.baseline or self.structures[0]
+        base = self._base(baseline)
         if base in self._summaries:
             return self._summaries[base].copy()
         b = self._index(self.structures, base, "structure")
@@ -137,16 +191,53 @@ class SimulationResult:
         Columns: ``mean``, ``se``, ``ci_low``/``ci_high`` (mean -/+ 1.96 SE), ``p_better``, ``p_worse``
         (shares of paths; the rest are ties), ``p5``, ``p50``, ``p95`` of the difference (USD bn).
         """
-        base = baseline or self.baseline or self.structures[0]
+        base = self._base(baseline)
         if base not in self._versus:
-            self._versus[base] = versus_table(self, self._index(self.structures, base, "structure"))
+            b = self._index(self.structures, base, "structure")
+            self._versus[base] = versus_table(self, b) if self.kept_paths else streamed_versus(self)
         return self._versus[base].copy()
 
     def party_tables(self, party: int) -> PartyTables:
         """Distribution tables of one party (by index) under every structure; computed once."""
         if party not in self._tables:
-            self._tables[party] = party_tables(self.pvs[:, :, party])
+            if self.kept_paths:
+                self._tables[party] = party_tables(self.pvs[:, :, party])
+            else:
+                self._tables[party] = streamed_party_tables(self.stream, party)
         return self._tables[party]
+
+    def _base(self, baseline: str | None) -> str:
+        base = baseline or self.baseline or self.structures[0]
+        if not self.kept_paths and base != self.structures[self.stream.base]:
+            self._index(self.structures, base, "structure")
+            raise PathsNotKept(f"a streaming run compares with the baseline chosen when it ran "
+                               f"({self.structures[self.stream.base]!r}), not {base!r}: pass baseline={base!r} "
+                               "to simulate()")
+        return base
+
+    def driver_stats(self) -> DriverStats:
+        """AGI timing, verification and deadline frequencies over all paths."""
+        tally = self.tally
+        exact_lag = None
+        if tally is None:  # kept paths: tally them now, and take the lag's percentiles exactly
+            d = self.path_drivers
+            tally = DriverTally(year_ends(self.scenario)[1], len(self.scenario.deadlines))
+            tally.add(d["agi_declared"].to_numpy(), d["agi_verified"].to_numpy(),
+                      d[[f"met:{x.name}" for x in self.scenario.deadlines]].to_numpy())
+            lag = (d["agi_verified"] - d["agi_declared"]).to_numpy()
+            lag = lag[np.isfinite(lag)]
+            exact_lag = np.percentile(lag, [50, 90]) if lag.size else np.full(2, np.nan)
+        n = tally.n
+        if exact_lag is not None:
+            lag_q = exact_lag
+        else:
+            lag_q = tally.lag.quantiles(np.array([50.0, 90.0])) if tally.lag.n else np.full(2, np.nan)
+        ever = tally.ever_declared
+        return DriverStats(
+            years=year_ends(self.scenario)[0], grid=tally.grid, p_declared=tally.declared_by / n,
+            p_verified=tally.verified_by / n, p_ever_declared=ever / n,
+            p_never_verified=(ever - tally.verified_after_declared) / ever if ever else float("nan"),
+            lag_median=float(lag_q[0]), lag_p90=float(lag_q[1]), p_met=tally.met / n, paths=n)
 
     def to_excel(self, path: str | Path) -> Path:
         """Write the workbook (see :mod:`valuation.report`); returns its path."""
@@ -155,6 +246,38 @@ class SimulationResult:
         return write_workbook(self, path)
 
 
+class PathsNotKept(ValueError):
+    """Raised when a streaming result is asked for something only kept paths have."""
+
+
+HEAD = 1_000  # paths a streaming run keeps whole (the workbook's Paths sheet)
+
+
+@dataclass
+class DriverStats:
+    """Frequencies of the drivers: P(declared / verified by each ``grid`` time), verification, deadlines."""
+
+    years: list[int]
+    grid: np.ndarray
+    p_declared: np.ndarray
+    p_verified: np.ndarray
+    p_ever_declared: float
+    p_never_verified: float
+    lag_median: float
+    lag_p90: float
+    p_met: np.ndarray
+    paths: int
+
+
+def year_ends(scenario: Scenario) -> tuple[list[int], np.ndarray]:
+    """Calendar years from the valuation date's to the horizon's, and their 31 December in model years."""
+    from datetime import date
+
+    years = list(range(scenario.simulation.valuation_date.year, scenario.simulation.horizon.year + 1))
+    return years, np.array([scenario.years(date(y, 12, 31)) for y in years])
+
+
+VERSUS_COLUMNS = ["mean", "se", "ci_low", "ci_high", "p_better", "p_worse", "p5", "p50", "p95"]
 QUANTILE_GRID = np.array([0.5, *range(1, 100), 99.5])  # percent: everything the report shows
 HISTOGRAM_BINS = 40
 
@@ -202,8 +325,7 @@ def versus_table(result: SimulationResult, b: int) -> pd.DataFrame:
     rows = parallel_map(lambda sp: _difference(pvs[:, sp[0], sp[1]] - pvs[:, b, sp[1]]), pairs)
     for (s, p), row in zip(pairs, rows, strict=True):
         row.update(structure=result.structures[s], party=result.parties[p])
-    columns = ["mean", "se", "ci_low", "ci_high", "p_better", "p_worse", "p5", "p50", "p95"]
-    return pd.DataFrame(rows, columns=["structure", "party", *columns]).set_index(["structure", "party"])
+    return pd.DataFrame(rows, columns=["structure", "party", *VERSUS_COLUMNS]).set_index(["structure", "party"])
 
 
 @dataclass
@@ -236,6 +358,40 @@ def party_tables(columns: np.ndarray) -> PartyTables:
         below = np.searchsorted(c, edges[1:-1], side="left")
         freq[:, s] = np.diff(np.concatenate(([0], below, [n]))) / n
     return PartyTables(stats, edges, freq, grid[1:-1])
+
+
+def streamed_party_tables(stream: PVStream, party: int) -> PartyTables:
+    """:func:`party_tables` from a streaming run's histograms (percentiles within the stated bound)."""
+    cols = [stream.column(s, party) for s in range(stream.S)]
+    stats = [c.describe(PERCENTILES, TAIL) for c in cols]
+    grid = np.array([c.quantiles(QUANTILE_GRID) for c in cols]).T
+    lo, hi = float(grid[0].min()), float(grid[-1].max())
+    if not hi > lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, HISTOGRAM_BINS + 1)
+    freq = np.empty((HISTOGRAM_BINS, stream.S))
+    for s, c in enumerate(cols):
+        below = c.count_below(edges[1:-1])
+        freq[:, s] = np.diff(np.concatenate(([0], below, [c.n]))) / c.n
+    return PartyTables(stats, edges, freq, grid[1:-1])
+
+
+def streamed_versus(result: SimulationResult) -> pd.DataFrame:
+    """:func:`versus_table` from a streaming run's difference columns."""
+    stream = result.stream
+    rows = []
+    for s in range(stream.S):
+        if s == stream.base:
+            continue
+        for p in range(stream.P):
+            col = stream.difference(s, p)
+            d = col.describe((5, 50, 95), TAIL)
+            n = col.n
+            rows.append({"structure": result.structures[s], "party": result.parties[p], "mean": d["mean"],
+                         "se": d["se"], "ci_low": d["mean"] - 1.96 * d["se"], "ci_high": d["mean"] + 1.96 * d["se"],
+                         "p_better": col.moments[POS] / n, "p_worse": col.moments[NEG] / n, "p5": d["p5"],
+                         "p50": d["p50"], "p95": d["p95"]})
+    return pd.DataFrame(rows, columns=["structure", "party", *VERSUS_COLUMNS]).set_index(["structure", "party"])
 
 
 def parallel_map(func, items: list) -> list:
