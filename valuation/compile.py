@@ -10,12 +10,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import date as Date
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from models import timing
-from models.revenue import RevenueModel
+from models.revenue import UPLIFT, RevenueModel
 from valuation import scenario as sc
 from valuation.errors import InputError, Problem
 
@@ -94,22 +95,67 @@ class Compiled:
         return len(self.t) - 1
 
     def kernel_args(self) -> tuple:
-        """Arguments of :func:`valuation.engine._run_block`, in order."""
-        return (
-            self.t, self.dt, self.sqrt_dt, self.growth_decay, self.growth_shock, self.jump_prob, self.margin,
-            self.revenue, self.decl_code, self.decl_par, self.lag_code, self.lag_par, self.never_verified,
-            self.ev_code, self.ev_par, self.dl_date, self.dl_src, self.dl_haircut, self.dl_haircut_end,
-            self.cl_type, self.cl_struct, self.cl_payer, self.cl_payee, self.cl_df_payer, self.cl_df_payee,
-            self.cl_term_src, self.cl_term_val, self.cl_rate, self.cl_par, self.cl_tier_rate, self.cl_tier_until,
-            self.cl_cond, self.cl_cond_date, self.cl_time_df, self.df, self.req_deadlines, self.st_eff,
-            self.cl_class_payer, self.cl_class_payee, self.cl_slot, len(self.parties),
-        )
+        """Arguments of :func:`valuation.engine._run_block` after the path range: the model, driver and
+        clause tables as three tuples (the kernel unpacks them in this order), then the number of parties."""
+        uplift_full, haircut_steps, st_used, cl_trigger, trig_src, trig_val, trig_fixed, cl_order = self._derived
+        model = (self.t, self.dt, self.sqrt_dt, self.growth_decay, self.growth_shock, self.jump_prob, self.margin,
+                 self.revenue, uplift_full, haircut_steps)
+        drivers = (self.decl_code, self.decl_par, self.lag_code, self.lag_par, self.never_verified, self.ev_code,
+                   self.ev_par, self.dl_date, self.dl_src, self.dl_haircut, self.req_deadlines, self.st_eff, st_used)
+        clauses = (self.cl_type, self.cl_struct, self.cl_payer, self.cl_payee, self.cl_df_payer, self.cl_df_payee,
+                   self.cl_term_src, self.cl_term_val, self.cl_rate, self.cl_par, self.cl_tier_rate,
+                   self.cl_tier_until, self.cl_cond, self.cl_cond_date, self.cl_time_df, self.df, self.cl_slot,
+                   cl_trigger, trig_src, trig_val, trig_fixed, cl_order)
+        return model, drivers, clauses, len(self.parties)
+
+    @cached_property
+    def _derived(self) -> tuple[np.ndarray, ...]:
+        """Path-independent tables the kernel reads, derived once from the fields above (a ``Compiled`` is not
+        changed in place; ``dataclasses.replace`` gives a new one): bit for bit what the kernel would compute.
+
+        ``uplift_full[k]``: the AGI growth uplift over a step wholly after the declaration (``u * h / h``);
+        ``haircut_steps[d, k]``: deadline ``d``'s growth haircut pro-rated over step ``k`` (applied when missed);
+        ``st_used[pattern, s]``: 1 when structure ``s`` applies to some structure under that pattern;
+        ``trig_src``, ``trig_val``: the distinct triggers (term lists) of the clauses, ``cl_trigger[c]`` those of
+        clause ``c``'s start and end, ``trig_fixed[u]`` 1 when trigger ``u`` refers to dates only;
+        ``cl_order``: the clauses taking structures in turn (each structure's first clause, then each one's
+        second, ...), each structure's in their own order.
+        """
+        a, b, h = self.t[:-1], self.t[1:], self.dt[1:]
+        uplift = self.revenue[UPLIFT]
+        uplift_full = np.zeros(len(self.t))
+        uplift_full[1:] = uplift * (b - a) / h
+        haircut_steps = np.zeros((len(self.dl_date), len(self.t)))
+        for d in range(len(self.dl_date)):
+            left = np.where(a > self.dl_date[d], a, self.dl_date[d])
+            right = np.where(b < self.dl_haircut_end[d], b, self.dl_haircut_end[d])
+            ov = np.where(right > left, right - left, 0.0)
+            haircut_steps[d, 1:] = self.dl_haircut[d] * ov / h
+        st_used = np.zeros(self.st_eff.shape, np.uint8)
+        for pattern in range(self.st_eff.shape[0]):
+            st_used[pattern, self.st_eff[pattern]] = 1
+        index: dict[tuple, int] = {}
+        cl_trigger = np.zeros((len(self.cl_type), 2), np.int64)
+        for c in range(len(self.cl_type)):
+            for w in range(2):
+                key = (tuple(self.cl_term_src[c, w].tolist()), tuple(self.cl_term_val[c, w].tolist()))
+                cl_trigger[c, w] = index.setdefault(key, len(index))
+        trig_src = np.array([k[0] for k in index], np.int64).reshape(len(index), self.cl_term_src.shape[2])
+        trig_val = np.array([k[1] for k in index], np.float64).reshape(len(index), self.cl_term_src.shape[2])
+        trig_fixed = np.all((trig_src == TERM_DATE) | (trig_src == TERM_UNUSED), axis=1).astype(np.uint8)
+        rank: dict[int, int] = {}
+        turns = []
+        for c, s in enumerate(self.cl_struct.tolist()):
+            rank[s] = rank.get(s, -1) + 1
+            turns.append((rank[s], s, c))
+        cl_order = np.array([c for _, _, c in sorted(turns)], np.int64)
+        return uplift_full, haircut_steps, st_used, cl_trigger, trig_src, trig_val, trig_fixed, cl_order
 
     @property
-    def flow_shape(self) -> tuple[int, int, int, int, int]:
-        """Shape of the expected-cash-flow accumulator: patterns, structures, parties, classes, slots."""
-        return (self.st_eff.shape[0], len(self.structures), len(self.parties), len(self.class_rates),
-                len(self.slot_time))
+    def flow_shape(self) -> tuple[int, int, int]:
+        """Shape of the per-block cash-flow accumulator: patterns, clauses, slots (undiscounted sums of each
+        clause's flow; :func:`valuation.engine.expected_flows` spreads them over structures, parties and classes)."""
+        return (self.st_eff.shape[0], len(self.cl_type), len(self.slot_time))
 
 
 def time_grid(horizon_years: float, steps_per_year: int) -> np.ndarray:
