@@ -274,7 +274,7 @@ def _condition(cond, scenario: Scenario, times, met, n: int) -> np.ndarray:
         return np.ones(n, dtype=bool)
     if cond.deadline is not None:
         return met[cond.deadline] == cond.met
-    return _event_time(cond.event, times) <= years(scenario, cond.before)
+    return (_event_time(cond.event, times) <= years(scenario, cond.before)) == cond.met
 
 
 def _df(rate: float, when) -> np.ndarray:

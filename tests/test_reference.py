@@ -165,3 +165,10 @@ def test_features_match_reference(features_scenario):
     assert (np.isinf(ref.times["agi_verified"]) & np.isfinite(ref.times["agi_declared"])).any()
     # Completion events of inline deadlines come after the named events in the driver stream.
     assert set(ref.times) >= {"completion:filing", "completion:closing"}
+
+
+def test_event_condition_not_met_matches_reference():
+    """``met = false`` on an event condition: the payment applies when the event does not happen in time."""
+    spec = features_dict()
+    spec["common_clauses"][0]["condition"]["met"] = False
+    _compare(scenario_from_dict(spec), paths=200, seed=12)
