@@ -1,8 +1,10 @@
-"""``python -m benchmarks [--quick]``: the hot loop measured side by side in one process.
+"""``python -m benchmarks [--quick]``: the hot loop measured side by side in one run.
 
 Writes ``benchmarks/RESULTS.md`` and ``benchmarks/results.json``.  Figures are medians of repeated runs,
 throughput in path-steps per second (paths x time steps), compile time excluded and reported apart.
-Ratios are taken within this one run, because these machines are shared and noisy.
+Ratios are taken within this one run, because these machines are shared and noisy.  Throughput is
+measured in this process; scaling, memory, export, start-up and end-to-end runs each in a fresh process
+(``benchmarks.child``), so each peak resident memory is its own.
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ import numba
 import numpy as np
 
 import valuation
+from benchmarks import BASE_CASE, HERE, ROOT
 from benchmarks.floor import run_floor
+from benchmarks.numpy_reference import simulate_means
+from benchmarks.quantlib_gbm import available as quantlib_available
+from benchmarks.quantlib_gbm import quantlib_gbm
 from models.rng import key_from_seed
 from valuation import engine
 from valuation.compile import compile_scenario
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-BASE_CASE = ROOT / "inputs" / "base_case.toml"
+AGREE_SE = 4.0  # the numpy reference's means must be within this many standard errors of the kernel's
 
 
 def median_time(func, repeats: int) -> float:
@@ -62,6 +66,39 @@ def floor(paths: int, steps: int, threads: int, repeats: int) -> dict:
         numba.set_num_threads(previous)
     return {"paths": paths, "steps": steps, "threads": threads, "seconds": seconds,
             "path_steps_per_s": paths * steps / seconds}
+
+
+def numpy_reference(paths: int, repeats: int) -> dict:
+    """The vectorised numpy model: throughput, and its mean PVs against the kernel's (same paths count)."""
+    scenario = valuation.load_scenario(BASE_CASE)
+    compiled = compile_scenario(scenario)
+    seconds = median_time(lambda: simulate_means(compiled, paths, seed=2), repeats)
+    mean, se = simulate_means(compiled, paths, seed=3)
+    kernel = valuation.simulate(scenario, paths=paths, seed=4).summary()
+    k_mean = kernel["mean"].to_numpy().reshape(mean.shape)
+    k_se = kernel["se"].to_numpy().reshape(mean.shape)
+    se_diff = np.sqrt(se**2 + k_se**2)
+    z = np.where(se_diff > 0, np.abs(mean - k_mean) / np.where(se_diff > 0, se_diff, 1.0),
+                 np.where(np.isclose(mean, k_mean, rtol=1e-9, atol=1e-12), 0.0, np.inf))
+    return {"paths": paths, "steps": compiled.n_steps, "threads": 1, "seconds": seconds,
+            "path_steps_per_s": paths * compiled.n_steps / seconds, "max_z": float(z.max()),
+            "agrees": bool(z.max() <= AGREE_SE)}
+
+
+def quantlib(paths: int, steps: int, repeats: int) -> dict:
+    if not quantlib_available():
+        return {"skipped": "QuantLib is not installed (pip install '.[bench]')"}
+    return {"threads": 1, **quantlib_gbm(paths, steps, repeats)}
+
+
+def child(paths: int, mode: str = "auto", workbook: bool = False) -> dict:
+    """One run in a fresh process (warm numba cache): seconds, workbook seconds, peak memory."""
+    with tempfile.TemporaryDirectory() as out:
+        cmd = [sys.executable, "-m", "benchmarks.child", str(paths), "--mode", mode]
+        if workbook:
+            cmd += ["--workbook", str(Path(out) / "b.xlsx")]
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=ROOT)
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def start_up(paths: int) -> dict:
@@ -101,7 +138,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a sub-minute run with fewer paths")
     parser.add_argument("--out", default=str(HERE), help="folder for RESULTS.md and results.json")
+    parser.add_argument("--render", metavar="JSON", help="only write RESULTS.md again from a results.json")
     args = parser.parse_args(argv)
+    if args.render:
+        results = json.loads(Path(args.render).read_text(encoding="utf-8"))
+        results["ratios"] = ratios(results["runs"], results["machine"]["numba_threads"])
+        results["targets"] = targets(results["runs"], results["ratios"])
+        (Path(args.out) / "RESULTS.md").write_text(render(results), encoding="utf-8")
+        (Path(args.out) / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        return 0
     paths, repeats = (20_000, 3) if args.quick else (200_000, 5)
     all_threads = numba.config.NUMBA_NUM_THREADS
     results = {"machine": machine(), "quick": args.quick, "runs": {}}
@@ -111,20 +156,99 @@ def main(argv: list[str] | None = None) -> int:
     steps = runs["full_1"]["steps"]
     runs["floor_1"] = floor(paths, steps, 1, repeats)
     runs["floor_all"] = floor(paths, steps, all_threads, repeats)
+    runs["numpy"] = numpy_reference(paths, max(1, repeats - 2))
+    runs["quantlib"] = quantlib(paths, steps, repeats)
+    sizes = (10_000, 100_000) if args.quick else (10_000, 100_000, 1_000_000, 10_000_000)
+    runs["scaling"] = [child(n, workbook=n >= 1_000_000) for n in sizes]
+    if not args.quick:
+        runs["streaming_100m"] = child(100_000_000, mode="stream", workbook=True)
     runs["start_up"] = start_up(1_000)
     runs["end_to_end"] = end_to_end(20_000 if args.quick else 100_000)
-    speed_up = runs["full_all"]["path_steps_per_s"] / runs["full_1"]["path_steps_per_s"]
-    results["ratios"] = {
-        "full_over_floor_1_thread": runs["full_1"]["path_steps_per_s"] / runs["floor_1"]["path_steps_per_s"],
-        "full_over_floor_all_threads": runs["full_all"]["path_steps_per_s"] / runs["floor_all"]["path_steps_per_s"],
-        "speed_up_1_to_all_threads": speed_up,
-        "parallel_efficiency": speed_up / all_threads,
-    }
+    results["ratios"] = ratios(runs, all_threads)
+    results["targets"] = targets(runs, results["ratios"])
     out = Path(args.out)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     (out / "RESULTS.md").write_text(render(results), encoding="utf-8")
     print(render(results))
     return 0
+
+
+def ratios(runs: dict, all_threads: int) -> dict:
+    rate = {name: r["path_steps_per_s"] for name, r in runs.items() if isinstance(r, dict) and "path_steps_per_s" in r}
+    speed_up = rate["full_all"] / rate["full_1"]
+    out = {
+        "full_over_floor_1_thread": rate["full_1"] / rate["floor_1"],
+        "full_over_floor_all_threads": rate["full_all"] / rate["floor_all"],
+        "speed_up_1_to_all_threads": speed_up,
+        "parallel_efficiency": speed_up / all_threads,
+        "floor_speed_up_1_to_all_threads": rate["floor_all"] / rate["floor_1"],
+        "full_over_numpy_1_thread": rate["full_1"] / rate["numpy"],
+        "full_over_numpy_all_threads": rate["full_all"] / rate["numpy"],
+    }
+    if "quantlib" in rate:
+        out["full_over_quantlib_1_thread"] = rate["full_1"] / rate["quantlib"]
+        out["full_over_quantlib_all_threads"] = rate["full_all"] / rate["quantlib"]
+    return out
+
+
+TARGETS = [  # (key, label, target, higher is better)
+    ("full_over_numpy_all_threads", "full model, all threads / numpy reference", 4.0, True),
+    ("full_over_numpy_1_thread", "full model, 1 thread / numpy reference", 2.0, True),
+    ("full_over_quantlib_all_threads", "full model, all threads / QuantLib (per path-step)", 10.0, True),
+    ("full_over_floor_all_threads", "full model / floor, all threads", 0.35, True),
+    ("full_over_floor_1_thread", "full model / floor, 1 thread", 0.35, True),
+    ("speed_up_1_to_all_threads", "speed-up, 1 to all threads", 1.8, True),
+    ("end_to_end_10m_seconds", "10M paths, simulate + workbook, warm (s)", 30.0, False),
+    ("peak_rss_10m_mb", "10M paths, peak memory (MB)", 1536.0, False),
+    ("peak_rss_100m_stream_mb", "100M paths streaming, peak memory (MB)", 500.0, False),
+]
+
+
+def targets(runs: dict, ratios: dict) -> list[dict]:
+    measured = dict(ratios)
+    for r in runs["scaling"]:
+        if r["paths"] == 10_000_000:
+            measured["end_to_end_10m_seconds"] = r["simulate_call_seconds"] + r["workbook_seconds"]
+            measured["peak_rss_10m_mb"] = r["peak_rss_mb"]
+    if "streaming_100m" in runs:
+        measured["peak_rss_100m_stream_mb"] = runs["streaming_100m"]["peak_rss_mb"]
+    rows = []
+    for key, label, target, higher in TARGETS:
+        if key not in measured:
+            continue
+        value = measured[key]
+        met = value >= target if higher else value <= target
+        short = (target / value - 1 if higher else value / target - 1) if not met else 0.0
+        rows.append({"key": key, "label": label, "target": target, "higher_is_better": higher, "value": value,
+                     "met": met, "short_by": short})
+    return rows
+
+
+WHY = {  # shown when a target is missed: what the gap is made of
+    "full_over_quantlib_all_threads": (
+        "QuantLib's step is a bare GBM step (one normal, one exp); ours is the whole base case per step (two normals, "
+        "a jump draw, mean-reverting growth, AGI uplift and deadline haircuts, 46 clauses over 4 structures and 5 "
+        "parties booked into PVs and expected flows). 10x QuantLib per path-step would need the full model at or "
+        "above the floor's own speed: the floor itself ran at {floor_over_quantlib:.1f}x QuantLib in this run."),
+    "full_over_floor_all_threads": (
+        "the floor draws one normal per step; the model draws two normals and a jump uniform, and then evaluates every "
+        "clause of every structure on the step."),
+    "full_over_floor_1_thread": (
+        "as above, at one thread."),
+    "speed_up_1_to_all_threads": (
+        "the two cores of this shared machine are not both ours all the time: the floor, which shares nothing "
+        "between threads, sped up by only the 'floor speed up' above in this same run; in quiet runs both reach "
+        "1.9-2.0x."),
+    "full_over_numpy_all_threads": (
+        "the numpy reference is written the way a good quant would: clauses whose windows are fixed dates become "
+        "one weight vector per chunk (a matrix product instead of a walk through the steps), and numpy's ziggurat "
+        "normals cost less than our inverse-CDF normals (kept because one uniform per normal, keyed by path and "
+        "step, is what makes every run reproducible bit for bit on any thread count). At all threads the ratio "
+        "also carries the machine's thread scaling in this run (see the floor's speed-up)."),
+    "full_over_numpy_1_thread": (
+        "as above; at one thread the kernel is about 2x the numpy reference, on either side of the target from run "
+        "to run."),
+}
 
 
 def render(results: dict) -> str:
@@ -137,32 +261,63 @@ def render(results: dict) -> str:
         f"numpy {m['numpy']}, numba {m['numba']}, package {m['package']}. Medians of repeated runs, "
         "compile time excluded; all figures from this one run.",
         "",
+        "## Throughput",
+        "",
         "| what | threads | paths x steps | seconds | path-steps/s |",
         "|---|---|---|---|---|",
     ]
-    for name, label in (("full_1", "full model (base case, all structures)"),
-                        ("full_all", "full model (base case, all structures)"),
-                        ("floor_1", "floor: Philox + inverse-CDF normal + log-normal step"),
-                        ("floor_all", "floor: Philox + inverse-CDF normal + log-normal step")):
+    labels = (("full_1", "full model (base case, all structures)"),
+              ("full_all", "full model (base case, all structures)"),
+              ("floor_1", "floor: Philox + inverse-CDF normal + log-normal step"),
+              ("floor_all", "floor: Philox + inverse-CDF normal + log-normal step"),
+              ("numpy", "numpy reference (`numpy_reference.py`, numpy.random.Generator)"),
+              ("quantlib", "QuantLib MCEuropeanEngine, GBM, same steps per path"))
+    for name, label in labels:
         r = runs[name]
+        if "skipped" in r:
+            lines.append(f"| {label} | | | | skipped: {r['skipped']} |")
+            continue
         lines.append(f"| {label} | {r['threads']} | {r['paths']:,} x {r['steps']} | {r['seconds']:.3f} | "
                      f"{r['path_steps_per_s']:,.0f} |")
+    npy = runs["numpy"]
     lines += [
+        "",
+        f"The numpy reference computes the same model: its mean PVs are within {npy['max_z']:.2f} standard errors "
+        f"of the kernel's at the worst of the 20 structure x party cells ({'agrees' if npy['agrees'] else 'DISAGREES'}"
+        f"; the harness requires <= {AGREE_SE:g}).",
         "",
         "| ratio | value |",
         "|---|---|",
-        f"| full / floor, 1 thread | {ratios['full_over_floor_1_thread']:.3f} |",
-        f"| full / floor, all threads | {ratios['full_over_floor_all_threads']:.3f} |",
-        f"| speed-up, 1 to all threads | {ratios['speed_up_1_to_all_threads']:.2f}x |",
-        f"| parallel efficiency | {ratios['parallel_efficiency']:.0%} |",
+    ]
+    for key, value in ratios.items():
+        shown = f"{value:.0%}" if key == "parallel_efficiency" else f"{value:.2f}"
+        lines.append(f"| {key.replace('_', ' ')} | {shown} |")
+    lines += ["", "## Scaling, memory and export (each in a fresh process, warm numba cache)", "",
+              "| paths | kept paths | simulate (s) | per path (us) | workbook (s) | peak memory (MB) |",
+              "|---|---|---|---|---|---|"]
+    scaling = list(runs["scaling"]) + ([runs["streaming_100m"]] if "streaming_100m" in runs else [])
+    for r in scaling:
+        wb = f"{r['workbook_seconds']:.1f}" if "workbook_seconds" in r else ""
+        lines.append(f"| {r['paths']:,} | {'yes' if r['kept_paths'] else 'no (streaming)'} | "
+                     f"{r['simulate_seconds']:.2f} | {1e6 * r['simulate_seconds'] / r['paths']:.2f} | {wb} | "
+                     f"{r['peak_rss_mb']:,.0f} |")
+    lines += ["", "## Targets (2-core machine)", "", "| target | wanted | measured | |", "|---|---|---|---|"]
+    for t in results["targets"]:
+        want = f"{'>=' if t['higher_is_better'] else '<='} {t['target']:g}"
+        status = "met" if t["met"] else f"missed by {t['short_by']:.0%}"
+        lines.append(f"| {t['label']} | {want} | {t['value']:,.2f} | {status} |")
+    missed = [t for t in results["targets"] if not t["met"] and t["key"] in WHY]
+    if missed:
+        lines += ["", "Why the missed targets are missed:", ""]
+        numbers = {"floor_over_quantlib": runs["floor_all"]["path_steps_per_s"]
+                   / runs["quantlib"].get("path_steps_per_s", float("nan"))}
+        lines += [f"- {t['label']}: {WHY[t['key']].format(**numbers)}" for t in missed]
+    lines += [
         "",
         f"Start-up, {runs['start_up']['paths']:,} paths in a fresh process: cold (empty numba cache) "
         f"{runs['start_up']['cold_seconds']:.1f} s, warm {runs['start_up']['warm_seconds']:.1f} s. "
         f"`valuation run inputs/base_case.toml --paths {runs['end_to_end']['paths']:,}` end to end (warm): "
         f"{runs['end_to_end']['seconds']:.1f} s.",
-        "",
-        "Not yet measured (issue 4 continues): the numpy reference, QuantLib, scaling to 10^7 paths and peak "
-        "memory, workbook export at 1M and 10M paths, and the streaming mode.",
         "",
     ]
     return "\n".join(lines)

@@ -150,3 +150,38 @@ def test_column_quantiles_within_bound_on_awkward_samples(scale):
     if scale >= 1.0:  # the check has teeth: an error of 2.5 times the bound is caught
         with pytest.raises(AssertionError):
             assert_quantiles_within_bound(x, q, np.percentile(x, q) * (1 + 2.5 * REL_ERROR))
+
+
+def test_cli_stream_flag(tmp_path, capsys):
+    from valuation.cli import main
+
+    out = tmp_path / "s.xlsx"
+    assert main(["run", str(BASE_CASE), "--paths", "3000", "--stream", "--baseline", "oct_2025_recap",
+                 "--out", str(out)]) == 0
+    assert "streaming" in capsys.readouterr().out
+    readme = {r[0]: r[1] for r in load_workbook(out)["Read me"].iter_rows(values_only=True) if r and r[0]}
+    assert "streaming" in readme["Paths kept"] and readme["Baseline structure"] == "oct_2025_recap"
+
+
+def test_buckets_match_frexp():
+    """The bit-level bucket index equals the one defined by frexp (module docstring), at awkward values."""
+    import math
+
+    from valuation.stream import NB, OCT_LO, SUB
+
+    def bucket(x: float) -> int:
+        a = abs(x)
+        if a < TINY:
+            return NB
+        mant, e = math.frexp(a)
+        j = min((e - 1 - OCT_LO) * SUB + int((2.0 * mant - 1.0) * SUB), NB - 1)
+        return NB + 1 + j if x > 0 else NB - 1 - j
+
+    rng = np.random.default_rng(4)
+    x = np.concatenate((rng.normal(0, 1, 2_000) * 10.0 ** rng.integers(-12, 13, 2_000),
+                        [0.0, -0.0, TINY, -TINY, np.nextafter(TINY, 0), 2.0**40, 1e15, -1e15, 5e-324, 1.0, -1.0]))
+    col = stream_values(x)
+    expected = np.zeros_like(col.hist)
+    for v in x:
+        expected[bucket(float(v))] += 1
+    np.testing.assert_array_equal(col.hist, expected)
