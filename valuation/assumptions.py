@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-import zipfile
 from dataclasses import replace
 from datetime import date as Date
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from openpyxl.utils.exceptions import InvalidFileException
 from pydantic import BaseModel
 
 from valuation.errors import InputError, Problem
@@ -276,6 +274,11 @@ def _uncalculated_formulas(path: Path, values: list[tuple]) -> list[tuple[str, s
         wb.close()
 
 
+def _unreadable(path: Path, exc: Exception) -> InputError:
+    return InputError(str(path), f"not an Excel workbook this tool can read ({type(exc).__name__}: "
+                                 f"{str(exc)[:120]}); expected an .xlsx report written by `valuation run`")
+
+
 def load_workbook_scenario(path: str | Path) -> Scenario:
     """Read the scenario from a workbook's Assumptions sheet (a report this tool wrote, perhaps edited)."""
     from openpyxl import load_workbook
@@ -286,17 +289,20 @@ def load_workbook_scenario(path: str | Path) -> Scenario:
         wb = load_workbook(path, read_only=True, data_only=True)
     except FileNotFoundError:
         raise InputError(str(path), "file not found") from None
-    except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
-        raise InputError(str(path), f"not an Excel workbook this tool can read ({type(exc).__name__}); expected "
-                                    "an .xlsx report written by `valuation run`") from None
+    except Exception as exc:  # whatever openpyxl trips on, the file is not a workbook we can read
+        raise _unreadable(path, exc) from None
     try:
         if "Assumptions" not in wb.sheetnames:
             raise InputError(str(path), f"has no sheet named 'Assumptions' (sheets: {', '.join(wb.sheetnames)}); "
                                         "expected a report written by `valuation run`")
-        values = list(wb["Assumptions"].iter_rows(values_only=True))
+        values = list(wb["Assumptions"].iter_rows(values_only=True))  # read-only: parsed here, lazily
+        formulas = _uncalculated_formulas(path, values)
+    except InputError:
+        raise
+    except Exception as exc:  # a damaged part (XML, compression) shows only while it is read
+        raise _unreadable(path, exc) from None
     finally:
         wb.close()
-    formulas = _uncalculated_formulas(path, values)
     if formulas:
         raise InputError(where, [Problem(f"cell {cell}", "a value, not a formula without a saved result (save the "
                                  "workbook in Excel or LibreOffice, or type the value)", text)

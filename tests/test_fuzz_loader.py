@@ -1,0 +1,115 @@
+"""Fuzzing the loader: whatever bytes it is given, it returns a validated scenario or raises InputError.
+
+Hypothesis generates byte strings, mutations of the shipped base case (bytes changed, cut, inserted; values
+replaced by awkward tokens) and edits of a report's Assumptions sheet.  Any other exception is a bug: the
+CLI would print a traceback instead of a message.  ``HYPOTHESIS_PROFILE=long`` runs many more examples.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import tempfile
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from openpyxl import load_workbook
+
+import valuation
+from conftest import BASE_CASE
+from valuation.errors import InputError
+
+settings.register_profile("default", max_examples=150, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=5_000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+BASE = BASE_CASE.read_bytes()
+TOKENS = [b"-", b"nan", b"inf", b"-inf", b"1e400", b"1e-320", b"0", b"-1", b"\x00", b"\xff", b"[", b"]", b"{", b"}",
+          b'"', b"'''", b"=", b"\n", b"#", b"true", b"9" * 30, b"1979-01-01", b"2200-02-30", b"\\u0000", b"[[x]]"]
+
+
+def load_bytes(data: bytes, suffix: str = ".toml") -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"fuzz{suffix}"
+        path.write_bytes(data)
+        try:
+            scenario = valuation.load_scenario(path)
+        except InputError as exc:
+            assert exc.message()  # a message, which names the file
+            return
+        assert isinstance(scenario, valuation.Scenario)
+
+
+@given(st.binary(max_size=2_000))
+def test_random_bytes(data):
+    load_bytes(data)
+
+
+@given(st.text(max_size=500))
+def test_random_text(text):
+    load_bytes(text.encode("utf-8", "surrogatepass"))
+
+
+mutation = st.tuples(st.floats(0, 1, exclude_max=True), st.sampled_from(["set", "cut", "insert", "value"]),
+                     st.integers(0, 255), st.integers(1, 40), st.sampled_from(TOKENS))
+
+
+def mutate(data: bytes, mutations) -> bytes:
+    b = bytearray(data)
+    for where, op, byte, length, token in mutations:
+        if not b:
+            break
+        pos = int(where * len(b))
+        if op == "set":
+            b[pos] = byte
+        elif op == "cut":
+            del b[pos:pos + length]
+        elif op == "insert":
+            b[pos:pos] = token
+        else:  # replace the value after the next '='
+            eq = b.find(b"= ", pos)
+            if eq >= 0:
+                end = b.find(b"\n", eq)
+                b[eq + 2:end if end >= 0 else len(b)] = token
+    return bytes(b)
+
+
+@given(st.lists(mutation, min_size=1, max_size=4))
+def test_mutated_base_case(mutations):
+    load_bytes(mutate(BASE, mutations))
+
+
+@functools.cache
+def report_bytes() -> bytes:
+    """A small report of the base case (made once; not a fixture, so hypothesis does not print it)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = valuation.simulate(BASE_CASE, paths=200, seed=1).to_excel(Path(folder) / "r.xlsx")
+        return path.read_bytes()
+
+
+@settings(max_examples=12)
+@given(st.lists(mutation, min_size=1, max_size=3))
+def test_corrupted_workbook_bytes(mutations):
+    load_bytes(mutate(report_bytes(), mutations), suffix=".xlsx")
+
+
+CELL_TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=20)  # what a cell can hold
+CELL_VALUES = st.one_of(st.none(), CELL_TEXT, st.floats(allow_nan=True, allow_infinity=True),
+                        st.integers(-10**20, 10**20), st.booleans(), st.sampled_from(["=1+1", "=A1", "[1, 2]", "x"]))
+
+
+@settings(max_examples=12)
+@given(st.lists(st.tuples(st.integers(1, 400), st.integers(1, 3), CELL_VALUES), min_size=1, max_size=3))
+def test_edited_assumptions(edits):
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "r.xlsx"
+        path.write_bytes(report_bytes())
+        wb = load_workbook(path)
+        ws = wb["Assumptions"]
+        for row, col, value in edits:
+            ws.cell(row=row, column=col, value=value)
+        wb.save(path)
+        load_bytes(path.read_bytes(), suffix=".xlsx")
