@@ -126,23 +126,20 @@ def _simulate_streaming(compiled, key: np.ndarray, paths: int, where: str, *, ch
     tally = DriverTally(year_ends(common["scenario"])[1], len(compiled.deadlines))
     declared, verified = compiled.sources.index("agi_declared"), compiled.sources.index("agi_verified")
     head: dict[str, np.ndarray] = {}
-    flows = np.zeros(compiled.flow_shape)
 
-    def consume(first: int, out: dict[str, np.ndarray], block_flows: np.ndarray) -> None:
+    def consume(first: int, out: dict[str, np.ndarray]) -> None:
         _check_finite(where, out["pv"], compiled.structures, compiled.parties, first)
         pv = out["pv"].transpose(1, 2, 0)  # (structures, parties, paths): contiguous for a whole chunk
         stream.add(pv if pv.flags.c_contiguous else np.ascontiguousarray(pv))
         tally.add(out["times"][:, declared], out["times"][:, verified], out["met"])
-        for b in range(block_flows.shape[0]):
-            flows[...] += block_flows[b]
         if first < HEAD:
             n = min(HEAD - first, out["pv"].shape[0])
             for name in ("pv", "times", "met", "revenue"):
                 part = out[name][:n].copy()
                 head[name] = part if name not in head else np.concatenate((head[name], part))
 
-    revenue_path = engine.stream_chunks(compiled, key, paths, consume, chunk_size=chunk_size, threads=common["threads"],
-                                        progress=progress, record=REVENUE_SAMPLE)
+    revenue_path, flows = engine.stream_chunks(compiled, key, paths, consume, chunk_size=chunk_size,
+                                               threads=common["threads"], progress=progress, record=REVENUE_SAMPLE)
     return SimulationResult(
         path_pvs=None, path_drivers=None, run_seconds=time.perf_counter() - start, stream=stream, tally=tally,
         head_pvs=head["pv"], head_drivers=_drivers(compiled, head),

@@ -530,15 +530,8 @@ def simulate_arrays(compiled: Compiled, key: np.ndarray, paths: int, *, chunk_si
     summed block by block in path order, so it too is the same for any thread count and chunk size.
     """
     out = allocate(compiled, paths)
-    totals = np.zeros(compiled.flow_shape)
-
-    def add_flows(first: int, view: dict[str, np.ndarray], block_flows: np.ndarray) -> None:
-        for b in range(block_flows.shape[0]):
-            totals[...] += block_flows[b]
-
-    out["revenue_path"] = stream_chunks(compiled, key, paths, add_flows, chunk_size=chunk_size, threads=threads,
-                                        progress=progress, record=record, into=out)
-    out["flows"] = totals
+    out["revenue_path"], out["flows"] = stream_chunks(compiled, key, paths, None, chunk_size=chunk_size,
+                                                      threads=threads, progress=progress, record=record, into=out)
     return out
 
 
@@ -551,19 +544,22 @@ def warm_up(compiled: Compiled) -> float:
 
 def stream_chunks(compiled: Compiled, key: np.ndarray, paths: int, consume: Any, *, chunk_size: int = 65_536,
                   threads: int | None = None, progress: Any = None, record: int = 0,
-                  into: dict[str, np.ndarray] | None = None) -> np.ndarray:
-    """Run ``paths`` paths chunk by chunk; returns the revenue paths of the first ``record`` paths.
+                  into: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``paths`` paths chunk by chunk.
 
-    After each chunk, ``consume(first, out, block_flows)`` receives the chunk's arrays (rows are paths
-    ``first ..``) and its per-block flow sums (blocks of whole :data:`BLOCK` paths, so sums group the same
-    paths for any chunk size).  The chunk's arrays are rows of ``into`` (from :func:`allocate` for all
-    ``paths``) when given; otherwise one set of chunk-sized buffers, reused: nothing per path is kept.
+    Returns the revenue paths of the first ``record`` paths and the undiscounted flows (``flow_shape``)
+    summed over all paths block by block in path order (blocks of whole :data:`BLOCK` paths, so the sums
+    are the same for any chunk size and thread count).  After each chunk, ``consume(first, out)``, if
+    given, receives the chunk's arrays (rows are paths ``first ..``).  They are rows of ``into`` (from
+    :func:`allocate` for all ``paths``) when given; otherwise one set of chunk-sized buffers, reused:
+    nothing per path is kept.
     """
     chunk = max(BLOCK, -(-chunk_size // BLOCK) * BLOCK)
     size = min(chunk, paths)
     buffers = allocate(compiled, size) if into is None else into
     revenue_path = np.zeros((min(record, paths), len(compiled.t)))
     block_flows = np.empty(((size + BLOCK - 1) // BLOCK, *compiled.flow_shape))
+    totals = np.zeros(compiled.flow_shape)
     previous = numba.get_num_threads()
     if threads is not None:
         numba.set_num_threads(threads)
@@ -575,9 +571,12 @@ def stream_chunks(compiled: Compiled, key: np.ndarray, paths: int, consume: Any,
             view["revenue_path"] = revenue_path
             used = block_flows[: (n + BLOCK - 1) // BLOCK]
             run_paths(compiled, key, first, n, view, used)
-            consume(first, view, used)
+            for b in range(used.shape[0]):
+                totals += used[b]
+            if consume is not None:
+                consume(first, view)
             if progress is not None:
                 progress(n)
     finally:
         numba.set_num_threads(previous)
-    return revenue_path
+    return revenue_path, totals

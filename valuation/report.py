@@ -543,10 +543,10 @@ def _drivers(ws, result: SimulationResult) -> None:
     stats = result.driver_stats()
     put(ws, row, 1, "Verification", font=LABEL_FONT)
     verification = [("Paths with AGI declared (ever)", stats.p_ever_declared, PCT),
-              ("P(never verified | declared), simulated", stats.p_never_verified, PCT),
-              ("P(never verified | declared), input", s.agi.never_verified, PCT),
-              ("Median lag, years", stats.lag_median, YEARS),
-              ("P90 lag, years", stats.lag_p90, YEARS)]
+                    ("P(never verified | declared), simulated", stats.p_never_verified, PCT),
+                    ("P(never verified | declared), input", s.agi.never_verified, PCT),
+                    ("Median lag, years", stats.lag_median, YEARS),
+                    ("P90 lag, years", stats.lag_p90, YEARS)]
     for label, value, fmt in verification:
         row += 1
         put(ws, row, 1, label)

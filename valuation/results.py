@@ -94,6 +94,7 @@ class SimulationResult:
     _summaries: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False)
     _tables: dict[int, PartyTables] = field(default_factory=dict, init=False, repr=False)
     _versus: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False)
+    _driver_stats: DriverStats | None = field(default=None, init=False, repr=False)
 
     @property
     def paths(self) -> int:
@@ -216,7 +217,12 @@ class SimulationResult:
         return base
 
     def driver_stats(self) -> DriverStats:
-        """AGI timing, verification and deadline frequencies over all paths."""
+        """AGI timing, verification and deadline frequencies over all paths (computed once)."""
+        if self._driver_stats is None:
+            self._driver_stats = self._tally_drivers()
+        return self._driver_stats
+
+    def _tally_drivers(self) -> DriverStats:
         tally = self.tally
         exact_lag = None
         if tally is None:  # kept paths: tally them now, and take the lag's percentiles exactly

@@ -24,6 +24,7 @@ order statistics as numpy does, so it is within ``REL_ERROR * max(|x_lo|,
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -124,18 +125,12 @@ def _new_moments(columns: int) -> np.ndarray:
     return mom
 
 
-_MAGNITUDE_MID = None
-
-
+@functools.cache
 def bucket_values() -> np.ndarray:
     """The value each bucket stands for: its midpoint (0 for the zero bucket)."""
-    global _MAGNITUDE_MID
-    if _MAGNITUDE_MID is None:
-        j = np.arange(NB)
-        octave = j // SUB + OCT_LO
-        mid = np.ldexp(1.0 + (j % SUB + 0.5) / SUB, octave)
-        _MAGNITUDE_MID = np.concatenate((-mid[::-1], [0.0], mid))
-    return _MAGNITUDE_MID
+    j = np.arange(NB)
+    mid = np.ldexp(1.0 + (j % SUB + 0.5) / SUB, j // SUB + OCT_LO)
+    return np.concatenate((-mid[::-1], [0.0], mid))
 
 
 @dataclass
