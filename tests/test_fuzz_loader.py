@@ -113,3 +113,19 @@ def test_edited_assumptions(edits):
             ws.cell(row=row, column=col, value=value)
         wb.save(path)
         load_bytes(path.read_bytes(), suffix=".xlsx")
+
+
+def test_malformed_key_in_an_edited_row_is_a_message():
+    """Found by test_edited_assumptions: a key cell typed as '0' on a row whose 'given' is not 'given'."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "r.xlsx"
+        path.write_bytes(report_bytes())
+        wb = load_workbook(path)
+        wb["Assumptions"].cell(row=206, column=1, value="0")
+        wb.save(path)
+        try:
+            valuation.load_scenario(path)
+        except InputError as exc:
+            assert "'0'" in exc.message() or "0 (cell" in exc.message()
+        else:
+            raise AssertionError("a malformed key was accepted")

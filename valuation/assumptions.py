@@ -240,8 +240,13 @@ def _assign(data: dict[str, Any], key: str, value: Any, source: str | None, prob
 
 
 def _lookup(scenario: Scenario, key: str) -> Any:
+    """The scenario's value at a key path; None where there is none (or the key is malformed: _assign says so)."""
+    try:
+        tokens = _tokens(key)
+    except ValueError:
+        return None
     node: Any = scenario
-    for token in _tokens(key):
+    for token in tokens:
         if isinstance(token, int):
             node = node[token] if isinstance(node, list) and token < len(node) else None
         elif isinstance(node, dict):
