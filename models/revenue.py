@@ -64,6 +64,30 @@ class RevenueModel:
         }
 
 
+    def log_envelope(self, t: np.ndarray, sds: float = 8.0) -> np.ndarray:
+        """An upper envelope of log revenue on the grid ``t``: ``sds`` standard deviations above the mean path.
+
+        The mean is the discrete model's own (growth at each step's start, the AGI uplift from day one when
+        positive, no jumps or haircuts, which only lower revenue); the spread is the revenue shock's
+        ``sigma sqrt(t)`` plus the integrated growth shocks' exact OU standard deviation (``s_g^2 t^3 / 3`` with
+        no reversion), added as if perfectly correlated.  Used to reject inputs that would overflow.
+        """
+        h = np.diff(t, prepend=t[0])
+        kappa, gbar = self.mean_reversion, self.long_run_growth
+        start = np.concatenate(([t[0]], t[:-1]))  # each step's start
+        growth = gbar + (self.initial_growth - gbar) * np.exp(-kappa * (start - t[0]))
+        drift = growth + max(self.agi_growth_uplift, 0.0) - 0.5 * self.volatility**2
+        s = t - t[0]
+        with np.errstate(over="ignore", invalid="ignore"):
+            if kappa * s[-1] < 1e-3:
+                var_g = s**3 / 3.0
+            else:
+                var_g = (s + 2.0 * np.expm1(-kappa * s) / kappa - np.expm1(-2.0 * kappa * s) / (2.0 * kappa)) \
+                    / kappa**2
+        spread = self.volatility * np.sqrt(s) + self.growth_volatility * np.sqrt(np.maximum(var_g, 0.0))
+        return np.log(self.initial) + np.cumsum(drift * h) + sds * spread
+
+
 PARAM_NAMES = ("log_initial", "initial_growth", "long_run_growth", "volatility", "rho", "rho_complement",
                "log_jump_factor", "agi_uplift", "exit_multiple")
 LOG_R0, G0, GBAR, SIGMA, RHO, RHO_C, LOG_JUMP, UPLIFT, MULTIPLE = range(len(PARAM_NAMES))

@@ -264,9 +264,8 @@ def test_failed_write_leaves_the_earlier_workbook_untouched(tmp_path, monkeypatc
     out = result.to_excel(tmp_path / "keep.xlsx")
     before = out.read_bytes()
 
-    def boom(self, filename):
-        with open(filename, "wb") as fh:
-            fh.write(b"partial")
+    def boom(self, filename):  # the zip is built in memory: fail half way through it
+        filename.write(b"partial")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(openpyxl.Workbook, "save", boom)

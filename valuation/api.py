@@ -13,13 +13,12 @@ import pandas as pd
 
 from models.rng import key_from_seed
 from valuation import engine
-from valuation.compile import compile_scenario
+from valuation.compile import PV_LIMIT, compile_scenario
 from valuation.errors import InputError, Problem
 from valuation.results import HEAD, SimulationResult, year_ends
-from valuation.scenario import Scenario, load_scenario
+from valuation.scenario import MAX_PATHS, Scenario, load_scenario
 from valuation.stream import DriverTally, PVStream
 
-PV_LIMIT = 1e12  # USD bn: beyond this a PV is an overflow, not a valuation
 REVENUE_SAMPLE = 2_000  # paths whose whole revenue path is kept (for the revenue fan)
 KEEP_LIMIT = 2**30  # bytes of per-path PVs up to which keep_paths=None keeps them (10M paths x 20 PVs do not)
 
@@ -72,7 +71,7 @@ def simulate(
     paths = scenario.simulation.paths if paths is None else paths
     seed = scenario.simulation.seed if seed is None else seed
     where = scenario.path or "<scenario>"
-    _check_count("paths", paths, 1)
+    _check_count("paths", paths, 1, MAX_PATHS)
     _check_count("seed", seed, 0, 2**63 - 1)
     _check_count("chunk_size", chunk_size, 1)
     if threads is not None:

@@ -1,21 +1,33 @@
 """Command line: ``valuation run FILE`` and ``valuation validate FILE``.
 
-Exit codes: 0 success; 2 bad input or usage (a message, no traceback);
-1 unexpected failure.
+Exit codes: 0 success; 2 bad input or usage, or a workbook that could not be
+written (a message, no traceback); 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM), either with nothing written unless the workbook was complete;
+1 unexpected failure (a traceback to report).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import pandas as pd
 
 from valuation.errors import InputError, Problem
 
-EXIT_OK, EXIT_FAILURE, EXIT_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, like Ctrl-C: the same clean stop."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,16 +68,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    state: dict[str, Path] = {}  # "out": the workbook, once it is complete on disk
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         if args.command == "validate":
             return _validate(args)
-        return _run(args)
+        return _run(args, state)
     except InputError as exc:
         print(f"error: {exc.message()}", file=sys.stderr)
         return EXIT_INPUT
-    except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+        if "out" in state:
+            print(f"{what}: the workbook {state['out']} was already complete", file=sys.stderr)
+        else:
+            print(f"{what}: nothing was written (any earlier workbook is unchanged)", file=sys.stderr)
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:  # an unexpected failure is a bug: keep the traceback for the report
         import traceback
 
@@ -73,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unexpected failure ({type(exc).__name__}); please report it with the traceback above",
               file=sys.stderr)
         return EXIT_FAILURE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -88,7 +111,7 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, state: dict[str, Path]) -> int:
     from valuation import simulate
     from valuation.report import check_output_path, format_summary
     from valuation.scenario import load_scenario
@@ -113,7 +136,7 @@ def _run(args: argparse.Namespace) -> int:
     finally:
         if bar:
             bar.close()
-    written = result.to_excel(out)  # before printing: a closed pipe must not cost the workbook
+    written = state["out"] = result.to_excel(out)  # before printing: a closed pipe must not cost the workbook
     summary = result.summary()
     try:
         mode = "" if result.kept_paths else " (streaming: percentiles within 0.05%)"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import date as Date
+from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
@@ -227,6 +228,49 @@ def build_timing(spec: Any, scenario: sc.Scenario, absolute: bool) -> tuple[Any,
     return fit.distribution, fit
 
 
+PV_LIMIT = 1e12  # USD bn: beyond this a PV is an overflow, not a valuation
+ENVELOPE_SDS = 6.0  # standard deviations above the mean path that must stay below PV_LIMIT (P ~ 1e-9 a path)
+
+
+def _check_overflow(s: sc.Scenario, model: RevenueModel, t: np.ndarray) -> None:
+    """Reject inputs whose revenue (times the largest discount factor) could overflow, before any path runs.
+
+    Revenue ``ENVELOPE_SDS`` standard deviations above its mean path, discounted at the lowest rate in the
+    scenario and summed over the horizon plus the exit multiple, must stay below :data:`PV_LIMIT`.  A path
+    beyond the envelope (about 1e-9 of them) that does overflow is still caught, with its index, after the run.
+    """
+    rates = [p.discount_rate for p in s.parties.values()]
+    rates += [c.discount_rate for st in s.structures for c in [*st.clauses, *s.common_clauses]
+              if c.discount_rate is not None]
+    with np.errstate(over="ignore"):
+        log_pv = model.log_envelope(t, ENVELOPE_SDS) - np.log1p(min(rates)) * t \
+            + math.log(t[-1] + model.exit_multiple + 1.0)
+    k = int(np.argmax(log_pv))
+    if not log_pv[k] > math.log(PV_LIMIT):
+        return
+    when = s.simulation.valuation_date + timedelta(days=round(t[k] * 365.25))
+    low = min(rates)
+    rate = f", a discount rate as low as {low:g}" if low < 0 else ""
+    raise InputError(s.path or "<scenario>", [Problem(
+        "revenue", f"{ENVELOPE_SDS:g} standard deviations above its mean path, discounted revenue reaches "
+        f"{_size(log_pv[k])} USD bn by {when}, so PVs could overflow (limit {PV_LIMIT:.0e}); expected "
+        f"smaller growth (initial_growth {model.initial_growth:g}, long_run_growth {model.long_run_growth:g}, "
+        f"agi_growth_uplift {model.agi_growth_uplift:g}), volatility ({model.volatility:g}, growth_volatility "
+        f"{model.growth_volatility:g}){rate} or a nearer horizon ({s.simulation.horizon})", has_value=False)])
+
+
+def revenue_model(rev: sc.Revenue) -> RevenueModel:
+    """The revenue process of a scenario's ``[revenue]`` table."""
+    return RevenueModel(rev.initial, rev.initial_growth, rev.long_run_growth, rev.mean_reversion, rev.volatility,
+                        rev.growth_volatility, rev.correlation, rev.jump_intensity, rev.jump_loss,
+                        rev.agi_growth_uplift, rev.exit_multiple)
+
+
+def _size(log_value: float) -> str:
+    """``exp(log_value)`` for a message, without overflowing."""
+    return f"about {math.exp(log_value):.1e}" if log_value < 690 else "more than 1e+300"
+
+
 def compile_scenario(s: sc.Scenario, *, undiscounted: bool = False) -> Compiled:
     """Compile a validated scenario.
 
@@ -241,9 +285,8 @@ def compile_scenario(s: sc.Scenario, *, undiscounted: bool = False) -> Compiled:
     t = time_grid(s.horizon_years, sim.steps_per_year)
     dt = np.concatenate(([0.0], np.diff(t)))
     rev = s.revenue
-    model = RevenueModel(rev.initial, rev.initial_growth, rev.long_run_growth, rev.mean_reversion, rev.volatility,
-                         rev.growth_volatility, rev.correlation, rev.jump_intensity, rev.jump_loss,
-                         rev.agi_growth_uplift, rev.exit_multiple)
+    model = revenue_model(rev)
+    _check_overflow(s, model, t)
     tables = model.step_tables(dt)
     if isinstance(rev.margin, list):
         xs = np.array([s.years(p.date) for p in rev.margin])

@@ -262,11 +262,14 @@ def _check_increasing(values: list[Any], field: str, key: str) -> None:
 # --------------------------------------------------------------- the world
 
 
+MAX_PATHS = 10**10  # about 8 hours of the base case on 2 cores: more is a typo, not a plan
+
+
 class Simulation(_Model):
     valuation_date: Date = _unit("date", "Time zero; all PVs are as of this date.")
     horizon: Date = _unit("date", "Last date simulated; stakes are valued here.")
     steps_per_year: int = _unit("per year", "Time steps per year (4 = quarterly).", default=4, ge=1, le=365)
-    paths: int = _unit("count", "Default number of Monte Carlo paths.", default=100_000, ge=1, le=10**10)
+    paths: int = _unit("count", "Default number of Monte Carlo paths.", default=100_000, ge=1, le=MAX_PATHS)
     seed: int = _unit("integer", "Default seed of the random generator.", default=20250806, ge=0, lt=2**63)
     baseline: Name | None = _unit("name", "Structure others are compared with (default: the first).", default=None)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -215,10 +216,14 @@ def atomic_save(workbook: Workbook, path: Path) -> Path:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise InputError(str(path), f"cannot be written ({exc.strerror or exc}); nothing was written") from None
-    os.close(fd)
     try:
-        os.chmod(tmp, _file_mode(path))
-        workbook.save(tmp)
+        with os.fdopen(fd, "wb") as fh:  # closes fd, also on failure
+            os.chmod(tmp, _file_mode(path))
+            buffer = io.BytesIO()  # zip in memory: a failing disk then meets one plain write, not a half-open zip
+            workbook.save(buffer)
+            fh.write(buffer.getbuffer())
+            fh.flush()
+            os.fsync(fh.fileno())  # on disk before the rename makes it the workbook
         os.replace(tmp, path)
     except BaseException as exc:
         with contextlib.suppress(OSError):

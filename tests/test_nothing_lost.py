@@ -1,0 +1,185 @@
+"""Nothing lost: an interrupted run, a full disk or a failed write leave no partial workbook and no earlier
+workbook changed.
+
+Real signals go to a real ``valuation run`` process; a full disk is a real tiny filesystem where the machine
+allows mounting one (root in a container usually does), and a test double of ``Workbook.save`` everywhere.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from conftest import BASE_CASE
+from valuation.cli import main
+
+PRECIOUS = b"an earlier workbook the user wants to keep\n"
+
+
+def _existing(folder: Path, name: str = "report.xlsx") -> Path:
+    path = folder / name
+    path.write_bytes(PRECIOUS)
+    return path
+
+
+def _untouched(path: Path) -> None:
+    assert path.read_bytes() == PRECIOUS
+    leftovers = [p.name for p in path.parent.iterdir() if p != path]
+    assert not leftovers, leftovers  # no temporary or partial files beside it
+
+
+def _command() -> list[str]:
+    exe = Path(sys.executable).with_name("valuation")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "valuation.cli"]
+
+
+def _threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return 0
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to see the run start")
+@pytest.mark.parametrize(("sig", "code", "word"), [(signal.SIGINT, 130, "interrupted"),
+                                                    (signal.SIGTERM, 143, "terminated")], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_mid_run_stops_cleanly(tmp_path, sig, code, word):
+    """A billion paths, interrupted once the simulation's threads are running: a message, the exit code, no
+    traceback, the earlier workbook byte for byte."""
+    out = _existing(tmp_path)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
+           "NUMBA_NUM_THREADS": "2"}
+    proc = subprocess.Popen([*_command(), "run", str(BASE_CASE), "--paths", "1_000_000_000", "--stream",
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 240  # a cold numba cache compiles for about 30 s
+        while _threads(proc.pid) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)  # numba's worker threads start with the first chunk of paths
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(1.0)
+        started = time.monotonic()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        stopped = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, err
+    assert f"{word}: nothing was written" in err and "Traceback" not in err, err
+    assert stopped < 30  # it stops within a chunk, not at the end of a billion paths
+    _untouched(out)
+
+
+class _FailingFile:
+    """A file whose ``write`` puts half the bytes on disk and then fails as a full disk (or a user) would."""
+
+    def __init__(self, real, exc: BaseException):
+        self.real, self.exc = real, exc
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.real.close()
+
+    def write(self, data) -> int:
+        self.real.write(bytes(data)[: len(data) // 2])
+        self.real.flush()
+        raise self.exc
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+@pytest.mark.parametrize(("exc", "code", "words"), [
+    (KeyboardInterrupt(), 130, ["interrupted: nothing was written"]),
+    (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), 2, ["report.xlsx", "No space left on device",
+                                                             "earlier file is unchanged"]),
+    (OSError(errno.EIO, os.strerror(errno.EIO)), 2, ["report.xlsx", "Input/output error"]),
+], ids=["interrupt_while_writing", "disk_full", "io_error"])
+def test_a_failure_while_writing_keeps_the_earlier_workbook(tmp_path, monkeypatch, capsys, exc, code, words):
+    out = _existing(tmp_path)
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: _FailingFile(real_fdopen(fd, *a, **k), exc))
+    assert main(["run", str(BASE_CASE), "--paths", "200", "--out", str(out)]) == code
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert all(word in err for word in words), err
+    _untouched(out)
+
+
+def test_an_interrupt_while_zipping_keeps_the_earlier_workbook(tmp_path, monkeypatch, capsys):
+    out = _existing(tmp_path)
+
+    def save(self, filename):
+        filename.write(b"PK\x03\x04 half a workbook")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(openpyxl.Workbook, "save", save)
+    assert main(["run", str(BASE_CASE), "--paths", "200", "--out", str(out)]) == 130
+    assert "interrupted: nothing was written" in capsys.readouterr().err
+    _untouched(out)
+
+
+def test_a_failed_rename_keeps_the_earlier_workbook(tmp_path, monkeypatch, capsys):
+    out = _existing(tmp_path)
+
+    def replace(src, dst):
+        raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert main(["run", str(BASE_CASE), "--paths", "200", "--out", str(out)]) == 2
+    assert "cannot be written" in capsys.readouterr().err
+    _untouched(out)
+
+
+def test_an_interrupt_after_saving_says_the_workbook_is_complete(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "report.xlsx"
+
+    def summary(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("valuation.report.format_summary", summary)
+    assert main(["run", str(BASE_CASE), "--paths", "200", "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert f"the workbook {out} was already complete" in err, err
+    assert openpyxl.load_workbook(out, read_only=True).sheetnames[0]  # a whole, readable workbook
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    """A 64 KiB tmpfs: a real full disk (a workbook needs more). Skipped where mounting is not allowed."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True,
+                              timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        done = None
+    if done is None or done.returncode != 0:
+        pytest.skip("cannot mount a tiny filesystem here (needs root in a container that allows it)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True, timeout=30)
+
+
+def test_a_real_full_disk(tiny_filesystem, capsys):
+    out = _existing(tiny_filesystem)
+    filler = tiny_filesystem / "filler"  # leave less room than a workbook needs, more than the probe
+    with open(filler, "wb") as fh:
+        fh.write(b"\0" * (40 * 1024))
+    assert main(["run", str(BASE_CASE), "--paths", "200", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err, err
+    filler.unlink()
+    _untouched(out)
