@@ -1,16 +1,29 @@
-"""Every mistake: exit code 2, a message naming the key and value, no traceback, no workbook."""
+"""What bad input gets: every mistake in the README's catalogue, run through the command line.
+
+Each row of the README table "What bad input gets" has a case here that makes the mistake.  The test checks
+the contract for every one: exit code 2, one message (no traceback) that contains the README's excerpt (file,
+key, value and what was expected), and no file written or touched: an earlier workbook at the output path
+stays byte for byte, no temporary file is left, no ``reports/`` folder appears.
+"""
 
 import os
+import re
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from openpyxl import Workbook, load_workbook
 
-from conftest import BASE_CASE
+from conftest import BASE_CASE, ROOT
 from valuation.cli import main
 
 TEXT = BASE_CASE.read_text(encoding="utf-8")
+README = ROOT / "README.md"
+PRECIOUS = b"an earlier workbook the user wants to keep\n"
 
 
 def _replace(old: str, new: str, count: int = 1) -> str:
@@ -18,106 +31,330 @@ def _replace(old: str, new: str, count: int = 1) -> str:
     return TEXT.replace(old, new, count)
 
 
-# (id, file text or None for a missing file, words the message must contain)
-CASES = [
-    ("toml_syntax", TEXT.replace("steps_per_year = 4", "steps_per_year = = 4"), ["TOML syntax error", "line"]),
-    ("unknown_key", _replace("steps_per_year = 4", "steps_per_year = 4\nstep_per_year = 4"),
-     ["simulation.step_per_year", "unknown key", "steps_per_year"]),
-    ("missing_key", _replace('horizon = 2040-12-31\n', ''), ["simulation.horizon", "required"]),
-    ("wrong_type", _replace("steps_per_year = 4", 'steps_per_year = "four"'),
-     ["simulation.steps_per_year", "'four'", "whole number"]),
-    ("negative_volatility", _replace("volatility = { value = 0.20", "volatility = { value = -0.20"),
-     ["revenue.volatility", "-0.2", ">= 0"]),
-    ("probability_above_one", _replace("never_verified = { value = 0.10", "never_verified = { value = 1.10"),
-     ["agi.never_verified", "1.1", "<= 1"]),
-    ("unsorted_schedule", _replace("{ date = 2030-12-31, rate = { value = 0.08",
-                                   "{ date = 2025-01-31, rate = { value = 0.08"),
-     ["structures[1].clauses[0].schedule", "strictly increasing"]),
-    ("fallback_missing", _replace('fallback = "terms_2019_2023"', 'fallback = "terms_2019"'),
-     ["structures[1].fallback", "'terms_2019'", "structure name"]),
-    ("negative_cap", _replace("cap = { value = 38.0", "cap = { value = -38.0"),
-     ["structures[3].clauses[0].cap", "-38.0", ">= 0"]),
-    ("unknown_party", _replace('payee = "microsoft"', 'payee = "microsfot"'),
-     ["structures[0].clauses[0].payee", "'microsfot'", "one of"]),
-    ("nan_value", _replace("initial_growth = { value = 0.95", "initial_growth = { value = nan"),
-     ["revenue.initial_growth", "finite"]),
-    ("tiers_not_increasing", _replace("until = { value = 92.0", "until = { value = 12.0"),
-     ["structures[0].clauses[2].tiers", "strictly increasing"]),
-    ("unknown_clause_type", _replace('type = "own_value"', 'type = "own_valu"'),
-     ["structures[0].clauses[3].type", "'own_valu'"]),
-    ("deadline_after_horizon", _replace("date = 2028-12-31\nevents", "date = 2045-12-31\nevents"),
-     ["deadlines[2].date", "2045-12-31", "horizon"]),
-    ("too_many_trigger_terms", _replace('end = ["agi_declared", 2030-12-31]',
-                                        'end = ["agi_declared", "ipo", "ipo", "ipo", 2030-12-31]'),
-     ["structures[0].clauses[0].end", "at most 4"]),
-    ("deadline_without_events", _replace('events = ["ipo", "agi_declared"]', 'events = []'),
-     ["deadlines[2]", "at least one"]),
-    ("fallback_cycle", _replace('name = "terms_2019_2023"\nlabel = "2019/2023 terms (status quo)"',
-                                'name = "terms_2019_2023"\nlabel = "2019/2023 terms (status quo)"\n'
-                                'requires = "notes_conversion"\nfallback = "oct_2025_recap"'),
-     ["structures[0].fallback", "cycle", "terms_2019_2023 -> oct_2025_recap -> terms_2019_2023"]),
-    ("never_is_certain", _replace('sigma = { value = 0.8, source = "Assumption" }',
-                                  'sigma = { value = 0.8, source = "Assumption" }\nnever = 1.0'),
-     ["events.ipo.never", "1.0", "< 1"]),
-    ("quantile_point_before_start", _replace("{ by = 2029-12-31, p = 0.24 }", "{ by = 2025-12-31, p = 0.24 }"),
-     ["agi.declaration.points[0].by", "2025-12-31", "after this table's start"]),
-    ("too_few_points_for_fit", _replace("  { by = 2032-12-31, p = 0.55 },\n  { by = 2047-12-31, p = 0.88 },\n", ""),
-     ["agi.declaration.points", "at least 2 points", "lognormal"]),
-    ("piece_before_start", _replace('family = "lognormal"\nstart = 2026-01-01\nmedian = { value = 3.5',
-                                    'family = "piecewise_hazard"\nstart = 2027-01-01\n'
-                                    'pieces = [{ from = 2026-01-01, hazard = 0.2 }]\nmedian = { value = 3.5'),
-     ["events.ipo"]),
-    ("tail_without_piecewise", _replace('fit = "lognormal"\n', 'fit = "lognormal"\ntail = "never"\n'),
-     ["agi.declaration.tail", "piecewise"]),
-    ("rate_after_cap_without_cap", _replace('end = ["agi_declared", 2030-12-31]   #',
-                                            'rate_after_cap = 0.1\nend = ["agi_declared", 2030-12-31]   #'),
-     ["structures[0].clauses[0].rate_after_cap", "without a 'cap'"]),
-    ("condition_before_valuation_date", _replace('condition = { deadline = "amazon_contingency", met = true }',
-                                                 'condition = { event = "ipo", before = 2020-01-01 }'),
-     ["common_clauses[5].condition.before", "2020-01-01"]),
-    ("reserved_event_name", TEXT.replace("[events.ipo]", "[events.revenue_at_horizon]").replace(
-        '"ipo", "agi_declared"', '"revenue_at_horizon", "agi_declared"'), ["events.revenue_at_horizon"]),
-    ("source_not_text", _replace('{ value = 0.09, source = "MSFT WACC',
-                                 '{ value = 0.09, source = 9, note = "MSFT WACC'),
-     ["parties.microsoft.discount_rate.source", "parties.microsoft.discount_rate.note"]),
-    ("negative_plus_years", _replace('end = "agi_verified"', 'end = { event = "agi_verified", plus_years = -2 }'),
-     ["structures[2].clauses[0].end", "plus_years", ">= 0"]),
-    ("horizon_before_start", _replace("horizon = 2040-12-31", "horizon = 2020-12-31"),
-     ["simulation.horizon", "2020-12-31", "after valuation_date"]),
-    ("same_payer_and_payee", _replace('payer = "softbank"\npayee = "openai"', 'payer = "openai"\npayee = "openai"'),
-     ["common_clauses[0].payee", "other than the payer"]),
-    ("not_utf8", None, ["UTF-8"]),
-    ("missing_file", None, ["file not found"]),
+@dataclass(frozen=True)
+class Mistake:
+    """One row of the catalogue: ``setup(folder, report)`` writes the files and returns the arguments."""
+
+    id: str
+    where: str  # scenario file, workbook or command line
+    what: str  # the mistake, as the README's table says it
+    key: str  # what the message must name (the README's excerpt contains it)
+    setup: Callable[[Path, Path], list[str]]
+
+
+RUN = ["--paths", "100", "--out", "out.xlsx"]
+
+
+def scenario(text: str | bytes | None) -> Callable[[Path, Path], list[str]]:
+    """A scenario file ``bad.toml`` holding ``text`` (None: no file at all)."""
+
+    def setup(folder: Path, report: Path) -> list[str]:
+        if isinstance(text, bytes):
+            (folder / "bad.toml").write_bytes(text)
+        elif text is not None:
+            (folder / "bad.toml").write_text(text, encoding="utf-8")
+        return ["run", "bad.toml", *RUN]
+
+    return setup
+
+
+def workbook(edit: Callable[[Path], None]) -> Callable[[Path, Path], list[str]]:
+    """A report ``bad.xlsx`` (a real one from this version), changed by ``edit``."""
+
+    def setup(folder: Path, report: Path) -> list[str]:
+        target = folder / "bad.xlsx"
+        shutil.copyfile(report, target)
+        edit(target)
+        return ["run", "bad.xlsx", *RUN]
+
+    return setup
+
+
+def arguments(*args: str, out: str | None = "out.xlsx") -> Callable[[Path, Path], list[str]]:
+    """The shipped base case with these command-line arguments."""
+
+    def setup(folder: Path, report: Path) -> list[str]:
+        if args and args[0] in ("run", "validate", "frobnicate"):
+            return list(args)
+        return ["run", str(BASE_CASE), *args, *(["--out", out] if out else [])]
+
+    return setup
+
+
+def _edit_cell(key: str, value: object) -> Callable[[Path], None]:
+    def edit(path: Path) -> None:
+        wb = load_workbook(path)
+        ws = wb["Assumptions"]
+        row = next(r for r in range(2, ws.max_row + 1) if ws.cell(row=r, column=1).value == key)
+        ws.cell(row=row, column=2, value=value)
+        wb.save(path)
+
+    return edit
+
+
+def _without_assumptions(path: Path) -> None:
+    wb = load_workbook(path)
+    del wb["Assumptions"]
+    wb.save(path)
+
+
+def _blank_workbook(path: Path) -> None:
+    wb = Workbook()
+    wb.active["A1"] = "prices"
+    wb.save(path)
+
+
+def _truncated(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _out_is_a_folder(folder: Path, report: Path) -> list[str]:
+    (folder / "out.xlsx").unlink()
+    (folder / "out.xlsx").mkdir()
+    return ["run", str(BASE_CASE), "--paths", "100", "--out", "out.xlsx"]
+
+
+def _scenario_is_a_folder(folder: Path, report: Path) -> list[str]:
+    (folder / "bad.toml").mkdir()
+    return ["run", "bad.toml", *RUN]
+
+
+IPO = ('family = "lognormal"\nstart = 2026-01-01\n'
+       'median = { value = 3.5, source = "Assumption: IPO median mid-2029" }\n'
+       'sigma = { value = 0.8, source = "Assumption" }\n')
+RATE_2030 = "{ date = 2030-12-31, rate = { value = 0.08"
+PIECE = 'family = "piecewise_hazard"\nstart = 2027-01-01\npieces = [{ from = 2026-01-01, hazard = 0.2 }]\n'
+CYCLE = ('name = "terms_2019_2023"\nlabel = "2019/2023 terms (status quo)"\nrequires = "notes_conversion"\n'
+         'fallback = "oct_2025_recap"')
+
+CATALOGUE = [
+    # ------------------------------------------------------------ scenario files
+    Mistake("missing-file", "scenario file", "The file does not exist", "file not found", scenario(None)),
+    Mistake("scenario-is-a-folder", "scenario file", "The path is a folder", "is a directory",
+            _scenario_is_a_folder),
+    Mistake("not-utf8", "scenario file", "Bytes that are not UTF-8 text", "UTF-8", scenario(b'name = "\xff\xfe"\n')),
+    Mistake("empty-file", "scenario file", "An empty file", "is empty", scenario("")),
+    Mistake("toml-syntax", "scenario file", "Malformed TOML (`steps_per_year = = 4`)", "TOML syntax error",
+            scenario(_replace("steps_per_year = 4", "steps_per_year = = 4"))),
+    Mistake("unknown-key", "scenario file", "A misspelt key (`step_per_year`)", "simulation.step_per_year",
+            scenario(_replace("steps_per_year = 4", "steps_per_year = 4\nstep_per_year = 4"))),
+    Mistake("missing-key", "scenario file", "A required key left out (`horizon`)", "simulation.horizon",
+            scenario(_replace("horizon = 2040-12-31\n", ""))),
+    Mistake("wrong-type", "scenario file", "Text where a number belongs", "simulation.steps_per_year",
+            scenario(_replace("steps_per_year = 4", 'steps_per_year = "four"'))),
+    Mistake("nan-value", "scenario file", "`nan` for a number", "revenue.initial_growth",
+            scenario(_replace("initial_growth = { value = 0.95", "initial_growth = { value = nan"))),
+    Mistake("inf-value", "scenario file", "`inf` for a number", "revenue.initial_growth",
+            scenario(_replace("initial_growth = { value = 0.95", "initial_growth = { value = inf"))),
+    Mistake("negative-volatility", "scenario file", "A negative volatility", "revenue.volatility",
+            scenario(_replace("volatility = { value = 0.20", "volatility = { value = -0.20"))),
+    Mistake("absurd-volatility", "scenario file", "An absurd volatility (5,000% a year)", "revenue.volatility",
+            scenario(_replace("volatility = { value = 0.20", "volatility = { value = 50"))),
+    Mistake("explosive-growth", "scenario file",
+            "Growth that would overflow (500% a year, no mean reversion, to 2220)", "revenue",
+            scenario(_replace("horizon = 2040-12-31", "horizon = 2220-12-31")
+                     .replace("initial_growth = { value = 0.95", "initial_growth = { value = 5.0")
+                     .replace("mean_reversion = { value = 0.275", "mean_reversion = { value = 0.0"))),
+    Mistake("negative-discount-rate", "scenario file", "A discount rate of -100%", "parties.microsoft.discount_rate",
+            scenario(_replace("discount_rate = { value = 0.09", "discount_rate = { value = -1.0"))),
+    Mistake("probability-above-one", "scenario file", "A probability above 1", "agi.never_verified",
+            scenario(_replace("never_verified = { value = 0.10", "never_verified = { value = 1.10"))),
+    Mistake("never-is-certain", "scenario file", "An event that never happens with probability 1",
+            "events.ipo.never", scenario(_replace('sigma = { value = 0.8, source = "Assumption" }',
+                                                  'sigma = { value = 0.8, source = "Assumption" }\nnever = 1.0'))),
+    Mistake("horizon-before-start", "scenario file", "A horizon before the valuation date", "simulation.horizon",
+            scenario(_replace("horizon = 2040-12-31", "horizon = 2020-12-31"))),
+    Mistake("horizon-too-far", "scenario file", "A horizon 7,974 years out (the time grid would not fit)",
+            "simulation.horizon", scenario(_replace("horizon = 2040-12-31", "horizon = 9999-12-31"))),
+    Mistake("steps-too-many", "scenario file", "100 million steps a year", "simulation.steps_per_year",
+            scenario(_replace("steps_per_year = 4", "steps_per_year = 100_000_000"))),
+    Mistake("paths-zero-in-file", "scenario file", "`paths = 0`", "simulation.paths",
+            scenario(_replace("paths = 100_000", "paths = 0"))),
+    Mistake("paths-negative-in-file", "scenario file", "`paths = -5`", "simulation.paths",
+            scenario(_replace("paths = 100_000", "paths = -5"))),
+    Mistake("baseline-unknown-in-file", "scenario file", "A baseline that is not a structure",
+            "simulation.baseline", scenario(_replace('baseline = "terms_2019_2023"', 'baseline = "terms"'))),
+    Mistake("unsorted-schedule", "scenario file", "A rate schedule with dates out of order",
+            "structures[1].clauses[0].schedule",
+            scenario(_replace(RATE_2030, "{ date = 2025-01-31, rate = { value = 0.08"))),
+    Mistake("duplicate-schedule-date", "scenario file", "A rate schedule with the same date twice",
+            "structures[1].clauses[0].schedule",
+            scenario(_replace(RATE_2030, "{ date = 2025-08-06, rate = { value = 0.08"))),
+    Mistake("negative-cap", "scenario file", "A cap below zero", "structures[3].clauses[0].cap",
+            scenario(_replace("cap = { value = 38.0", "cap = { value = -38.0"))),
+    Mistake("rate-after-cap-without-cap", "scenario file", "A rate after the cap on a clause without a cap",
+            "structures[0].clauses[0].rate_after_cap",
+            scenario(_replace('end = ["agi_declared", 2030-12-31]   #',
+                              'rate_after_cap = 0.1\nend = ["agi_declared", 2030-12-31]   #'))),
+    Mistake("tiers-not-increasing", "scenario file", "Profit-share tiers whose caps do not increase",
+            "structures[0].clauses[2].tiers", scenario(_replace("until = { value = 92.0", "until = { value = 12.0"))),
+    Mistake("unknown-clause-type", "scenario file", "A misspelt clause type", "structures[0].clauses[3].type",
+            scenario(_replace('type = "own_value"', 'type = "own_valu"'))),
+    Mistake("unknown-party", "scenario file", "A payee that is not a party", "structures[0].clauses[0].payee",
+            scenario(_replace('payee = "microsoft"', 'payee = "microsfot"'))),
+    Mistake("same-payer-and-payee", "scenario file", "A party paying itself", "common_clauses[0].payee",
+            scenario(_replace('payer = "softbank"\npayee = "openai"', 'payer = "openai"\npayee = "openai"'))),
+    Mistake("too-many-trigger-terms", "scenario file", "An end trigger with five terms", "structures[0].clauses[0].end",
+            scenario(_replace('end = ["agi_declared", 2030-12-31]',
+                              'end = ["agi_declared", "ipo", "ipo", "ipo", 2030-12-31]'))),
+    Mistake("negative-plus-years", "scenario file", "An event offset of -2 years", "structures[2].clauses[0].end",
+            scenario(_replace('end = "agi_verified"', 'end = { event = "agi_verified", plus_years = -2 }'))),
+    Mistake("condition-before-valuation-date", "scenario file", "A condition dated before the valuation date",
+            "common_clauses[5].condition.before",
+            scenario(_replace('condition = { deadline = "amazon_contingency", met = true }',
+                              'condition = { event = "ipo", before = 2020-01-01 }'))),
+    Mistake("fallback-missing", "scenario file", "A fallback to a structure that does not exist",
+            "structures[1].fallback", scenario(_replace('fallback = "terms_2019_2023"', 'fallback = "terms_2019"'))),
+    Mistake("fallback-cycle", "scenario file", "Fallbacks in a cycle (A falls back to B falls back to A)",
+            "structures[0].fallback",
+            scenario(_replace('name = "terms_2019_2023"\nlabel = "2019/2023 terms (status quo)"', CYCLE))),
+    Mistake("duplicate-structure", "scenario file", "Two structures with the same name", "structures[2].name",
+            scenario(_replace('name = "oct_2025_recap"', 'name = "terms_2019_2023"'))),
+    Mistake("deadline-after-horizon", "scenario file", "A deadline after the horizon", "deadlines[2].date",
+            scenario(_replace("date = 2028-12-31\nevents", "date = 2045-12-31\nevents"))),
+    Mistake("deadline-without-events", "scenario file", "A deadline with an empty list of events", "deadlines[2]",
+            scenario(_replace('events = ["ipo", "agi_declared"]', "events = []"))),
+    Mistake("reserved-event-name", "scenario file", "An event named like a built-in driver",
+            "events.revenue_at_horizon", scenario(TEXT.replace("[events.ipo]", "[events.revenue_at_horizon]").replace(
+                '"ipo", "agi_declared"', '"revenue_at_horizon", "agi_declared"'))),
+    Mistake("quantile-point-before-start", "scenario file", "A quantile point before its table's start",
+            "agi.declaration.points[0].by",
+            scenario(_replace("{ by = 2029-12-31, p = 0.24 }", "{ by = 2025-12-31, p = 0.24 }"))),
+    Mistake("too-few-points-for-fit", "scenario file", "One quantile point for a two-parameter fit",
+            "agi.declaration.points", scenario(_replace(
+                "  { by = 2032-12-31, p = 0.55 },\n  { by = 2047-12-31, p = 0.88 },\n", ""))),
+    Mistake("tail-without-piecewise", "scenario file", "A `tail` option on a fitted (not piecewise) table",
+            "agi.declaration.tail", scenario(_replace('fit = "lognormal"\n', 'fit = "lognormal"\ntail = "never"\n'))),
+    Mistake("piece-before-start", "scenario file", "A hazard piece before its table's start", "events.ipo",
+            scenario(_replace(IPO, PIECE))),
+    Mistake("source-not-text", "scenario file", "A source that is a number, and a stray key beside it",
+            "parties.microsoft.discount_rate.source",
+            scenario(_replace('{ value = 0.09, source = "MSFT WACC', '{ value = 0.09, source = 9, note = "MSFT WACC'))),
+    # ------------------------------------------------------------ workbooks
+    Mistake("not-a-workbook", "workbook", "A text file named `.xlsx`", "not an Excel workbook",
+            workbook(lambda path: path.write_text("name,value\nvolatility,0.2\n"))),
+    Mistake("damaged-workbook", "workbook", "A workbook cut in half (a failed download)", "bad.xlsx",
+            workbook(_truncated)),
+    Mistake("no-assumptions-sheet", "workbook", "A workbook without an Assumptions sheet", "Assumptions",
+            workbook(_without_assumptions)),
+    Mistake("other-workbook", "workbook", "Somebody else's workbook", "Assumptions", workbook(_blank_workbook)),
+    Mistake("edited-value-out-of-range", "workbook", "An Assumptions value edited to a negative volatility",
+            "revenue.volatility", workbook(_edit_cell("revenue.volatility", -0.3))),
+    Mistake("edited-value-not-a-number", "workbook", "An Assumptions value edited to text", "revenue.initial",
+            workbook(_edit_cell("revenue.initial", "twelve"))),
+    Mistake("edited-date-not-a-date", "workbook", "A date edited to text", "simulation.horizon",
+            workbook(_edit_cell("simulation.horizon", "end of 2040"))),
+    # ------------------------------------------------------------ command line
+    Mistake("paths-zero", "command line", "`--paths 0`", "paths", arguments("--paths", "0")),
+    Mistake("paths-negative", "command line", "`--paths -5`", "paths", arguments("--paths", "-5")),
+    Mistake("paths-not-a-number", "command line", "`--paths many`", "--paths", arguments("--paths", "many")),
+    Mistake("paths-absurd", "command line", "`--paths 1e11` written out (a typo: about 3 days of work)", "paths",
+            arguments("--paths", "100_000_000_000")),
+    Mistake("paths-beyond-memory", "command line",
+            "`--keep-paths` with more paths than memory holds (estimated before running)", "paths",
+            arguments("--keep-paths", "--paths", "2_000_000_000")),
+    Mistake("seed-too-large", "command line", "A seed beyond 64 bits", "seed", arguments("--seed", str(2**70))),
+    Mistake("seed-negative", "command line", "A negative seed", "seed", arguments("--seed", "-1")),
+    Mistake("threads-too-many", "command line", "More threads than the machine has", "threads",
+            arguments("--threads", "999")),
+    Mistake("baseline-unknown", "command line", "A baseline that is not a structure", "--baseline",
+            arguments("--baseline", "nope")),
+    Mistake("stream-and-keep", "command line", "`--stream` and `--keep-paths` together", "--keep-paths",
+            arguments("--stream", "--keep-paths")),
+    Mistake("out-folder-missing", "command line", "An output path in a folder that does not exist", "does not exist",
+            arguments(out="no/such/folder/out.xlsx")),
+    Mistake("out-folder-read-only", "command line", "An output path in a folder no one can write in (`/proc`)",
+            "not writable", arguments(out="/proc/out.xlsx")),
+    Mistake("out-is-a-folder", "command line", "An output path that is a folder", "is a directory",
+            _out_is_a_folder),
+    Mistake("out-not-xlsx", "command line", "An output path not ending in `.xlsx`", "out.csv",
+            arguments(out="out.csv")),
+    Mistake("unknown-option", "command line", "A misspelt option (`--path`; no abbreviations)", "--path",
+            arguments("run", str(BASE_CASE), "--path", "100")),
+    Mistake("no-file", "command line", "`valuation run` without a file", "file", arguments("run")),
+    Mistake("unknown-command", "command line", "An unknown command", "frobnicate", arguments("frobnicate")),
 ]
 
 
-@pytest.mark.parametrize(("text", "words"), [(c[1], c[2]) for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_scenario_exits_2_with_a_clear_message(tmp_path, capsys, text, words, request):
-    scenario = tmp_path / "bad.toml"
-    case = request.node.callspec.id
-    if case == "not_utf8":
-        scenario.write_bytes(b"name = \"\xff\xfe\"\n")
-    elif text is not None:
-        scenario.write_text(text, encoding="utf-8")
-    out = tmp_path / "out.xlsx"
-    code = main(["run", str(scenario), "--paths", "100", "--out", str(out)])
-    err = capsys.readouterr().err
-    assert code == 2
-    assert "Traceback" not in err
-    assert str(scenario) in err
-    for word in words:
-        assert word in err, (word, err)
-    assert not out.exists()
-    assert not list(tmp_path.glob("*.xlsx")) and not list(tmp_path.glob(".*tmp"))
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    """A real report of this version, to damage and edit."""
+    from valuation import simulate
+
+    return simulate(BASE_CASE, paths=200, seed=1).to_excel(tmp_path_factory.mktemp("report") / "report.xlsx")
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c[1] is not None][:6], ids=lambda c: c[0])
-def test_validate_reports_the_same_problems(tmp_path, capsys, case):
-    scenario = tmp_path / "bad.toml"
-    scenario.write_text(case[1], encoding="utf-8")
-    assert main(["validate", str(scenario)]) == 2
+def _snapshot(folder: Path) -> dict[str, tuple[bytes | None, int]]:
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None, p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*"))}
+
+
+def run_mistake(mistake: Mistake, folder: Path, report: Path) -> tuple[int, dict, dict]:
+    """Make the mistake in ``folder`` (the working directory) beside an earlier ``out.xlsx``."""
+    (folder / "out.xlsx").write_bytes(PRECIOUS)
+    argv = mistake.setup(folder, report)
+    before = _snapshot(folder)
+    cwd = os.getcwd()
+    os.chdir(folder)
+    try:
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse's usage errors
+            code = exc.code
+    finally:
+        os.chdir(cwd)
+    return code, before, _snapshot(folder)
+
+
+def readme_catalogue() -> list[tuple[str, str, str, str]]:
+    """(id, where, what, excerpt) of each row of the README table "What bad input gets"."""
+    text = README.read_text(encoding="utf-8")
+    if "## What bad input gets" not in text:
+        return []
+    section = text.split("## What bad input gets", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        if len(cells) == 4 and re.fullmatch(r"`[a-z0-9-]+`", cells[0]):
+            excerpt = cells[3].strip("`").replace("\\|", "|")
+            rows.append((cells[0].strip("`"), cells[1], cells[2], excerpt))
+    return rows
+
+
+README_ROWS = {row[0]: row for row in readme_catalogue()}
+
+
+def test_the_readme_catalogues_every_case_and_only_those():
+    assert [row[0] for row in readme_catalogue()] == [m.id for m in CATALOGUE]
+    assert len(CATALOGUE) >= 30
+    for m in CATALOGUE:
+        _, where, what, excerpt = README_ROWS[m.id]
+        assert (where, what) == (m.where, m.what), m.id
+        assert m.key in excerpt, (m.id, m.key, excerpt)
+
+
+@pytest.mark.parametrize("mistake", CATALOGUE, ids=[m.id for m in CATALOGUE])
+def test_bad_input_gets_exit_2_one_message_and_nothing_written(tmp_path, capsys, report, mistake):
+    code, before, after = run_mistake(mistake, tmp_path, report)
     err = capsys.readouterr().err
-    assert all(word in err for word in case[2])
+    assert code == 2, err
+    assert "Traceback" not in err and len(re.findall(r"^(?:valuation[a-z ]*: )?error: ", err, re.M)) == 1, err
+    excerpt = README_ROWS[mistake.id][3]
+    assert excerpt.rstrip("…") in " ".join(err.split()), (excerpt, err)
+    assert after == before  # nothing written, nothing touched (the earlier out.xlsx included)
+    assert not (tmp_path / "reports").exists()
+
+
+SCENARIO_ROWS = [m for m in CATALOGUE if m.where == "scenario file" and m.id not in ("missing-file",)]
+
+
+@pytest.mark.parametrize("mistake", SCENARIO_ROWS[::4], ids=lambda m: m.id)
+def test_validate_reports_the_same_problem(tmp_path, capsys, monkeypatch, report, mistake):
+    argv = mistake.setup(tmp_path, report)
+    monkeypatch.chdir(tmp_path)
+    assert main(["validate", argv[1]]) == 2
+    assert README_ROWS[mistake.id][3].rstrip("…") in " ".join(capsys.readouterr().err.split())
 
 
 def test_good_file_validates(capsys):
@@ -125,43 +362,10 @@ def test_good_file_validates(capsys):
     assert "valid" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("args", "words"), [
-    (["run", str(BASE_CASE), "--paths", "0"], ["paths = 0", ">= 1"]),
-    (["run", str(BASE_CASE), "--paths", "many"], ["--paths", "whole number"]),
-    (["run", str(BASE_CASE), "--out", "no/such/folder/x.xlsx"], ["does not exist"]),
-    (["run", str(BASE_CASE), "--out", "reports"], [".xlsx"]),
-    (["run", str(BASE_CASE), "--baseline", "nope"], ["'nope'", "terms_2019_2023"]),
-    (["frobnicate"], ["invalid choice"]),
-    (["run", str(BASE_CASE), "--seed", str(2**70)], ["seed", "<= 9223372036854775807"]),
-    (["run", str(BASE_CASE), "--threads", "999"], ["threads = 999"]),
-    (["run", str(BASE_CASE), "--out", "/proc/x.xlsx"], ["/proc/x.xlsx", "not writable"]),
-])
-def test_bad_arguments_exit_2(capsys, args, words):
-    assert _exit_code(args) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert all(word in err for word in words), err
-
-
-def _exit_code(args: list[str]) -> int:
-    """main's return value, or the code argparse exits with on a usage error."""
-    try:
-        return main(args)
-    except SystemExit as exc:
-        return exc.code
-
-
-def test_output_directory_is_rejected(tmp_path, capsys):
-    target = tmp_path / "dir.xlsx"
-    target.mkdir()
-    assert main(["run", str(BASE_CASE), "--paths", "100", "--out", str(target)]) == 2
-    assert "is a directory" in capsys.readouterr().err
-
-
 def test_console_script_exit_code_and_no_traceback(tmp_path):
     """The installed entry point, in a real process."""
     bad = tmp_path / "bad.toml"
-    bad.write_text(CASES[4][1], encoding="utf-8")
+    bad.write_text(_replace("volatility = { value = 0.20", "volatility = { value = -0.20"), encoding="utf-8")
     exe = Path(sys.executable).with_name("valuation")
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "valuation.cli"]
     proc = subprocess.run([*cmd, "run", str(bad), "--out", str(tmp_path / "x.xlsx")], capture_output=True,

@@ -9,6 +9,7 @@ written (a message, no traceback); 130 interrupted (Ctrl-C), 143 terminated
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import signal
 import sys
@@ -31,10 +32,21 @@ def _terminate(signum, frame):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)  # `--path` is a typo, not `--paths`
+
     def error(self, message: str):  # usage errors: exit 2 with the usage line and the message
+        if message.startswith("unrecognized arguments: "):
+            message += _did_you_mean(message.split(": ", 1)[1].split()[0], self)
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_INPUT)
+
+
+def _did_you_mean(word: str, parser: argparse.ArgumentParser) -> str:
+    options = [o for action in parser._actions for o in action.option_strings]
+    close = difflib.get_close_matches(word.split("=")[0], options, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _count(text: str) -> int:
@@ -63,11 +75,20 @@ def build_parser() -> argparse.ArgumentParser:
                       help="keep every path (exact percentiles), however many")
     check = sub.add_parser("validate", help="check a scenario file and report every problem")
     check.add_argument("file", help="scenario file (.toml) or report (.xlsx)")
+    parser.set_defaults(commands={"run": run, "validate": check})
     return parser
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Arguments; an unknown option is reported by its command's parser, with a suggestion."""
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:
+        args.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     state: dict[str, Path] = {}  # "out": the workbook, once it is complete on disk
     previous = None
     if threading.current_thread() is threading.main_thread():

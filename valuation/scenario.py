@@ -606,11 +606,23 @@ def load_scenario(path: str | Path) -> Scenario:
         text = raw_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(path, f"not UTF-8 text (byte {exc.start}); expected a TOML scenario file") from None
+    if not text.strip():
+        raise InputError(path, "is empty; expected a TOML scenario (inputs/base_case.toml is a complete example)")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise InputError(path, f"TOML syntax error: {exc}") from None
+        raise InputError(path, f"TOML syntax error: {exc}{_show_line(text, str(exc))}") from None
     return scenario_from_dict(data, source=str(path))
+
+
+def _show_line(text: str, message: str) -> str:
+    """The line a TOML error points at, quoted (``... (at line N, column M)``)."""
+    m = re.search(r"at line (\d+)", message)
+    lines = text.splitlines()
+    if not m or not 1 <= int(m[1]) <= len(lines):
+        return ""
+    line = lines[int(m[1]) - 1].strip()
+    return f": {line[:77] + '...' if len(line) > 80 else line!r}" if line else ""
 
 
 def scenario_from_dict(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
@@ -667,7 +679,7 @@ def _strip_sources(node: Any, path: str, sources: dict[str, str], problems: list
 # Loc elements pydantic inserts for tagged unions; they are not keys of the file.
 _UNION_TAGS = set(TIMING_FAMILIES) | set(CLAUSE_TYPES)
 _EXPECTED = {
-    "missing": "a value: this key is required",
+    "missing": "missing: this key is required",
     "float_type": "a number",
     "int_type": "a whole number",
     "string_type": "text in quotes",
@@ -708,7 +720,7 @@ def _problem(err: dict[str, Any]) -> Problem:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return Problem(key, f"unknown key{hint}; see the scenario file reference in README.md", has_value=False)
     if kind == "missing":
-        return Problem(key, "a value: this key is required", has_value=False)
+        return Problem(key, "missing: this key is required", has_value=False)
     if kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
         sign = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
         bound = next(iter(ctx.values()), "?")
@@ -718,7 +730,7 @@ def _problem(err: dict[str, Any]) -> Problem:
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         tag = str(ctx.get("discriminator", "'type'")).strip("'")
         if kind == "union_tag_not_found":
-            return Problem(f"{key}.{tag}", "a value: this key is required", has_value=False)
+            return Problem(f"{key}.{tag}", "missing: this key is required", has_value=False)
         return Problem(f"{key}.{tag}", f"one of {ctx.get('expected_tags', '')}", ctx.get("tag", value))
     if kind == "too_short":
         return Problem(key, f"at least {ctx.get('min_length', 1)} item(s)", value)
