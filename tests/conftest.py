@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import copy
+import os
 import tomllib
 from datetime import date
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Hypothesis profiles (HYPOTHESIS_PROFILE): "default" keeps a local `pytest` quick, "ci" is what the README's
+# test command and .ci/run use (bounded: a few minutes in all), "long" is for a night.  Tests that need a
+# different count for the same profile read PROFILE.
+for _name, _examples in (("default", 150), ("ci", 1_000), ("long", 5_000)):
+    settings.register_profile(_name, max_examples=_examples, deadline=None, derandomize=_name == "ci",
+                              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "default")
+settings.load_profile(PROFILE)
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CASE = ROOT / "inputs" / "base_case.toml"

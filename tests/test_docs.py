@@ -27,9 +27,10 @@ def test_readme_python_quick_start_runs(tmp_path, monkeypatch, capsys):
 
 def test_readme_has_the_two_setup_commands():
     blocks = re.findall(r"```bash\n(.*?)```", README, re.S)
-    assert blocks[:2] == ["pip install . && valuation run inputs/base_case.toml\n", "pip install '.[test]' && pytest\n"]
+    test_command = "pip install '.[test]' && HYPOTHESIS_PROFILE=ci pytest"
+    assert blocks[:2] == ["pip install . && valuation run inputs/base_case.toml\n", test_command + "\n"]
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    assert "pip install '.[test]' && pytest" in ci
+    assert ci.rstrip().endswith(test_command)  # exactly the README's command, last
 
 
 def test_readme_reference_matches_the_schema():

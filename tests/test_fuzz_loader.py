@@ -2,29 +2,23 @@
 
 Hypothesis generates byte strings, mutations of the shipped base case (bytes changed, cut, inserted; values
 replaced by awkward tokens) and edits of a report's Assumptions sheet.  Any other exception is a bug: the
-CLI would print a traceback instead of a message.  ``HYPOTHESIS_PROFILE=long`` runs many more examples.
+CLI would print a traceback instead of a message.  Example counts follow the profiles in conftest.py
+(``HYPOTHESIS_PROFILE=ci`` in CI, ``long`` for many more).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from openpyxl import load_workbook
 
 import valuation
 from conftest import BASE_CASE
 from valuation.errors import InputError
-
-settings.register_profile("default", max_examples=150, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("long", max_examples=5_000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 BASE = BASE_CASE.read_bytes()
 TOKENS = [b"-", b"nan", b"inf", b"-inf", b"1e400", b"1e-320", b"0", b"-1", b"\x00", b"\xff", b"[", b"]", b"{", b"}",
