@@ -7,6 +7,7 @@ allows mounting one (root in a container usually does), and a test double of ``W
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import signal
@@ -19,6 +20,7 @@ import openpyxl
 import pytest
 
 from conftest import BASE_CASE
+from valuation import interrupts
 from valuation.cli import main
 
 PRECIOUS = b"an earlier workbook the user wants to keep\n"
@@ -77,6 +79,51 @@ def test_a_signal_mid_run_stops_cleanly(tmp_path, sig, code, word):
     assert f"{word}: nothing was written" in err and "Traceback" not in err, err
     assert stopped < 30  # it stops within a chunk, not at the end of a billion paths
     _untouched(out)
+
+
+def _signal_inside_a_c_callback(sig: int) -> None:
+    """What a signal during numba's first compile meets: Python code called back from C (numba's object
+    cache), where the handler's exception is printed as "Exception ignored" and dropped."""
+
+    @ctypes.CFUNCTYPE(None)
+    def callback():
+        os.kill(os.getpid(), sig)
+        for _ in range(10_000):  # the handler runs between these bytecodes, inside the callback
+            pass
+
+    callback()
+    assert interrupts.received() == sig  # the signal arrived, and its exception did not reach us
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("after", ["fails", "goes_on", "finishes"])
+def test_a_signal_whose_exception_is_dropped_still_stops_cleanly(tmp_path, monkeypatch, capsys, sig, after):
+    """Found in a clean-clone CI run: SIGTERM while numba compiled a function (cold cache) was dropped in a
+    callback and numba then failed ('no compiled object yet'): exit 1 and a traceback.  Whatever comes next
+    -- a failure, more chunks, or the end of the run -- the run stops as interrupted and writes nothing."""
+    import valuation
+
+    out = _existing(tmp_path)
+    real_simulate = valuation.simulate
+
+    def simulate(*args, **kwargs):
+        _signal_inside_a_c_callback(sig)
+        if after == "fails":
+            raise RuntimeError("no compiled object yet for <Library '_fold_pvs'>")
+        if after == "goes_on":
+            kwargs["progress"](100)  # the next chunk
+            raise AssertionError("the run went on after the signal")
+        return real_simulate(*args, **kwargs)
+
+    monkeypatch.setattr(valuation, "simulate", simulate)
+    code, word = (143, "terminated") if sig == signal.SIGTERM else (130, "interrupted")
+    assert main(["run", str(BASE_CASE), "--paths", "200", "--out", str(out)]) == code
+    err = capsys.readouterr().err
+    assert f"{word}: nothing was written" in err, err
+    assert "Traceback" not in err and "Exception ignored" not in err and "unexpected" not in err, err
+    _untouched(out)
+    assert interrupts.received() is None  # forgotten once the command is over
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
 
 class _FailingFile:

@@ -11,24 +11,16 @@ from __future__ import annotations
 import argparse
 import difflib
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import pandas as pd
 
+from valuation import interrupts
 from valuation.errors import InputError, Problem
+from valuation.interrupts import Terminated
 
 EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, like Ctrl-C: the same clean stop."""
-
-
-def _terminate(signum, frame):
-    raise Terminated
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,33 +82,34 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     state: dict[str, Path] = {}  # "out": the workbook, once it is complete on disk
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        if args.command == "validate":
-            return _validate(args)
-        return _run(args, state)
-    except InputError as exc:
-        print(f"error: {exc.message()}", file=sys.stderr)
-        return EXIT_INPUT
-    except KeyboardInterrupt as exc:
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        if "out" in state:
-            print(f"{what}: the workbook {state['out']} was already complete", file=sys.stderr)
-        else:
-            print(f"{what}: nothing was written (any earlier workbook is unchanged)", file=sys.stderr)
-        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
-    except Exception as exc:  # an unexpected failure is a bug: keep the traceback for the report
-        import traceback
+    with interrupts.handled():
+        try:
+            if args.command == "validate":
+                return _validate(args)
+            return _run(args, state)
+        except InputError as exc:
+            print(f"error: {exc.message()}", file=sys.stderr)
+            return EXIT_INPUT
+        except KeyboardInterrupt as exc:
+            return _stopped(exc, state)
+        except Exception as exc:
+            if interrupts.received() is not None:  # a failure the interruption caused (e.g. a compile cut short)
+                return _stopped(interrupts.exception_for(interrupts.received()), state)
+            import traceback  # an unexpected failure is a bug: keep the traceback for the report
 
-        traceback.print_exc()
-        print(f"unexpected failure ({type(exc).__name__}); please report it with the traceback above",
-              file=sys.stderr)
-        return EXIT_FAILURE
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+            traceback.print_exc()
+            print(f"unexpected failure ({type(exc).__name__}); please report it with the traceback above",
+                  file=sys.stderr)
+            return EXIT_FAILURE
+
+
+def _stopped(exc: KeyboardInterrupt, state: dict[str, Path]) -> int:
+    what = "terminated" if isinstance(exc, Terminated) else "interrupted"
+    if "out" in state:
+        print(f"{what}: the workbook {state['out']} was already complete", file=sys.stderr)
+    else:
+        print(f"{what}: nothing was written (any earlier workbook is unchanged)", file=sys.stderr)
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -150,13 +143,19 @@ def _run(args: argparse.Namespace, state: dict[str, Path]) -> int:
         raise InputError("", [Problem("--baseline", f"one of {scenario.structure_names()}", args.baseline)])
     paths = scenario.simulation.paths if args.paths is None else args.paths
     bar = _progress_bar(paths)
+
+    def progress(done: int) -> None:  # after each chunk
+        interrupts.check()  # a signal whose exception was dropped on the way stops the run here
+        if bar:
+            bar.update(done)
+
     try:
-        result = simulate(scenario, paths=paths, seed=args.seed, threads=args.threads,
-                          progress=bar.update if bar else None, keep_paths=args.keep_paths,
-                          baseline=args.baseline)
+        result = simulate(scenario, paths=paths, seed=args.seed, threads=args.threads, progress=progress,
+                          keep_paths=args.keep_paths, baseline=args.baseline)
     finally:
         if bar:
             bar.close()
+    interrupts.check()
     written = state["out"] = result.to_excel(out)  # before printing: a closed pipe must not cost the workbook
     summary = result.summary()
     try:

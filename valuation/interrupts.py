@@ -1,0 +1,71 @@
+"""Ctrl-C and SIGTERM for the command line: a clean stop, even when the signal lands somewhere awkward.
+
+A Python signal handler raises its exception wherever the interpreter happens to be.  Inside a C callback
+(numba compiling a function calls back into Python to cache it) that exception is printed as "Exception
+ignored" and dropped: the run would go on, or fail later with an unrelated error.  So each signal is also
+recorded: :func:`check` (called between chunks and before the workbook is written) raises it again, an
+unexpected failure after a signal is reported as the interruption it is, and the dropped exception is not
+printed.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_received: list[int] = []
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, like Ctrl-C: the same clean stop."""
+
+
+def exception_for(signum: int) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def received() -> int | None:
+    """The first signal received inside :func:`handled`, if any."""
+    return _received[0] if _received else None
+
+
+def check() -> None:
+    """Raise the interruption again if a signal arrived (its first exception may have been dropped)."""
+    if _received:
+        raise exception_for(_received[0])
+
+
+def _handler(signum: int, frame) -> None:
+    _received.append(signum)
+    raise exception_for(signum)
+
+
+def _unraisable(previous):
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt) and _received:
+            return  # our own interruption, dropped in a callback: recorded, and raised again by check()
+        previous(unraisable)
+
+    return hook
+
+
+@contextmanager
+def handled() -> Iterator[None]:
+    """SIGINT and SIGTERM recorded and raised as :class:`KeyboardInterrupt` / :class:`Terminated` (on the
+    main thread; elsewhere signals cannot be handled and nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _received.clear()
+    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sys.unraisablehook = hook
+        _received.clear()
