@@ -230,3 +230,14 @@ def test_a_real_full_disk(tiny_filesystem, capsys):
     assert "No space left on device" in err and "Traceback" not in err, err
     filler.unlink()
     _untouched(out)
+
+
+def test_a_signal_the_caller_ignores_stays_ignored(monkeypatch):
+    """A background job of a script (or one under nohup) starts with SIGINT ignored: Ctrl-C in the terminal
+    is not for it, and the command keeps it that way."""
+    monkeypatch.setattr(signal, "getsignal", lambda sig: signal.SIG_IGN if sig == signal.SIGINT else None)
+    installed = []
+    monkeypatch.setattr(signal, "signal", lambda sig, handler: installed.append(sig))
+    with interrupts.handled():
+        pass
+    assert signal.SIGINT not in installed and signal.SIGTERM in installed

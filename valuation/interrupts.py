@@ -54,13 +54,15 @@ def _unraisable(previous):
 
 @contextmanager
 def handled() -> Iterator[None]:
-    """SIGINT and SIGTERM recorded and raised as :class:`KeyboardInterrupt` / :class:`Terminated` (on the
-    main thread; elsewhere signals cannot be handled and nothing changes)."""
+    """SIGINT and SIGTERM recorded and raised as :class:`KeyboardInterrupt` / :class:`Terminated`, unless
+    the caller ignores them (and only on the main thread: elsewhere signals cannot be handled)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     _received.clear()
-    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # a signal the caller ignores stays ignored (a background job of a script, nohup)
+    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(sig) is not signal.SIG_IGN}
     hook, sys.unraisablehook = sys.unraisablehook, _unraisable(sys.unraisablehook)
     try:
         yield
