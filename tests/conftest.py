@@ -11,6 +11,16 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 
+# Runs with 1 and 2 threads must agree bitwise (tests/test_properties.py, tests/test_invariants.py): on a
+# one-CPU runner numba would default to 1 thread and those checks would compare 1 with 1.  Set before numba
+# is imported (test modules import it after this file).
+try:
+    _cpus = len(os.sched_getaffinity(0))
+except AttributeError:  # not on Linux
+    _cpus = os.cpu_count() or 1
+if _cpus < 2:
+    os.environ.setdefault("NUMBA_NUM_THREADS", "2")
+
 # Hypothesis profiles (HYPOTHESIS_PROFILE): "default" keeps a local `pytest` quick, "ci" is what the README's
 # test command and .ci/run use (bounded: a few minutes in all), "long" is for a night.  Tests that need a
 # different count for the same profile read PROFILE.

@@ -115,6 +115,11 @@ def _out_is_a_folder(folder: Path, report: Path) -> list[str]:
     return ["run", str(BASE_CASE), "--paths", "100", "--out", "out.xlsx"]
 
 
+def _reports_is_a_file(folder: Path, report: Path) -> list[str]:
+    (folder / "reports").write_text("notes\n")
+    return ["run", str(BASE_CASE), "--paths", "100"]
+
+
 def _scenario_is_a_folder(folder: Path, report: Path) -> list[str]:
     (folder / "bad.toml").mkdir()
     return ["run", "bad.toml", *RUN]
@@ -231,6 +236,11 @@ CATALOGUE = [
     Mistake("source-not-text", "scenario file", "A source that is a number, and a stray key beside it",
             "parties.microsoft.discount_rate.source",
             scenario(_replace('{ value = 0.09, source = "MSFT WACC', '{ value = 0.09, source = 9, note = "MSFT WACC'))),
+    Mistake("source-control-character", "scenario file", "A source with a control character (an escape code "
+            "pasted in)", "parties.microsoft.discount_rate.source",
+            scenario(_replace('source = "MSFT WACC', 'source = "\\u001bMSFT WACC'))),
+    Mistake("payment-absurd", "scenario file", "A payment of 1e300", "amount",
+            scenario(_replace("amount = { value = 30.0,", "amount = { value = 1e300,"))),
     # ------------------------------------------------------------ workbooks
     Mistake("not-a-workbook", "workbook", "A text file named `.xlsx`", "not an Excel workbook",
             workbook(lambda path: path.write_text("name,value\nvolatility,0.2\n"))),
@@ -247,7 +257,8 @@ CATALOGUE = [
             workbook(_edit_cell("simulation.horizon", "end of 2040"))),
     # ------------------------------------------------------------ command line
     Mistake("paths-zero", "command line", "`--paths 0`", "paths", arguments("--paths", "0")),
-    Mistake("paths-negative", "command line", "`--paths -5`", "paths", arguments("--paths", "-5")),
+    Mistake("paths-negative", "command line", "`--paths -5` (without `--out`: no `reports/` folder is made either)",
+            "paths", arguments("--paths", "-5", out=None)),
     Mistake("paths-not-a-number", "command line", "`--paths many`", "--paths", arguments("--paths", "many")),
     Mistake("paths-absurd", "command line", "`--paths 1e11` written out (a typo: about 3 days of work)", "paths",
             arguments("--paths", "100_000_000_000")),
@@ -269,6 +280,8 @@ CATALOGUE = [
             "not writable", arguments(out="/proc/out.xlsx")),
     Mistake("out-is-a-folder", "command line", "An output path that is a folder", "is a directory",
             _out_is_a_folder),
+    Mistake("default-folder-is-a-file", "command line", "No `--out`, and a file named `reports` where the "
+            "default folder goes", "reports", _reports_is_a_file),
     Mistake("out-not-xlsx", "command line", "An output path not ending in `.xlsx`", "out.csv",
             arguments(out="out.csv")),
     Mistake("unknown-option", "command line", "A misspelt option (`--path`; no abbreviations)", "--path",
@@ -344,7 +357,7 @@ def test_bad_input_gets_exit_2_one_message_and_nothing_written(tmp_path, capsys,
     excerpt = README_ROWS[mistake.id][3]
     assert excerpt.rstrip("…") in " ".join(err.split()), (excerpt, err)
     assert after == before  # nothing written, nothing touched (the earlier out.xlsx included)
-    assert not (tmp_path / "reports").exists()
+    assert not (tmp_path / "reports").is_dir()  # not even the default folder
 
 
 SCENARIO_ROWS = [m for m in CATALOGUE if m.where == "scenario file" and m.id not in ("missing-file",)]

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -200,6 +201,61 @@ def test_an_interrupt_after_saving_says_the_workbook_is_complete(tmp_path, monke
     err = capsys.readouterr().err
     assert f"the workbook {out} was already complete" in err, err
     assert openpyxl.load_workbook(out, read_only=True).sheetnames[0]  # a whole, readable workbook
+
+
+def _kill_self(sig: int) -> None:
+    os.kill(os.getpid(), sig)
+    for _ in range(10_000):  # Python runs the handler between bytecodes: here, not later
+        pass
+
+
+def test_a_signal_during_the_rename_says_the_workbook_is_complete(tmp_path, monkeypatch, capsys):
+    """The rename and the note that the workbook is complete are one step for a signal: never 'nothing was
+    written' about a file that was just replaced (found in review)."""
+    out = _existing(tmp_path)
+    real_replace = os.replace
+
+    def replace(src, dst):
+        real_replace(src, dst)
+        _kill_self(signal.SIGINT)
+
+    monkeypatch.setattr(os, "replace", replace)
+    assert main(["run", str(BASE_CASE), "--paths", "200", "--out", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert f"interrupted: the workbook {out} was already complete" in err and "Traceback" not in err, err
+    assert openpyxl.load_workbook(out, read_only=True).sheetnames[0] == "Read me"  # the new, whole workbook
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+@pytest.mark.parametrize("suffix", [".probe", ".tmp"], ids=["checking_the_folder", "saving"])
+def test_a_signal_as_a_temporary_file_is_made_leaves_nothing(tmp_path, monkeypatch, capsys, suffix):
+    """A signal just after a temporary file is created (the folder's write probe, or the workbook's own) still
+    removes it: it waits until the file has a name to clean up."""
+    out = _existing(tmp_path)
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        made = real_mkstemp(*args, **kwargs)
+        if kwargs.get("suffix") == suffix:
+            _kill_self(signal.SIGTERM)
+        return made
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    assert main(["run", str(BASE_CASE), "--paths", "200", "--out", str(out)]) == 143
+    err = capsys.readouterr().err
+    assert "terminated: nothing was written" in err and "Traceback" not in err, err
+    _untouched(out)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs /proc as a folder no one can write in")
+def test_the_default_folder_in_a_working_folder_no_one_can_write_in(monkeypatch, capsys):
+    """Without --out the workbook goes to reports/ in the working folder: where that folder cannot be made,
+    a message before any path runs (it was a FileNotFoundError traceback; found in review)."""
+    monkeypatch.chdir("/proc")
+    assert main(["run", str(BASE_CASE), "--paths", "100"]) == 2
+    err = capsys.readouterr().err
+    assert "reports/base_case.xlsx: the folder 'reports' cannot be created in '/proc'" in err, err
+    assert "Traceback" not in err
 
 
 @pytest.fixture

@@ -10,16 +10,39 @@ Quick start::
     result.to_excel("reports/base_case.xlsx")
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from __future__ import annotations
 
-from valuation.api import simulate
-from valuation.errors import InputError
-from valuation.results import SimulationResult
-from valuation.scenario import Scenario, load_scenario
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 try:
     __version__ = version("agi-deal-valuation")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0+unknown"
+
+# Imported on first use (PEP 562): `valuation run` starts in a few milliseconds and has its Ctrl-C handling
+# in place before numba, numpy and pandas load.
+_LAZY = {"InputError": "valuation.errors", "Scenario": "valuation.scenario", "SimulationResult": "valuation.results",
+         "load_scenario": "valuation.scenario", "simulate": "valuation.api"}
+
+if TYPE_CHECKING:
+    from valuation.api import simulate
+    from valuation.errors import InputError
+    from valuation.results import SimulationResult
+    from valuation.scenario import Scenario, load_scenario
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'valuation' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = ["InputError", "Scenario", "SimulationResult", "__version__", "load_scenario", "simulate"]

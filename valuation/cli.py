@@ -14,13 +14,12 @@ import os
 import sys
 from pathlib import Path
 
-import pandas as pd
-
 from valuation import interrupts
 from valuation.errors import InputError, Problem
 from valuation.interrupts import Terminated
 
 EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+DEFAULT_FOLDER = "reports"  # where `valuation run` writes without --out
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,20 +80,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    state: dict[str, Path] = {}  # "out": the workbook, once it is complete on disk
     with interrupts.handled():
         try:
             if args.command == "validate":
                 return _validate(args)
-            return _run(args, state)
+            return _run(args)
         except InputError as exc:
             print(f"error: {exc.message()}", file=sys.stderr)
             return EXIT_INPUT
         except KeyboardInterrupt as exc:
-            return _stopped(exc, state)
+            return _stopped(exc)
         except Exception as exc:
             if interrupts.received() is not None:  # a failure the interruption caused (e.g. a compile cut short)
-                return _stopped(interrupts.exception_for(interrupts.received()), state)
+                return _stopped(interrupts.exception_for(interrupts.received()))
             import traceback  # an unexpected failure is a bug: keep the traceback for the report
 
             traceback.print_exc()
@@ -103,10 +101,11 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_FAILURE
 
 
-def _stopped(exc: KeyboardInterrupt, state: dict[str, Path]) -> int:
+def _stopped(exc: KeyboardInterrupt) -> int:
     what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-    if "out" in state:
-        print(f"{what}: the workbook {state['out']} was already complete", file=sys.stderr)
+    done = interrupts.last_completed()  # the workbook's rename and this note are one step for a signal
+    if done is not None:
+        print(f"{what}: the workbook {done} was already complete", file=sys.stderr)
     else:
         print(f"{what}: nothing was written (any earlier workbook is unchanged)", file=sys.stderr)
     return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
@@ -125,20 +124,36 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run(args: argparse.Namespace, state: dict[str, Path]) -> int:
+def _output(args: argparse.Namespace) -> tuple[Path, Path | None]:
+    """The workbook path, checked, and the default folder to create just before writing (None: none)."""
+    from valuation.xlsx import check_output_path, unwritable
+
+    if args.out:
+        return check_output_path(args.out), None
+    folder = Path(DEFAULT_FOLDER)
+    out = folder / f"{Path(args.file).stem}.xlsx"
+    if out.exists() and Path(args.file).exists() and out.resolve() == Path(args.file).resolve():
+        out = out.with_name(f"{out.stem}-rerun.xlsx")  # never overwrite the workbook we read by default
+    if folder.is_dir():
+        return check_output_path(out), None
+    if folder.exists() or folder.is_symlink():
+        raise InputError(str(folder), "is not a folder; expected the folder for workbooks (or give --out)")
+    problem = unwritable(Path.cwd())
+    if problem:
+        raise InputError(str(out), f"the folder {DEFAULT_FOLDER!r} cannot be created in {str(Path.cwd())!r} "
+                                   f"({problem}); expected a writable working folder (or give --out)")
+    return out, folder
+
+
+def _run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from valuation import simulate
-    from valuation.report import check_output_path, format_summary
+    from valuation.report import format_summary
     from valuation.scenario import load_scenario
 
     scenario = load_scenario(args.file)
-    if args.out:
-        out = Path(args.out)
-    else:
-        out = Path("reports") / f"{Path(args.file).stem}.xlsx"
-        out.parent.mkdir(exist_ok=True)  # the default folder is ours to create
-        if out.exists() and Path(args.file).exists() and out.resolve() == Path(args.file).resolve():
-            out = out.with_name(f"{out.stem}-rerun.xlsx")  # never overwrite the workbook we read by default
-    check_output_path(out)
+    out, folder = _output(args)
     if args.baseline is not None and args.baseline not in scenario.structure_names():
         raise InputError("", [Problem("--baseline", f"one of {scenario.structure_names()}", args.baseline)])
     paths = scenario.simulation.paths if args.paths is None else args.paths
@@ -156,7 +171,13 @@ def _run(args: argparse.Namespace, state: dict[str, Path]) -> int:
         if bar:
             bar.close()
     interrupts.check()
-    written = state["out"] = result.to_excel(out)  # before printing: a closed pipe must not cost the workbook
+    if folder is not None:  # the default folder is ours to create, once there is a workbook to put in it
+        try:
+            folder.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise InputError(str(folder), f"cannot be created ({exc.strerror or exc}); expected a writable "
+                                          "working folder (or give --out)") from None
+    written = result.to_excel(out)  # before printing: a closed pipe must not cost the workbook
     summary = result.summary()
     try:
         mode = "" if result.kept_paths else " (streaming: percentiles within 0.05%)"

@@ -250,7 +250,7 @@ def _check_overflow(s: sc.Scenario, model: RevenueModel, t: np.ndarray) -> None:
         return
     when = s.simulation.valuation_date + timedelta(days=round(t[k] * 365.25))
     low = min(rates)
-    rate = f", a discount rate as low as {low:g}" if low < 0 else ""
+    rate = f", a discount rate as low as {low!r}" if low < 0 else ""
     raise InputError(s.path or "<scenario>", [Problem(
         "revenue", f"{ENVELOPE_SDS:g} standard deviations above its mean path, discounted revenue reaches "
         f"{_size(log_pv[k])} USD bn by {when}, so PVs could overflow (limit {PV_LIMIT:.0e}); expected "

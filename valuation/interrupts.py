@@ -5,7 +5,8 @@ A Python signal handler raises its exception wherever the interpreter happens to
 ignored" and dropped: the run would go on, or fail later with an unrelated error.  So each signal is also
 recorded: :func:`check` (called between chunks and before the workbook is written) raises it again, an
 unexpected failure after a signal is reported as the interruption it is, and the dropped exception is not
-printed.
+printed.  Steps that must not be cut in two (a temporary file created and named, a rename and the note that
+the workbook is complete) run inside :func:`deferred`.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 _received: list[int] = []
+_deferring = [0]  # > 0 inside deferred(): the handler records a signal and leaves raising to the block's end
+_completed: list[Path] = []  # files whose rename has happened (inside handled())
 
 
 class Terminated(KeyboardInterrupt):
@@ -27,20 +31,51 @@ def exception_for(signum: int) -> KeyboardInterrupt:
     return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
 def received() -> int | None:
-    """The first signal received inside :func:`handled`, if any."""
-    return _received[0] if _received else None
+    """The first signal received inside :func:`handled`, if any (signals are the main thread's only)."""
+    return _received[0] if _received and _main_thread() else None
 
 
 def check() -> None:
     """Raise the interruption again if a signal arrived (its first exception may have been dropped)."""
-    if _received:
+    if received() is not None:
         raise exception_for(_received[0])
 
 
 def _handler(signum: int, frame) -> None:
     _received.append(signum)
-    raise exception_for(signum)
+    if not _deferring[0]:
+        raise exception_for(signum)
+
+
+@contextmanager
+def deferred() -> Iterator[None]:
+    """A step a signal must not cut in two (creating a file and remembering its name, a rename and noting
+    it): a signal arriving inside is raised when the block ends.  Only where :func:`handled` is active;
+    elsewhere Python's own Ctrl-C applies."""
+    before = len(_received)
+    _deferring[0] += 1
+    try:
+        yield
+    finally:
+        _deferring[0] -= 1
+    if len(_received) > before and _main_thread():
+        raise exception_for(_received[before])
+
+
+def completed(path: Path) -> None:
+    """Note that ``path`` is complete on disk (called inside :func:`deferred` with the rename)."""
+    if _main_thread():
+        _completed.append(path)
+
+
+def last_completed() -> Path | None:
+    """The last file completed inside :func:`handled`, if any."""
+    return _completed[-1] if _completed and _main_thread() else None
 
 
 def _unraisable(previous):
@@ -60,6 +95,7 @@ def handled() -> Iterator[None]:
         yield
         return
     _received.clear()
+    _completed.clear()
     # a signal the caller ignores stays ignored (a background job of a script, nohup)
     previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)
                 if signal.getsignal(sig) is not signal.SIG_IGN}
@@ -71,3 +107,4 @@ def handled() -> Iterator[None]:
             signal.signal(sig, handler)
         sys.unraisablehook = hook
         _received.clear()
+        _completed.clear()

@@ -486,8 +486,9 @@ class EquityStake(_Clause):
 
 class Payment(_Transfer):
     type: Literal["payment"]
-    amount: float = _unit("USD bn", "Paid on `date` when the condition holds (or always).", ge=0.0)
-    amount_otherwise: float = _unit("USD bn", "Paid on `date` when the condition fails.", default=0.0, ge=0.0)
+    amount: float = _unit("USD bn", "Paid on `date` when the condition holds (or always).", ge=0.0, le=1e6)
+    amount_otherwise: float = _unit("USD bn", "Paid on `date` when the condition fails.", default=0.0, ge=0.0,
+                                    le=1e6)
     date: Date = _unit("date", "Payment date (within the horizon).")
     condition: Condition | None = _unit("table", "Condition for `amount`.", default=None)
 
@@ -654,7 +655,7 @@ def _strip_sources(node: Any, path: str, sources: dict[str, str], problems: list
                                         "'source'", has_value=False))
             if "source" in node:
                 if isinstance(node["source"], str):
-                    sources[path] = node["source"]
+                    sources[path] = _strip_sources(node["source"], f"{path}.source", sources, problems)
                 else:
                     problems.append(Problem(f"{path}.source", "text in quotes", node["source"]))
             return node["value"]

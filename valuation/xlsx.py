@@ -18,6 +18,7 @@ from openpyxl.styles import Alignment, Font, PatternFill
 from openpyxl.utils import get_column_letter, quote_sheetname
 from openpyxl.worksheet.table import Table, TableStyleInfo
 
+from valuation import interrupts
 from valuation.errors import InputError
 
 BN = '#,##0.00;[Red]-#,##0.00'
@@ -200,34 +201,55 @@ def check_output_path(path: str | Path) -> Path:
         raise InputError(where, f"folder {str(parent)!r} does not exist; expected an existing folder")
     if path.exists() and not os.access(path, os.W_OK):
         raise InputError(where, "exists and is read-only; expected a writable file")
-    try:  # the only reliable test of a folder (read-only mounts, /proc, quotas) is to write in it
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as exc:
-        raise InputError(where, f"folder {str(parent)!r} is not writable ({exc.strerror or exc})") from None
+    problem = unwritable(parent)
+    if problem:
+        raise InputError(where, f"folder {str(parent)!r} is not writable ({problem})")
     return path
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why nothing can be written in ``folder``, or None.  The only reliable test (read-only mounts, /proc,
+    quotas, root ignoring permission bits) is to write there: a probe file, created and removed."""
+    try:
+        with interrupts.deferred():  # never a probe left behind
+            fd, probe = tempfile.mkstemp(prefix=".valuation.", suffix=".probe", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        return str(exc.strerror or exc)
+    return None
 
 
 def atomic_save(workbook: Workbook, path: Path) -> Path:
     """Save via a temporary file in the same folder and a rename (through a symbolic link to its target)."""
     path = Path(os.path.realpath(path))
+    tmp = fh = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise InputError(str(path), f"cannot be written ({exc.strerror or exc}); nothing was written") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:  # closes fd, also on failure
+        with interrupts.deferred():  # a signal waits until the temporary file is named: then it is removed
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            except OSError as exc:
+                raise InputError(str(path), f"cannot be written ({exc.strerror or exc}); nothing was "
+                                            "written") from None
+            fh = os.fdopen(fd, "wb")
+        with fh:
             os.chmod(tmp, _file_mode(path))
             buffer = io.BytesIO()  # zip in memory: a failing disk then meets one plain write, not a half-open zip
             workbook.save(buffer)
             fh.write(buffer.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())  # on disk before the rename makes it the workbook
-        os.replace(tmp, path)
+        with interrupts.deferred():  # renamed and noted as complete, or neither
+            os.replace(tmp, path)
+            tmp = None
+            interrupts.completed(path)
     except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        if fh is not None:
+            with contextlib.suppress(OSError):
+                fh.close()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         if isinstance(exc, OSError):
             raise InputError(str(path), f"cannot be written ({exc.strerror or exc}); any earlier file is "
                                         "unchanged") from None
