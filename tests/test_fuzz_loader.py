@@ -2,7 +2,8 @@
 
 Hypothesis generates byte strings, mutations of the shipped base case (bytes changed, cut, inserted; values
 replaced by awkward tokens) and edits of a report's Assumptions sheet.  Any other exception is a bug: the
-CLI would print a traceback instead of a message.  Example counts follow the profiles in conftest.py
+CLI would print a traceback instead of a message.  What loads must also compile (or raise InputError) and
+fit in the Assumptions sheet's cells.  Example counts follow the profiles in conftest.py
 (``HYPOTHESIS_PROFILE=ci`` in CI, ``long`` for many more).
 """
 
@@ -14,15 +15,18 @@ from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from openpyxl import load_workbook
+from openpyxl import Workbook, load_workbook
 
 import valuation
 from conftest import BASE_CASE
+from valuation.assumptions import assumption_rows
+from valuation.compile import compile_scenario
 from valuation.errors import InputError
 
 BASE = BASE_CASE.read_bytes()
 TOKENS = [b"-", b"nan", b"inf", b"-inf", b"1e400", b"1e-320", b"0", b"-1", b"\x00", b"\xff", b"[", b"]", b"{", b"}",
-          b'"', b"'''", b"=", b"\n", b"#", b"true", b"9" * 30, b"1979-01-01", b"2200-02-30", b"\\u0000", b"[[x]]"]
+          b'"', b"'''", b"=", b"\n", b"#", b"true", b"9" * 30, b"1979-01-01", b"2200-02-30", b"\\u0000", b"[[x]]",
+          b"\\u001b", b"\\t"]
 
 
 def load_bytes(data: bytes, suffix: str = ".toml") -> None:
@@ -31,10 +35,15 @@ def load_bytes(data: bytes, suffix: str = ".toml") -> None:
         path.write_bytes(data)
         try:
             scenario = valuation.load_scenario(path)
+            compile_scenario(scenario)  # what the loader accepts, the compiler takes (or explains, e.g. overflow)
         except InputError as exc:
             assert exc.message()  # a message, which names the file
             return
         assert isinstance(scenario, valuation.Scenario)
+        cell = Workbook().active.cell(row=1, column=1)
+        for row in assumption_rows(scenario):  # and the Assumptions sheet can hold it (openpyxl refuses what
+            for value in row.values():  # a workbook cannot: a control character in a source once got through)
+                cell.value = value
 
 
 @given(st.binary(max_size=2_000))
@@ -47,7 +56,7 @@ def test_random_text(text):
     load_bytes(text.encode("utf-8", "surrogatepass"))
 
 
-mutation = st.tuples(st.floats(0, 1, exclude_max=True), st.sampled_from(["set", "cut", "insert", "value"]),
+mutation = st.tuples(st.floats(0, 1, exclude_max=True), st.sampled_from(["set", "cut", "insert", "value", "in_text"]),
                      st.integers(0, 255), st.integers(1, 40), st.sampled_from(TOKENS))
 
 
@@ -63,6 +72,10 @@ def mutate(data: bytes, mutations) -> bytes:
             del b[pos:pos + length]
         elif op == "insert":
             b[pos:pos] = token
+        elif op == "in_text":  # into the next quoted text (a name, a label, mostly a source)
+            quote = b.find(b'"', pos)
+            if quote >= 0:
+                b[quote + 1:quote + 1] = token
         else:  # replace the value after the next '='
             eq = b.find(b"= ", pos)
             if eq >= 0:
