@@ -118,12 +118,11 @@ def test_higher_rate_never_lowers_payee_pv(structure):
     assert np.mean(hi > lo) > 0.5  # and it does raise it on most paths
 
 
-def test_identical_for_any_thread_count_and_chunk_size():
+def test_identical_for_any_thread_count_and_chunk_size():  # 2 threads: tests/conftest.py allows them
     s = scenario_from_dict(base_case_dict())
-    most = 2  # tests/conftest.py makes sure numba may use 2
     one = simulate(s, paths=5_000, seed=42, threads=1, chunk_size=5_000)
-    two = simulate(s, paths=5_000, seed=42, threads=most, chunk_size=777)
-    three = simulate(s, paths=5_000, seed=42, threads=most, chunk_size=4_096)
+    two = simulate(s, paths=5_000, seed=42, threads=2, chunk_size=777)
+    three = simulate(s, paths=5_000, seed=42, threads=2, chunk_size=4_096)
     np.testing.assert_array_equal(one.pvs, two.pvs)
     np.testing.assert_array_equal(one.pvs, three.pvs)
     np.testing.assert_array_equal(one.drivers.to_numpy(), two.drivers.to_numpy())
@@ -159,8 +158,7 @@ def test_expected_cash_flows_discount_to_the_mean_pv():
 
 def test_cash_flows_identical_for_any_thread_count_and_chunk_size():
     s = scenario_from_dict(base_case_dict())
-    most = 2  # tests/conftest.py makes sure numba may use 2
     a = simulate(s, paths=5_000, seed=2, threads=1, chunk_size=1_000)
-    b = simulate(s, paths=5_000, seed=2, threads=most, chunk_size=65_536)
+    b = simulate(s, paths=5_000, seed=2, threads=2, chunk_size=65_536)
     np.testing.assert_array_equal(a.cash_flows, b.cash_flows)
     np.testing.assert_array_equal(a.revenue_sample, b.revenue_sample)

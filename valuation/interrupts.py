@@ -20,7 +20,7 @@ from pathlib import Path
 
 _received: list[int] = []
 _deferring = [0]  # > 0 inside deferred(): the handler records a signal and leaves raising to the block's end
-_completed: list[Path] = []  # files whose rename has happened (inside handled())
+_completed: list[Path | None] = [None]  # the last file whose rename has happened (inside handled())
 
 
 class Terminated(KeyboardInterrupt):
@@ -70,12 +70,12 @@ def deferred() -> Iterator[None]:
 def completed(path: Path) -> None:
     """Note that ``path`` is complete on disk (called inside :func:`deferred` with the rename)."""
     if _main_thread():
-        _completed.append(path)
+        _completed[0] = path
 
 
 def last_completed() -> Path | None:
     """The last file completed inside :func:`handled`, if any."""
-    return _completed[-1] if _completed and _main_thread() else None
+    return _completed[0] if _main_thread() else None
 
 
 def _unraisable(previous):
@@ -91,11 +91,11 @@ def _unraisable(previous):
 def handled() -> Iterator[None]:
     """SIGINT and SIGTERM recorded and raised as :class:`KeyboardInterrupt` / :class:`Terminated`, unless
     the caller ignores them (and only on the main thread: elsewhere signals cannot be handled)."""
-    if threading.current_thread() is not threading.main_thread():
+    if not _main_thread():
         yield
         return
     _received.clear()
-    _completed.clear()
+    _completed[0] = None
     # a signal the caller ignores stays ignored (a background job of a script, nohup)
     previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)
                 if signal.getsignal(sig) is not signal.SIG_IGN}
@@ -107,4 +107,4 @@ def handled() -> Iterator[None]:
             signal.signal(sig, handler)
         sys.unraisablehook = hook
         _received.clear()
-        _completed.clear()
+        _completed[0] = None
