@@ -40,6 +40,7 @@ class Mistake:
     what: str  # the mistake, as the README's table says it
     key: str  # what the message must name (the README's excerpt contains it)
     setup: Callable[[Path, Path], list[str]]
+    env: tuple[tuple[str, str], ...] = ()  # environment variables set for the run
 
 
 RUN = ["--paths", "100", "--out", "out.xlsx"]
@@ -81,12 +82,17 @@ def arguments(*args: str, out: str | None = "out.xlsx") -> Callable[[Path, Path]
     return setup
 
 
-def _edit_cell(key: str, value: object) -> Callable[[Path], None]:
+def _edit_cell(key: str, value: object, column: int = 2, given: bool = False) -> Callable[[Path], None]:
+    """The cell in ``column`` (2: Value, 1: Key) of ``key``'s row on the Assumptions sheet set to ``value``
+    (and the row marked given)."""
+
     def edit(path: Path) -> None:
         wb = load_workbook(path)
         ws = wb["Assumptions"]
         row = next(r for r in range(2, ws.max_row + 1) if ws.cell(row=r, column=1).value == key)
-        ws.cell(row=row, column=2, value=value)
+        ws.cell(row=row, column=column, value=value)
+        if given:
+            ws.cell(row=row, column=5, value="given")
         wb.save(path)
 
     return edit
@@ -123,6 +129,36 @@ def _reports_is_a_file(folder: Path, report: Path) -> list[str]:
 def _scenario_is_a_folder(folder: Path, report: Path) -> list[str]:
     (folder / "bad.toml").mkdir()
     return ["run", "bad.toml", *RUN]
+
+
+def _link(target: str) -> Callable[[Path, Path], list[str]]:
+    """``--out link.xlsx``, a symbolic link to ``target``."""
+
+    def setup(folder: Path, report: Path) -> list[str]:
+        (folder / "link.xlsx").symlink_to(target)
+        return ["run", str(BASE_CASE), "--paths", "100", "--out", "link.xlsx"]
+
+    return setup
+
+
+def _link_loop(folder: Path, report: Path) -> list[str]:
+    (folder / "a.xlsx").symlink_to("b.xlsx")
+    (folder / "b.xlsx").symlink_to("a.xlsx")
+    return ["run", str(BASE_CASE), "--paths", "100", "--out", "a.xlsx"]
+
+
+def wide_scenario(structures: int, parties: int) -> str:
+    """A valid scenario of many structures and parties (one payment each), built as a user might script it."""
+    head = TEXT.split("[parties.microsoft]")[0]
+    out = [head]
+    for p in range(parties):
+        out.append(f"[parties.p{p}]\ndiscount_rate = 0.1\n")
+    out.append(TEXT[TEXT.index("# ---------------------------------------------------------------- AGI"):
+                    TEXT.index("[[deadlines]]")].replace("[simulation]", ""))
+    for i in range(structures):
+        out.append(f'[[structures]]\nname = "s{i}"\n[[structures.clauses]]\ntype = "payment"\npayer = "p0"\n'
+                   f'payee = "p{1 + i % (parties - 1)}"\namount = 1.0\ndate = 2030-12-31\n')
+    return "\n".join(out).replace('baseline = "terms_2019_2023"', 'baseline = "s0"')
 
 
 IPO = ('family = "lognormal"\nstart = 2026-01-01\n'
@@ -241,6 +277,28 @@ CATALOGUE = [
             scenario(_replace('source = "MSFT WACC', 'source = "\\u001bMSFT WACC'))),
     Mistake("payment-absurd", "scenario file", "A payment of 1e300", "amount",
             scenario(_replace("amount = { value = 30.0,", "amount = { value = 1e300,"))),
+    Mistake("label-control-character", "scenario file", "A label written as `{ value = ..., source = ... }` "
+            "with a control character", "structures[0].label",
+            scenario(_replace('label = "2019/2023 terms (status quo)"',
+                              'label = { value = "2019/2023\\u0001 terms", source = "x" }'))),
+    Mistake("label-empty", "scenario file", "An empty label", "structures[0].label",
+            scenario(_replace('label = "2019/2023 terms (status quo)"', 'label = ""'))),
+    Mistake("label-too-long", "scenario file", "A label of 300 characters (labels head tables and legends)",
+            "structures[0].label",
+            scenario(_replace('label = "2019/2023 terms (status quo)"', f'label = "{"x" * 300}"'))),
+    Mistake("nested-too-deep", "scenario file", "500 nested `[` in a 1 KB file", "nested too deeply",
+            scenario(TEXT + "\nextra = " + "[" * 500 + "]" * 500 + "\n")),
+    Mistake("nested-deeper-than-the-schema", "scenario file", "Lists nested 40 deep where a number belongs",
+            "simulation.steps_per_year[0][0]",
+            scenario(_replace("steps_per_year = 4", "steps_per_year = " + "[" * 40 + "4" + "]" * 40))),
+    Mistake("utf16-file", "scenario file", "A file saved as UTF-16 (\"Unicode\" in Notepad)", "UTF-16",
+            scenario(TEXT.encode("utf-16"))),
+    Mistake("file-too-large", "scenario file", "A 17 MB file (a data dump, not a scenario)", "larger than 16 MB",
+            scenario(TEXT + "#" * (17 * 2**20) + "\n")),
+    Mistake("workbook-too-wide", "scenario file", "255 structures x 65 parties: the Paths sheet would need more "
+            "columns than Excel has", "sheet Paths", scenario(wide_scenario(255, 65))),
+    Mistake("too-many-parties-for-charts", "scenario file", "256 parties: more series than an Excel chart holds",
+            "charts", scenario(wide_scenario(2, 256))),
     # ------------------------------------------------------------ workbooks
     Mistake("not-a-workbook", "workbook", "A text file named `.xlsx`", "not an Excel workbook",
             workbook(lambda path: path.write_text("name,value\nvolatility,0.2\n"))),
@@ -255,6 +313,19 @@ CATALOGUE = [
             workbook(_edit_cell("revenue.initial", "twelve"))),
     Mistake("edited-date-not-a-date", "workbook", "A date edited to text", "simulation.horizon",
             workbook(_edit_cell("simulation.horizon", "end of 2040"))),
+    Mistake("edited-key-conflict", "workbook", "An Assumptions key edited to run into another "
+            "(`simulation.steps_per_year.x`)", "simulation.steps_per_year",
+            workbook(_edit_cell("simulation.paths", "simulation.steps_per_year.x", column=1, given=True))),
+    Mistake("edited-index-huge", "workbook", "An Assumptions key edited to a list position of 100 million",
+            "structures[99999999]",
+            workbook(_edit_cell("structures[0].name", "structures[99999999].name", column=1, given=True))),
+    # ------------------------------------------------------------ environment
+    Mistake("numba-threads-zero", "environment", "`NUMBA_NUM_THREADS=0`", "NUMBA_NUM_THREADS",
+            arguments("--paths", "100"), env=(("NUMBA_NUM_THREADS", "0"),)),
+    Mistake("numba-threads-not-a-number", "environment", "`NUMBA_NUM_THREADS=two`", "NUMBA_NUM_THREADS",
+            arguments("--paths", "100"), env=(("NUMBA_NUM_THREADS", "two"),)),
+    Mistake("threading-layer-unknown", "environment", "`NUMBA_THREADING_LAYER=fast` (no such layer)",
+            "NUMBA_THREADING_LAYER", arguments("--paths", "100"), env=(("NUMBA_THREADING_LAYER", "fast"),)),
     # ------------------------------------------------------------ command line
     Mistake("paths-zero", "command line", "`--paths 0`", "paths", arguments("--paths", "0")),
     Mistake("paths-negative", "command line", "`--paths -5` (without `--out`: no `reports/` folder is made either)",
@@ -282,6 +353,13 @@ CATALOGUE = [
             _out_is_a_folder),
     Mistake("default-folder-is-a-file", "command line", "No `--out`, and a file named `reports` where the "
             "default folder goes", "reports", _reports_is_a_file),
+    Mistake("out-name-too-long", "command line", "An output file name of 261 bytes (the file system takes 255)",
+            "a file name of 261 bytes", arguments(out="y" * 256 + ".xlsx")),
+    Mistake("out-link-target-missing", "command line", "An output path that is a link into a folder that does "
+            "not exist", "link.xlsx", _link("missing/out.xlsx")),
+    Mistake("out-link-target-read-only", "command line", "An output path that is a link into a folder no one "
+            "can write in (`/proc`)", "link.xlsx", _link("/proc/out.xlsx")),
+    Mistake("out-link-loop", "command line", "An output path that is a loop of links", "a.xlsx", _link_loop),
     Mistake("out-not-xlsx", "command line", "An output path not ending in `.xlsx`", "out.csv",
             arguments(out="out.csv")),
     Mistake("unknown-option", "command line", "A misspelt option (`--path`; no abbreviations)", "--path",
@@ -300,7 +378,9 @@ def report(tmp_path_factory) -> Path:
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[bytes | None, int]]:
-    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() else None, p.stat().st_mtime_ns)
+    """Every entry's bytes and time (a link's own, not its target's: some point nowhere)."""
+    return {str(p.relative_to(folder)): (p.read_bytes() if p.is_file() and not p.is_symlink() else None,
+                                         p.lstat().st_mtime_ns)
             for p in sorted(folder.rglob("*"))}
 
 
@@ -310,7 +390,9 @@ def run_mistake(mistake: Mistake, folder: Path, report: Path) -> tuple[int, dict
     argv = mistake.setup(folder, report)
     before = _snapshot(folder)
     cwd = os.getcwd()
+    saved = {name: os.environ.get(name) for name, _ in mistake.env}
     os.chdir(folder)
+    os.environ.update(dict(mistake.env))
     try:
         try:
             code = main(argv)
@@ -318,6 +400,11 @@ def run_mistake(mistake: Mistake, folder: Path, report: Path) -> tuple[int, dict
             code = exc.code
     finally:
         os.chdir(cwd)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return code, before, _snapshot(folder)
 
 
@@ -339,6 +426,17 @@ def readme_catalogue() -> list[tuple[str, str, str, str]]:
 README_ROWS = {row[0]: row for row in readme_catalogue()}
 
 
+def _quotes(excerpt: str, err: str) -> bool:
+    """The message contains the excerpt: its parts, in order, where ``…`` marks text left out."""
+    text, at = " ".join(err.split()), 0
+    for part in (p for p in excerpt.split("…") if p):
+        at = text.find(part, at)
+        if at < 0:
+            raise AssertionError(f"{part!r} (from the README's excerpt {excerpt!r}) is not in the message:\n{err}")
+        at += len(part)
+    return True
+
+
 def test_the_readme_catalogues_every_case_and_only_those():
     assert [row[0] for row in readme_catalogue()] == [m.id for m in CATALOGUE]
     assert len(CATALOGUE) >= 30
@@ -354,8 +452,7 @@ def test_bad_input_gets_exit_2_one_message_and_nothing_written(tmp_path, capsys,
     err = capsys.readouterr().err
     assert code == 2, err
     assert "Traceback" not in err and len(re.findall(r"^(?:valuation[a-z ]*: )?error: ", err, re.M)) == 1, err
-    excerpt = README_ROWS[mistake.id][3]
-    assert excerpt.rstrip("…") in " ".join(err.split()), (excerpt, err)
+    assert _quotes(README_ROWS[mistake.id][3], err)
     assert after == before  # nothing written, nothing touched (the earlier out.xlsx included)
     assert not (tmp_path / "reports").is_dir()  # not even the default folder
 
@@ -368,7 +465,7 @@ def test_validate_reports_the_same_problem(tmp_path, capsys, monkeypatch, report
     argv = mistake.setup(tmp_path, report)
     monkeypatch.chdir(tmp_path)
     assert main(["validate", argv[1]]) == 2
-    assert README_ROWS[mistake.id][3].rstrip("…") in " ".join(capsys.readouterr().err.split())
+    assert _quotes(README_ROWS[mistake.id][3], capsys.readouterr().err)
 
 
 def test_good_file_validates(capsys):

@@ -3,13 +3,15 @@
 import os
 import shutil
 import subprocess
+from datetime import date
 
 import numpy as np
 import openpyxl
 import pytest
 
-from conftest import BASE_CASE
+from conftest import BASE_CASE, minimal_dict
 from valuation import simulate
+from valuation.scenario import scenario_from_dict
 
 SOFFICE = shutil.which("soffice") or shutil.which("libreoffice")
 pytestmark = pytest.mark.skipif(SOFFICE is None and not os.environ.get("CI"),
@@ -91,3 +93,19 @@ def test_editing_a_discount_rate_re_discounts_in_the_workbook(report):
     m = result.parties.index("microsoft")
     means = result.pvs.mean(axis=0)
     assert np.all(live.reshape(means.shape)[:, m] < means[:, m])  # a higher rate lowers Microsoft's receipts
+
+
+def test_a_long_daily_grid_recalculates_whole(tmp_path):
+    """Daily steps to 2070 (more times than a sheet has columns): the flows behind the live PV ran past column
+    XFD, LibreOffice dropped them silently and the live PV pointed beyond the sheet.  Laid out down the rows,
+    every flow is read and the live PV is the simulated mean again."""
+    data = minimal_dict(initial_growth=0.05, long_run_growth=0.05)
+    data["simulation"].update(steps_per_year=365, horizon=date(2070, 12, 31))
+    result = simulate(scenario_from_dict(data), paths=300, seed=5)
+    assert len(result.slot_time) > 16_384
+    path = result.to_excel(tmp_path / "daily.xlsx")
+    recalculated = openpyxl.load_workbook(_convert(path, "xlsx:Calc MS Excel 2007 XML", tmp_path), data_only=True)
+    live = _live_pv(recalculated["Cash flows"])
+    np.testing.assert_allclose(live, result.pvs.mean(axis=0).ravel(), rtol=1e-6, atol=1e-9)
+    for ws in recalculated.worksheets:
+        assert ws.max_column <= 16_384 and ws.max_row <= 1_048_576

@@ -253,7 +253,7 @@ def common_keys(draw, clause: dict) -> dict:
     if maybe(draw, 2):
         clause["discount_rate"] = draw(num(-0.05, 0.3))
     if maybe(draw, 1):
-        clause["label"] = draw(st.sampled_from(["a clause", "Ünïcode label", ""]))
+        clause["label"] = draw(st.sampled_from(["a clause", "Ünïcode label", " "]))
     return clause
 
 

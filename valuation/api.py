@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from models.rng import key_from_seed
-from valuation import engine
+from valuation import arguments, engine, environment
 from valuation.compile import PV_LIMIT, compile_scenario
 from valuation.errors import InputError, Problem
 from valuation.results import HEAD, SimulationResult, year_ends
@@ -20,6 +20,7 @@ from valuation.scenario import MAX_PATHS, Scenario, load_scenario
 from valuation.stream import DriverTally, PVStream
 
 REVENUE_SAMPLE = 2_000  # paths whose whole revenue path is kept (for the revenue fan)
+REVENUE_BYTES = 128 * 2**20  # ... fewer on a long fine grid (a daily one over decades), within this memory
 KEEP_LIMIT = 2**30  # bytes of per-path PVs up to which keep_paths=None keeps them (10M paths x 20 PVs do not)
 
 
@@ -66,21 +67,23 @@ def simulate(
     -------
     SimulationResult
     """
+    where = "simulate()"
     if not isinstance(scenario, Scenario):
-        scenario = load_scenario(scenario)
-    paths = scenario.simulation.paths if paths is None else paths
-    seed = scenario.simulation.seed if seed is None else seed
-    where = scenario.path or "<scenario>"
-    _check_count("paths", paths, 1, MAX_PATHS)
-    _check_count("seed", seed, 0, 2**63 - 1)
-    _check_count("chunk_size", chunk_size, 1)
+        scenario = load_scenario(arguments.path(where, "scenario", scenario, "a Scenario, or the path of a .toml "
+                                                "scenario or an .xlsx report"))
+    scenario = scenario.checked()  # a scenario changed in Python is validated like a file
+    paths = arguments.count(where, "paths", scenario.simulation.paths if paths is None else paths, 1, MAX_PATHS)
+    seed = arguments.count(where, "seed", scenario.simulation.seed if seed is None else seed, 0, 2**63 - 1)
+    chunk_size = arguments.count(where, "chunk_size", chunk_size, 1)
     if threads is not None:
-        _check_count("threads", threads, 1, numba.config.NUMBA_NUM_THREADS)
-    if keep_paths is not None and not isinstance(keep_paths, bool):
-        raise InputError("", [Problem("keep_paths", "True, False or None", keep_paths)])
-    baseline = scenario.baseline if baseline is None else baseline
-    if baseline is not None and baseline not in scenario.structure_names():
-        raise InputError("", [Problem("baseline", f"one of {scenario.structure_names()}", baseline)])
+        threads = arguments.count(where, "threads", threads, 1, numba.config.NUMBA_NUM_THREADS)
+    progress = arguments.optional_callable(where, "progress", progress, "a function called with the number of "
+                                           "paths done after each chunk, or None")
+    keep_paths = arguments.optional_flag(where, "keep_paths", keep_paths)
+    names = scenario.structure_names()
+    baseline = arguments.optional_name(where, "baseline", baseline, names, "a structure") or scenario.baseline
+    environment.check()
+    where = scenario.path or "<scenario>"
     compiled = compile_scenario(scenario)
     pv_bytes = 8 * paths * len(compiled.structures) * len(compiled.parties)
     keep = pv_bytes <= KEEP_LIMIT if keep_paths is None else keep_paths
@@ -92,13 +95,13 @@ def simulate(
                   entropy=int(ss.entropy), compile_seconds=compile_seconds,
                   threads=threads or numba.get_num_threads(), fits=compiled.fits, baseline=baseline,
                   slot_time=compiled.slot_time, class_rates=compiled.class_rates, step_time=compiled.t,
-                  n_paths=paths)
+                  n_paths=paths, compiled=compiled)
     start = time.perf_counter()
     if not keep:
-        return _simulate_streaming(compiled, key, paths, where, chunk_size=chunk_size,
+        return _simulate_streaming(key, paths, where, chunk_size=chunk_size,
                                    progress=progress, start=start, **common)
     out = engine.simulate_arrays(compiled, key, paths, chunk_size=chunk_size, threads=threads, progress=progress,
-                                 record=REVENUE_SAMPLE)
+                                 record=_recorded(compiled))
     run_seconds = time.perf_counter() - start
     _check_finite(where, out["pv"], compiled.structures, compiled.parties)
     out["pv"].flags.writeable = False  # results are evidence: views handed out cannot change them
@@ -116,9 +119,10 @@ def _drivers(compiled, out: dict[str, np.ndarray]) -> pd.DataFrame:
     return drivers
 
 
-def _simulate_streaming(compiled, key: np.ndarray, paths: int, where: str, *, chunk_size: int, progress,
-                        start: float, **common) -> SimulationResult:
+def _simulate_streaming(key: np.ndarray, paths: int, where: str, *, chunk_size: int, progress, start: float,
+                        **common) -> SimulationResult:
     """Chunk by chunk: fold each chunk's PVs and drivers into the statistics, keep only the first paths."""
+    compiled = common["compiled"]
     S, P = len(compiled.structures), len(compiled.parties)
     base = compiled.structures.index(common["baseline"] or compiled.structures[0])
     stream = PVStream(S, P, base)
@@ -138,20 +142,16 @@ def _simulate_streaming(compiled, key: np.ndarray, paths: int, where: str, *, ch
                 head[name] = part if name not in head else np.concatenate((head[name], part))
 
     revenue_path, flows = engine.stream_chunks(compiled, key, paths, consume, chunk_size=chunk_size,
-                                               threads=common["threads"], progress=progress, record=REVENUE_SAMPLE)
+                                               threads=common["threads"], progress=progress, record=_recorded(compiled))
     return SimulationResult(
         path_pvs=None, path_drivers=None, run_seconds=time.perf_counter() - start, stream=stream, tally=tally,
         head_pvs=head["pv"], head_drivers=_drivers(compiled, head),
         cash_flows=engine.expected_flows(compiled, flows) / paths, revenue_sample=revenue_path, **common)
 
 
-def _check_count(name: str, value: object, minimum: int, maximum: int | None = None) -> None:
-    """A run argument (not from the scenario file): a whole number in range."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= minimum
-    if ok and (maximum is None or value <= maximum):
-        return
-    upper = f" and <= {maximum}" if maximum is not None else ""
-    raise InputError("", [Problem(name, f"a whole number >= {minimum}{upper}", value)])
+def _recorded(compiled) -> int:
+    """Paths whose revenue path is kept for the fan: REVENUE_SAMPLE, fewer on a grid too long for memory."""
+    return max(1, min(REVENUE_SAMPLE, REVENUE_BYTES // (8 * len(compiled.t))))
 
 
 def _check_memory(paths: int, compiled) -> None:

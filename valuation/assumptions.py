@@ -9,8 +9,6 @@ the same checks as a TOML file: an unedited sheet gives the same scenario, hence
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import replace
 from datetime import date as Date
 from datetime import datetime
@@ -19,13 +17,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from valuation import keys
 from valuation.errors import InputError, Problem
 from valuation.scenario import EventOffset, Scenario, scenario_from_dict
 
 TYPES = ("number", "integer", "date", "text", "true/false", "")  # "": an empty optional input
 COLUMNS = ("Key", "Value", "Type", "Unit", "Given or default", "Source", "Table source", "Description")
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_TOKEN = re.compile(r'\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[("(?:[^"\\]|\\.)*")\]|^([A-Za-z_][A-Za-z0-9_]*)')
 
 
 def assumption_rows(scenario: Scenario, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -44,17 +41,13 @@ def assumption_rows(scenario: Scenario, overrides: dict[str, Any] | None = None)
     return rows
 
 
-def _name(key: str) -> str:
-    return f".{key}" if _IDENT.fullmatch(key) else f"[{json.dumps(key)}]"
-
-
 def _walk(model: BaseModel, prefix: str, inherited: str | None, sources: dict[str, str],
           rows: list[dict[str, Any]]) -> None:
     table_source = getattr(model, "source", None) or inherited
     for name, field in type(model).model_fields.items():
         if field.exclude:
             continue
-        key = f"{prefix}{_name(field.alias or name)}" if prefix else (field.alias or name)
+        key = keys.join(prefix, field.alias or name)
         value = getattr(model, name)
         if name == "source":
             if value is not None:
@@ -64,7 +57,7 @@ def _walk(model: BaseModel, prefix: str, inherited: str | None, sources: dict[st
             _walk(value, key, table_source, sources, rows)
         elif isinstance(value, dict):
             for k, v in value.items():
-                _walk(v, f"{key}{_name(k)}", table_source, sources, rows)
+                _walk(v, keys.join(key, k), table_source, sources, rows)
         elif isinstance(value, list) and value and not all(isinstance(v, EventOffset) for v in value) and \
                 all(isinstance(v, BaseModel) for v in value):
             for i, v in enumerate(value):
@@ -197,37 +190,42 @@ def _where(row: dict[str, Any]) -> str:
     return f"{row['key']} (cell {row['cell']})" if row.get("cell") else row["key"]
 
 
-def _tokens(key: str) -> list[str | int]:
-    out: list[str | int] = []
-    pos = 0
-    while pos < len(key):
-        m = _TOKEN.match(key, pos)
-        if not m or m.end() == pos:
-            raise ValueError(key)
-        name, index, quoted, first = m.groups()
-        out.append(int(index) if index is not None else json.loads(quoted) if quoted is not None else name or first)
-        pos = m.end()
-    return out
+MAX_INDEX = 10_000  # list positions a key may name (a sheet of this tool's has a few hundred rows)
 
 
 def _assign(data: dict[str, Any], key: str, value: Any, source: str | None, problems: list[Problem],
             cell: str) -> None:
+    where = f"{key} (cell {cell})" if cell else key
     try:
-        path = _tokens(key)
+        path = keys.parse(key)
     except ValueError:
-        problems.append(Problem(f"{key} (cell {cell})" if cell else key, "a key path such as "
-                                "structures[0].clauses[1].rate", has_value=False))
+        problems.append(Problem(where, "a key path such as structures[0].clauses[1].rate", has_value=False))
+        return
+    if any(isinstance(p, int) and p > MAX_INDEX for p in path):
+        problems.append(Problem(where, f"list positions of at most {MAX_INDEX:,}", has_value=False))
         return
     node: Any = data
-    for here, nxt in zip(path[:-1], path[1:], strict=True):
-        child: Any = [] if isinstance(nxt, int) else {}
-        if isinstance(here, int):
+    for depth, (here, nxt) in enumerate(zip(path[:-1], path[1:], strict=True)):
+        fresh: Any = [] if isinstance(nxt, int) else {}
+        if isinstance(here, int) and isinstance(node, list):
             while len(node) <= here:
-                node.append({} if not isinstance(nxt, int) else [])
+                node.append(None)
+            if node[here] is None:
+                node[here] = fresh
             node = node[here]
+        elif isinstance(here, str) and isinstance(node, dict):
+            node = node.setdefault(here, fresh)
         else:
-            node = node.setdefault(here, child)
+            node = None
+        if not isinstance(node, (dict, list)):
+            problems.append(Problem(where, f"a key that agrees with the other rows: {keys.build(path[:depth + 1])} "
+                                    "holds a value there, not a table or list", has_value=False))
+            return
     last = path[-1]
+    if isinstance(last, int) != isinstance(node, list):
+        problems.append(Problem(where, f"a key that agrees with the other rows: {keys.build(path[:-1]) or 'the top'} "
+                                f"is a {'list' if isinstance(node, list) else 'table'}", has_value=False))
+        return
     if value is None:
         return
     item = {"value": value, "source": source} if source and last != "source" else value
@@ -242,7 +240,7 @@ def _assign(data: dict[str, Any], key: str, value: Any, source: str | None, prob
 def _lookup(scenario: Scenario, key: str) -> Any:
     """The scenario's value at a key path; None where there is none (or the key is malformed: _assign says so)."""
     try:
-        tokens = _tokens(key)
+        tokens = keys.parse(key)
     except ValueError:
         return None
     node: Any = scenario
@@ -261,13 +259,15 @@ def _lookup(scenario: Scenario, key: str) -> Any:
     return node
 
 
-def _uncalculated_formulas(path: Path, values: list[tuple]) -> list[tuple[str, str]]:
+def _uncalculated_formulas(data: bytes, values: list[tuple]) -> list[tuple[str, str]]:
     """Value cells that hold a formula whose result was never saved (a script wrote it): they read as empty."""
     if not any(len(row) > 1 and row[1] is None for row in values[1:]):
         return []
+    import io
+
     from openpyxl import load_workbook
 
-    wb = load_workbook(path, read_only=True, data_only=False)
+    wb = load_workbook(io.BytesIO(data), read_only=True, data_only=False)
     try:
         found = []
         for number, row in enumerate(wb["Assumptions"].iter_rows(min_col=2, max_col=2, values_only=True), start=1):
@@ -284,16 +284,23 @@ def _unreadable(path: Path, exc: Exception) -> InputError:
                                  f"{str(exc)[:120]}); expected an .xlsx report written by `valuation run`")
 
 
+MAX_WORKBOOK_BYTES = 256 * 2**20  # a report is a few MB whatever its paths
+
+
 def load_workbook_scenario(path: str | Path) -> Scenario:
     """Read the scenario from a workbook's Assumptions sheet (a report this tool wrote, perhaps edited)."""
+    import hashlib
+    import io
+
     from openpyxl import load_workbook
+
+    from valuation.scenario import read_input
 
     path = Path(path)
     where = f"{path} (sheet Assumptions)"
+    data = read_input(path, "an .xlsx report written by `valuation run`", MAX_WORKBOOK_BYTES)
     try:
-        wb = load_workbook(path, read_only=True, data_only=True)
-    except FileNotFoundError:
-        raise InputError(str(path), "file not found") from None
+        wb = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception as exc:  # whatever openpyxl trips on, the file is not a workbook we can read
         raise _unreadable(path, exc) from None
     try:
@@ -301,7 +308,7 @@ def load_workbook_scenario(path: str | Path) -> Scenario:
             raise InputError(str(path), f"has no sheet named 'Assumptions' (sheets: {', '.join(wb.sheetnames)}); "
                                         "expected a report written by `valuation run`")
         values = list(wb["Assumptions"].iter_rows(values_only=True))  # read-only: parsed here, lazily
-        formulas = _uncalculated_formulas(path, values)
+        formulas = _uncalculated_formulas(data, values)
     except InputError:
         raise
     except Exception as exc:  # a damaged part (XML, compression) shows only while it is read
@@ -327,4 +334,4 @@ def load_workbook_scenario(path: str | Path) -> Scenario:
         row["cell"] = f"B{number}"
         rows.append(row)
     scenario = scenario_from_rows(rows, where)
-    return scenario.model_copy(update={"path": str(path)})
+    return scenario.model_copy(update={"path": str(path), "digest": hashlib.sha256(data).hexdigest()})

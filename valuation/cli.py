@@ -30,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
         if message.startswith("unrecognized arguments: "):
             message += _did_you_mean(message.split(": ", 1)[1].split()[0], self)
         self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        _say(sys.stderr, f"{self.prog}: error: {message}")
         raise SystemExit(EXIT_INPUT)
 
 
@@ -79,14 +79,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    _forgiving_streams()
     args = _parse(argv)
     with interrupts.handled():
         try:
+            from valuation import environment
+
+            environment.check()  # before numba starts: a bad NUMBA_* setting is bad input, not a traceback
             if args.command == "validate":
                 return _validate(args)
             return _run(args)
         except InputError as exc:
-            print(f"error: {exc.message()}", file=sys.stderr)
+            _say(sys.stderr, f"error: {exc.message()}")
             return EXIT_INPUT
         except KeyboardInterrupt as exc:
             return _stopped(exc)
@@ -96,67 +100,120 @@ def main(argv: list[str] | None = None) -> int:
             import traceback  # an unexpected failure is a bug: keep the traceback for the report
 
             traceback.print_exc()
-            print(f"unexpected failure ({type(exc).__name__}); please report it with the traceback above",
-                  file=sys.stderr)
+            _say(sys.stderr, f"unexpected failure ({type(exc).__name__}); please report it with the traceback above")
             return EXIT_FAILURE
+
+
+def _forgiving_streams() -> None:
+    """Text the console's encoding cannot show (PYTHONIOENCODING=latin-1, an ASCII locale) is escaped, never
+    an error: names and labels come from inputs.  A standard descriptor that was closed (``>&-``) is opened
+    on /dev/null first: otherwise the next file opened -- the workbook -- would take its number."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            _silence(fd)
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            try:
+                reconfigure(errors="backslashreplace")
+            except (OSError, ValueError):  # a closed stream
+                pass
+
+
+def _say(stream, text: str) -> bool:
+    """Write a line and flush; False if the stream is gone, closed or full (never an exception)."""
+    try:
+        if stream is None:
+            return False
+        stream.write(text + "\n")
+        stream.flush()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def _silence(fd: int) -> None:
+    """Point a failed (or closed) standard descriptor at /dev/null, so that Python's flush at exit does not
+    fail (exit 120) and no file we open takes its number."""
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        if devnull != fd:
+            os.dup2(devnull, fd)
+            os.close(devnull)
+    except OSError:
+        pass
 
 
 def _stopped(exc: KeyboardInterrupt) -> int:
     what = "terminated" if isinstance(exc, Terminated) else "interrupted"
     done = interrupts.last_completed()  # the workbook's rename and this note are one step for a signal
     if done is not None:
-        print(f"{what}: the workbook {done} was already complete", file=sys.stderr)
+        _say(sys.stderr, f"{what}: the workbook {done} was already complete")
     else:
-        print(f"{what}: nothing was written (any earlier workbook is unchanged)", file=sys.stderr)
+        _say(sys.stderr, f"{what}: nothing was written (any earlier workbook is unchanged)")
     return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
 
 
 def _validate(args: argparse.Namespace) -> int:
     from valuation.compile import compile_scenario
+    from valuation.report import check_fits
     from valuation.scenario import load_scenario
 
     scenario = load_scenario(args.file)
     compiled = compile_scenario(scenario)
-    print(f"{args.file}: valid: {len(scenario.structures)} structures, {len(scenario.parties)} parties, "
-          f"{len(scenario.deadlines)} deadlines, {compiled.n_steps} steps")
+    check_fits(compiled, scenario, scenario.simulation.paths, f"{args.file} (its workbook)")
+    lines = [f"{args.file}: valid: {len(scenario.structures)} structures, {len(scenario.parties)} parties, "
+             f"{len(scenario.deadlines)} deadlines, {compiled.n_steps} steps"]
     for key, fit in compiled.fits.items():
-        print(f"  {key}: {fit.distribution} fitted to {len(fit.probs)} points, residual {fit.residual:.2g}")
+        lines.append(f"  {key}: {fit.distribution} fitted to {len(fit.probs)} points, residual {fit.residual:.2g}")
+    if not _say(sys.stdout, "\n".join(lines)) and _has_fileno(sys.stdout):
+        _silence(sys.stdout.fileno())
     return EXIT_OK
 
 
-def _output(args: argparse.Namespace) -> tuple[Path, Path | None]:
-    """The workbook path, checked, and the default folder to create just before writing (None: none)."""
+def _output(args: argparse.Namespace, size: int) -> tuple[Path, Path | None]:
+    """The workbook path, checked (room for ``size`` bytes), and the default folder to create just before
+    writing (None: none)."""
     from valuation.xlsx import check_output_path, unwritable
 
     if args.out:
-        return check_output_path(args.out), None
+        return check_output_path(args.out, size), None
     folder = Path(DEFAULT_FOLDER)
     out = folder / f"{Path(args.file).stem}.xlsx"
-    if out.exists() and Path(args.file).exists() and out.resolve() == Path(args.file).resolve():
+    if out.exists() and Path(args.file).exists() and os.path.realpath(out) == os.path.realpath(args.file):
         out = out.with_name(f"{out.stem}-rerun.xlsx")  # never overwrite the workbook we read by default
     if folder.is_dir():
-        return check_output_path(out), None
+        return check_output_path(out, size), None
     if folder.exists() or folder.is_symlink():
         raise InputError(str(folder), "is not a folder; expected the folder for workbooks (or give --out)")
-    problem = unwritable(Path.cwd())
+    try:
+        here = Path.cwd()
+    except OSError as exc:  # the working folder was removed under us
+        raise InputError(str(out), f"the working folder cannot be found ({exc.strerror or exc}); expected an "
+                                   "existing working folder (or give --out)") from None
+    problem = unwritable(here, size)
     if problem:
-        raise InputError(str(out), f"the folder {DEFAULT_FOLDER!r} cannot be created in {str(Path.cwd())!r} "
+        raise InputError(str(out), f"the folder {DEFAULT_FOLDER!r} cannot be created in {str(here)!r} "
                                    f"({problem}); expected a writable working folder (or give --out)")
     return out, folder
 
 
 def _run(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from valuation import simulate
-    from valuation.report import format_summary
+    from valuation.compile import compile_scenario
+    from valuation.report import check_fits, estimated_bytes
     from valuation.scenario import load_scenario
 
     scenario = load_scenario(args.file)
-    out, folder = _output(args)
     if args.baseline is not None and args.baseline not in scenario.structure_names():
         raise InputError("", [Problem("--baseline", f"one of {scenario.structure_names()}", args.baseline)])
+    compiled = compile_scenario(scenario)
     paths = scenario.simulation.paths if args.paths is None else args.paths
+    rows = max(paths, 1)
+    out, folder = _output(args, estimated_bytes(compiled, scenario, rows))
+    check_fits(compiled, scenario, rows, str(out))  # every check of the workbook before any path runs
     bar = _progress_bar(paths)
 
     def progress(done: int) -> None:  # after each chunk
@@ -178,23 +235,42 @@ def _run(args: argparse.Namespace) -> int:
             raise InputError(str(folder), f"cannot be created ({exc.strerror or exc}); expected a writable "
                                           "working folder (or give --out)") from None
     written = result.to_excel(out)  # before printing: a closed pipe must not cost the workbook
-    summary = result.summary()
-    try:
-        mode = "" if result.kept_paths else " (streaming: percentiles within 0.05%)"
-        print(f"{scenario.name}\n{result.paths:,} paths{mode}, seed {result.seed}, {result.run_seconds:.2f} s "
-              f"on {result.threads} threads (compile {result.compile_seconds:.1f} s); PV in USD bn at "
-              f"{scenario.simulation.valuation_date}; baseline {summary.attrs['baseline']}\n")
-        with pd.option_context("display.width", 200, "display.max_columns", 30):
-            print(format_summary(summary))
-        for key, fit in result.fits.items():
-            if fit.residual > 1e-6:
-                print(f"\nnote: {key} fitted as {fit.distribution}; it misses the given points by up to "
-                      f"{fit.residual:.3f} in probability")
-        print(f"\nworkbook: {written}")
-        sys.stdout.flush()
-    except BrokenPipeError:  # `valuation run ... | head`: the reader left; the work is done
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    lines = _report(scenario, result) + ["", f"workbook: {written}"]
+    if not _say(sys.stdout, "\n".join(lines)):  # a full disk, a closed pipe or no stdout: the work is done
+        if sys.stdout is not None:
+            _silence(sys.stdout.fileno() if _has_fileno(sys.stdout) else 1)
+        _say(sys.stderr, f"note: the summary could not be printed (standard output is closed or full); the "
+                         f"workbook is complete: {written}")
     return EXIT_OK
+
+
+def _has_fileno(stream) -> bool:
+    try:
+        stream.fileno()
+        return True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _report(scenario, result) -> list[str]:
+    """The console summary: the run, the table, notes about fits."""
+    import pandas as pd
+
+    from valuation.report import format_summary
+
+    summary = result.summary()
+    mode = "" if result.kept_paths else " (streaming: percentiles within 0.05%)"
+    lines = [scenario.name,
+             f"{result.paths:,} paths{mode}, seed {result.seed}, {result.run_seconds:.2f} s on {result.threads} "
+             f"threads (compile {result.compile_seconds:.1f} s); PV in USD bn at "
+             f"{scenario.simulation.valuation_date}; baseline {summary.attrs['baseline']}", ""]
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        lines.append(format_summary(summary))
+    for key, fit in result.fits.items():
+        if fit.residual > 1e-6:
+            lines += ["", f"note: {key} fitted as {fit.distribution}; it misses the given points by up to "
+                          f"{fit.residual:.3f} in probability"]
+    return lines
 
 
 def _progress_bar(paths: int):

@@ -18,6 +18,7 @@ import numpy as np
 
 from models import timing
 from models.revenue import UPLIFT, RevenueModel
+from valuation import keys
 from valuation import scenario as sc
 from valuation.errors import InputError, Problem
 
@@ -151,6 +152,18 @@ class Compiled:
             turns.append((rank[s], s, c))
         cl_order = np.array([c for _, _, c in sorted(turns)], np.int64)
         return uplift_full, haircut_steps, st_used, cl_trigger, trig_src, trig_val, trig_fixed, cl_order
+
+    def flow_columns(self) -> list[tuple[int, int, int]]:
+        """(structure, party, discount class) that can have flows, in that order: those of the clauses of each
+        structure that applies under some pattern of deadlines met (known before any path runs)."""
+        found = set()
+        for pattern in range(self.st_eff.shape[0]):
+            for s in range(len(self.structures)):
+                for c in np.flatnonzero(self.cl_struct == self.st_eff[pattern, s]):
+                    if self.cl_payer[c] >= 0:
+                        found.add((s, int(self.cl_payer[c]), int(self.cl_class_payer[c])))
+                    found.add((s, int(self.cl_payee[c]), int(self.cl_class_payee[c])))
+        return sorted(found)
 
     @property
     def flow_shape(self) -> tuple[int, int, int]:
@@ -312,7 +325,7 @@ def compile_scenario(s: sc.Scenario, *, undiscounted: bool = False) -> Compiled:
     ev = []
     for name, spec in s.events.items():
         sources.append(name)
-        ev.append(dist(spec, f"events.{name}", True))
+        ev.append(dist(spec, keys.join("events", name), True))
     src_index = {name: i for i, name in enumerate(sources)}
     D = len(s.deadlines)
     dl_src = np.full((D, MAX_TERMS), TERM_UNUSED, np.int64)

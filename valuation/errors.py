@@ -17,9 +17,10 @@ class Problem:
     has_value: bool = True
 
     def render(self) -> str:
+        key = self.key if len(self.key) <= 240 else self.key[:237] + "..."  # a pasted key can be any length
         if not self.has_value:
-            return f"{self.key}: {self.expected}" if self.key else self.expected
-        return f"{self.key or '(top level)'} = {_show(self.value)}: expected {self.expected}"
+            return f"{key}: {self.expected}" if key else self.expected
+        return f"{key or '(top level)'} = {_show(self.value)}: expected {self.expected}"
 
 
 def _show(value: object) -> str:

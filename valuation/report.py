@@ -9,7 +9,6 @@ result makes a workbook of the same size as a 10-thousand-path one.
 
 from __future__ import annotations
 
-import hashlib
 import platform
 from datetime import UTC, datetime, timedelta
 from datetime import date as Date
@@ -24,11 +23,14 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.pagebreak import Break
 
 from valuation.assumptions import COLUMNS, assumption_rows
+from valuation.errors import InputError, Problem
 from valuation.results import HEAD, SUMMARY_COLUMNS
 from valuation.xlsx import (
     BN,
     BN3,
     DATE,
+    HEADER_FILL,
+    HEADER_FONT,
     INPUT_FILL,
     LABEL_FONT,
     NOTE_FONT,
@@ -50,6 +52,7 @@ from valuation.xlsx import (
     print_setup,
     put,
     ref,
+    row_height,
     scatter_chart,
     scatter_series,
     straight,
@@ -76,7 +79,8 @@ _SHORT = {"mean": "Mean", "se": "SE", "ci_low": "95% CI low", "ci_high": "95% CI
 
 def write_workbook(result: SimulationResult, path: str | Path) -> Path:
     """Write the workbook for ``result`` to ``path`` (atomically); returns the path."""
-    path = check_output_path(path)
+    check_fits(result.compiled, result.scenario, result.paths, str(path))
+    path = check_output_path(path, estimated_bytes(result.compiled, result.scenario, result.paths))
     wb = Workbook()
     sheets = {name: (wb.active if i == 0 else wb.create_sheet(name)) for i, name in enumerate(SHEETS)}
     sheets["Read me"].title = "Read me"
@@ -90,6 +94,70 @@ def write_workbook(result: SimulationResult, path: str | Path) -> Path:
     _assumptions(sheets["Assumptions"], result)
     _paths(sheets["Paths"], result)
     return atomic_save(wb, path)
+
+
+EXCEL_ROWS, EXCEL_COLUMNS, EXCEL_SERIES = 1_048_576, 16_384, 255  # a sheet's rows and columns; a chart's series
+
+
+def sheet_sizes(compiled, scenario, paths: int) -> dict[str, tuple[int, int]]:
+    """Rows and columns each sheet will use, from the shape of the run alone (before any path runs).
+
+    ``compiled``: the scenario's kernel tables.  Kept in step with the writers below by a test that writes
+    workbooks of many shapes and compares.
+    """
+    S, P, D, K = len(compiled.structures), len(compiled.parties), len(compiled.deadlines), compiled.n_steps
+    years = scenario.simulation.horizon.year - scenario.simulation.valuation_date.year + 1
+    F = len(compiled.fits)
+    read_me = 31 + (2 if scenario.description else 0) + (2 + F if F else 0)
+    versus = 8 + (S - 1) * (P + 2) if S > 1 else 5
+    cash_top = 8 + len(compiled.class_rates) + 2 * S * P + 9 + 21 * ((S + 1) // 2)
+    drivers = max(4 + years, 24) + 15 + D + K
+    return {
+        "Read me": (read_me, 4),
+        "Summary": (S * P + 2 * S + 23, max(15, P + 1)),
+        "Distributions": (103 * P + 1, 5 + 2 * S),
+        "Versus baseline": (versus, max(11, P + 1)),
+        "Cash flows": (cash_top + 6 + len(compiled.slot_time), max(3 + years, 2 + len(compiled.flow_columns()))),
+        "Drivers": (drivers, 6),
+        "Assumptions": (len(assumption_rows(scenario)) + 1, len(COLUMNS)),
+        "Paths": (min(HEAD, paths) + 3, 2 + len(compiled.sources) + D + S * P),
+    }
+
+
+def check_fits(compiled, scenario, paths: int, where: str) -> None:
+    """Refuse, before any path runs, a workbook that would pass a limit of Excel's (rows, columns, series)."""
+    S, P = len(compiled.structures), len(compiled.parties)
+    problems = []
+    for sheet, (rows, cols) in sheet_sizes(compiled, scenario, paths).items():
+        for need, limit, what in ((rows, EXCEL_ROWS, "rows"), (cols, EXCEL_COLUMNS, "columns")):
+            if need > limit:
+                problems.append(Problem(f"sheet {sheet}", f"at most {limit:,} {what}, Excel's limit; this run "
+                                        f"needs {need:,} ({_HINTS[sheet]}, now {S} structures, {P} parties, "
+                                        f"{compiled.n_steps:,} steps)", has_value=False))
+    for count, what in ((P, "parties"), (S, "structures")):
+        if count > EXCEL_SERIES:
+            problems.append(Problem("charts", f"at most {EXCEL_SERIES} {what}, one series each in a chart "
+                                    f"(Excel's limit); this scenario has {count:,}", has_value=False))
+    if problems:
+        raise InputError(where, problems)
+
+
+BYTES_PER_CELL = 12  # a numeric cell, zipped, in the workbooks this writer makes (measured: about 9)
+
+
+def estimated_bytes(compiled, scenario, paths: int) -> int:
+    """A generous estimate of the workbook's size (the room checked on disk before any path runs)."""
+    sizes = sheet_sizes(compiled, scenario, paths)
+    cells = sum(rows * cols for rows, cols in sizes.values()) - sizes["Distributions"][0] * sizes["Distributions"][1]
+    cells += len(compiled.parties) * 140 * (len(compiled.structures) + 3)  # Distributions is sparse
+    return 256 * 1024 + BYTES_PER_CELL * cells
+
+
+_HINTS = {"Read me": "fewer fitted distributions", "Summary": "fewer structures x parties",
+          "Distributions": "fewer parties or structures", "Versus baseline": "fewer structures x parties",
+          "Cash flows": "fewer steps (steps_per_year, horizon), structures x parties or discount rates",
+          "Drivers": "fewer steps or deadlines", "Assumptions": "fewer inputs",
+          "Paths": "fewer structures x parties, events or deadlines"}
 
 
 class _Names:
@@ -108,9 +176,9 @@ def run_metadata(result: SimulationResult) -> list[tuple[str, Any]]:
     s = result.scenario
     from valuation import __version__
 
-    digest = ""
-    if s.path and Path(s.path).is_file():
-        digest = hashlib.sha256(Path(s.path).read_bytes()).hexdigest()
+    digest = s.digest or ""  # of the bytes that were loaded (the file may have changed since)
+    if digest and s.changed_since_loaded:
+        digest += " (the file as loaded; the scenario run was changed in Python after loading)"
     return [
         ("Scenario", s.name),
         ("Scenario file", s.path or ""),
@@ -161,7 +229,7 @@ def _read_me(ws, result: SimulationResult) -> None:
     if result.scenario.description:
         put(ws, row, 1, result.scenario.description).alignment = WRAP
         ws.merge_cells(start_row=row, start_column=1, end_row=row, end_column=4)
-        ws.row_dimensions[row].height = 15 * lines(result.scenario.description, 150)
+        row_height(ws, row, lines(result.scenario.description, 150))
         row += 2
     put(ws, row, 1, "Sheets", font=LABEL_FONT)
     for name, text in _TOUR:
@@ -169,7 +237,7 @@ def _read_me(ws, result: SimulationResult) -> None:
         put(ws, row, 1, name).alignment = TOP
         put(ws, row, 2, text).alignment = WRAP
         ws.merge_cells(start_row=row, start_column=2, end_row=row, end_column=4)
-        ws.row_dimensions[row].height = 15 * lines(text, 130)
+        row_height(ws, row, lines(text, 130))
     row += 2
     put(ws, row, 1, "Run", font=LABEL_FONT)
     for label, value in run_metadata(result):
@@ -251,16 +319,6 @@ def _means_chart(ws, top: int, names: _Names, row_names: list[str], means: np.nd
 # ------------------------------------------------------------ distributions
 
 
-def unique(labels: list[str]) -> list[str]:
-    """Labels made distinct (an Excel Table's headers must be)."""
-    seen: dict[str, int] = {}
-    out = []
-    for label in labels:
-        seen[label] = seen.get(label, 0) + 1
-        out.append(label if seen[label] == 1 else f"{label} ({seen[label]})")
-    return out
-
-
 def _distributions(ws, result: SimulationResult, names: _Names) -> None:
     ws.sheet_view.showGridLines = False
     title(ws, "Distributions of PV by party",
@@ -275,7 +333,7 @@ def _distributions(ws, result: SimulationResult, names: _Names) -> None:
             ws.row_breaks.append(Break(id=row - 1))  # each party starts a page: no chart cut in two
         put(ws, row, 1, party, font=LABEL_FONT)
         top = row + 1
-        header(ws, top, ["Bin from", "Bin to", "Bin middle", *unique(names.structure)], height=60)
+        header(ws, top, ["Bin from", "Bin to", "Bin middle", *names.structure], height=60)
         for b in range(len(freq)):
             r = top + 1 + b
             put(ws, r, 1, edges[b], fmt=BN)
@@ -284,7 +342,7 @@ def _distributions(ws, result: SimulationResult, names: _Names) -> None:
             for s in range(S):
                 put(ws, r, 4 + s, freq[b, s], fmt=PCT)
         pcol = 5 + S
-        header(ws, top, ["Percentile", *unique(names.structure)], col=pcol)
+        header(ws, top, ["Percentile", *names.structure], col=pcol)
         for q in range(99):
             r = top + 1 + q
             put(ws, r, pcol, (q + 1) / 100, fmt='0%')
@@ -415,10 +473,11 @@ def _cash_flows(ws, result: SimulationResult, names: _Names) -> None:
     annual_top = live_top + S * P + 4
     charts_top = annual_top + S * P + 3
     detail_top = charts_top + 21 * ((S + 1) // 2) + 2
-    detail: list[tuple[int, int, int]] = [(s, p, c) for s in range(S) for p in range(P)
-                                          for c in range(len(classes)) if np.any(flows[s, p, c] != 0.0)]
-    hdr = detail_top + 2
-    detail_row = {key: hdr + 1 + i for i, key in enumerate(detail)}
+    detail = result.compiled.flow_columns()  # (structure, party, class) that can have flows: a column each
+    dates_row = detail_top + 2  # the detail block: a header of four rows, then one row per time slot
+    pv_row = dates_row + 3
+    first_col = 3
+    detail_col = {key: first_col + j for j, key in enumerate(detail)}
 
     # --- live PV per structure and party
     put(ws, live_top - 1, 1, "Live PV (USD bn): the expected flows at the foot of this sheet, discounted at the "
@@ -431,8 +490,10 @@ def _cash_flows(ws, result: SimulationResult, names: _Names) -> None:
             row += 1
             put(ws, row, 1, names.structure[s])
             put(ws, row, 2, names.party[p])
-            cells = [f"D{detail_row[(s, p, c)]}" for c in range(len(classes)) if (s, p, c) in detail_row]
-            formula(ws, row, 3, "=" + ("+".join(cells) if cells else "0"), fmt=BN)
+            cols = [detail_col[(s, p, c)] for c in range(len(classes)) if (s, p, c) in detail_col]
+            cells = f"SUM({get_column_letter(cols[0])}{pv_row}:{get_column_letter(cols[-1])}{pv_row})" if cols \
+                else "0"  # one party's classes are side by side: a range, however many there are
+            formula(ws, row, 3, f"={cells}", fmt=BN)
             put(ws, row, 4, float(means[s, p]), fmt=BN)
             formula(ws, row, 5, f"=C{row}-D{row}", fmt="0.000000;-0.000000;0")
     table(ws, "LivePV", live_top, row, 5)
@@ -465,27 +526,37 @@ def _cash_flows(ws, result: SimulationResult, names: _Names) -> None:
                                        max_row=annual_top))
         ws.add_chart(chart, f"{'A' if s % 2 == 0 else 'C'}{charts_top + (s // 2) * 21}")
 
-    # --- the flows the live PV discounts: one row per structure, party and discount class
+    # --- the flows the live PV discounts: one column per structure, party and discount class, one row per time
+    # (down the rows: a daily grid over decades has more times than a sheet has columns)
     n_slots = len(result.slot_time)
     dates = slot_dates(result)
-    put(ws, detail_top, 1, "Expected flows by time (years after the valuation date, dates above) and discount "
-                           "class: what the live PV discounts", font=LABEL_FONT)
-    header(ws, hdr, ["Structure", "Party and discount class", "Rate", "PV"], height=30)
-    first_col = 5
+    put(ws, detail_top, 1, "Expected flows by time (rows) for each structure, party and discount class (columns): "
+                           "what the live PV discounts", font=LABEL_FONT)
+    labels = (("Structure", dates_row - 1), ("Party and discount class", dates_row), ("Rate", dates_row + 1),
+              ("PV", pv_row))
+    for text, r in labels:
+        put(ws, r, 2, text, font=LABEL_FONT)
+    header(ws, pv_row + 1, ["Date", "Years after the valuation date"], height=30)
+    first_slot, last_slot = pv_row + 2, pv_row + 1 + n_slots
     for k in range(n_slots):
-        put(ws, hdr, first_col + k, float(result.slot_time[k]), fmt='0.000', font=LABEL_FONT)
-        put(ws, hdr - 1, first_col + k, dates[k], fmt=DATE, font=NOTE_FONT)
-    first_letter = get_column_letter(first_col)
-    last_letter = get_column_letter(first_col + n_slots - 1)
-    for (s, p, c), x in detail_row.items():
-        put(ws, x, 1, names.structure[s])
-        put(ws, x, 2, f"{names.party[p]}, {classes[c][0].lower()}{classes[c][1:]}" if c >= P else classes[c])
-        formula(ws, x, 3, f"={rate_cell[c]}", fmt='0.00%')
-        formula(ws, x, 4, f"=SUMPRODUCT({first_letter}{x}:{last_letter}{x},"
-                          f"(1+C{x})^(-{first_letter}${hdr}:{last_letter}${hdr}))", fmt=BN)
+        put(ws, first_slot + k, 1, dates[k], fmt=DATE)
+        put(ws, first_slot + k, 2, float(result.slot_time[k]), fmt='0.000')
+    for (s, p, c), col in detail_col.items():
+        letter = get_column_letter(col)
+        for r, text in ((dates_row - 1, names.structure[s]),
+                        (dates_row, f"{names.party[p]}, {classes[c][0].lower()}{classes[c][1:]}" if c >= P
+                         else classes[c])):
+            cell = put(ws, r, col, text, font=HEADER_FONT)  # column heads (a structure's repeat: not a Table)
+            cell.fill = HEADER_FILL
+            cell.alignment = WRAP
+        formula(ws, dates_row + 1, col, f"={rate_cell[c]}", fmt='0.00%')
+        formula(ws, pv_row, col, f"=SUMPRODUCT({letter}{first_slot}:{letter}{last_slot},"
+                                 f"(1+{letter}${dates_row + 1})^(-$B${first_slot}:$B${last_slot}))", fmt=BN)
         for k in range(n_slots):
-            put(ws, x, first_col + k, float(flows[s, p, c, k]), fmt=BN3)
-    widths(ws, {1: 46, 2: 44, **{3 + k: 11 for k in range(max(n_slots + 2, n_years + 1))}})
+            put(ws, first_slot + k, col, float(flows[s, p, c, k]), fmt=BN3)
+    row_height(ws, dates_row - 1, 3)
+    row_height(ws, dates_row, 4)
+    widths(ws, {1: 46, 2: 44, **{3 + k: 16 for k in range(max(len(detail), n_years + 1))}})
     ws.freeze_panes = "A4"
     ws.print_area = f"A1:{get_column_letter(3 + n_years)}{detail_top - 1}"
     print_setup(ws, one_page=True)
@@ -614,7 +685,7 @@ def _assumptions(ws, result: SimulationResult) -> None:
         n = max(lines(str(r["source"]), 50), lines(str(r["table_source"]), 40), lines(str(r["description"]), 44),
                 lines(str(v), 24) if isinstance(v, str) else 1)
         if n > 1:  # spreadsheet programs do not grow rows for wrapped text written by openpyxl
-            ws.row_dimensions[i].height = 15 * n
+            row_height(ws, i, n)
     table(ws, "Assumptions", 1, len(rows) + 1, len(COLUMNS))
     ws.freeze_panes = "B2"
     widths(ws, {1: 46, 2: 24, 3: 10, 4: 14, 5: 10, 6: 50, 7: 40, 8: 44})

@@ -91,6 +91,7 @@ class SimulationResult:
     tally: DriverTally | None = None
     head_pvs: np.ndarray | None = None
     head_drivers: pd.DataFrame | None = None
+    compiled: Any = field(default=None, repr=False)  # the scenario's kernel tables (valuation.compile.Compiled)
     _summaries: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False)
     _tables: dict[int, PartyTables] = field(default_factory=dict, init=False, repr=False)
     _versus: dict[str, pd.DataFrame] = field(default_factory=dict, init=False, repr=False)
@@ -198,8 +199,15 @@ class SimulationResult:
             self._versus[base] = versus_table(self, b) if self.kept_paths else streamed_versus(self)
         return self._versus[base].copy()
 
-    def party_tables(self, party: int) -> PartyTables:
-        """Distribution tables of one party (by index) under every structure; computed once."""
+    def party_tables(self, party: int | str) -> PartyTables:
+        """Distribution tables of one party (by index or name) under every structure; computed once."""
+        if isinstance(party, str):
+            party = self._index(self.parties, party, "party")
+        elif isinstance(party, (bool, np.bool_)) or not isinstance(party, (int, np.integer)) or \
+                not 0 <= party < len(self.parties):
+            raise KeyError(f"no party {party!r}; expected a name, one of {self.parties}, or an index from 0 to "
+                           f"{len(self.parties) - 1}")
+        party = int(party)
         if party not in self._tables:
             if self.kept_paths:
                 self._tables[party] = party_tables(self.pvs[:, :, party])
@@ -247,9 +255,10 @@ class SimulationResult:
 
     def to_excel(self, path: str | Path) -> Path:
         """Write the workbook (see :mod:`valuation.report`); returns its path."""
+        from valuation.arguments import path as path_argument
         from valuation.report import write_workbook
 
-        return write_workbook(self, path)
+        return write_workbook(self, path_argument("to_excel()", "path", path, "the path of an .xlsx workbook"))
 
 
 class PathsNotKept(ValueError):

@@ -14,6 +14,8 @@ Assumptions sheet.  Every table may also carry a ``source`` of its own.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
 import math
 import re
 import tomllib
@@ -33,13 +35,18 @@ from pydantic import (
     model_validator,
 )
 
+from valuation import keys
 from valuation.errors import InputError, Problem
 
 BUILTIN_EVENTS = ("agi_declared", "agi_verified")
 RESERVED_NAMES = (*BUILTIN_EVENTS, "valuation_date", "never", "revenue_at_horizon")
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")  # what an .xlsx cannot store
-MAX_TEXT = 32_767
+# What a workbook cannot hold (XML 1.0: C0 controls but tab and line breaks, lone surrogates, U+FFFE/U+FFFF),
+# and the DEL and C1 controls no label or source needs (a terminal may act on them).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+MAX_TEXT = 32_767  # characters in a spreadsheet cell
+MAX_DEPTH = 32  # tables and lists inside one another (the schema needs 8)
+MAX_FILE_BYTES = 16 * 2**20  # a scenario file (the base case is 12 KB)
 # Sizes of the kernel's fixed-width tables (see valuation.compile).
 MAX_TRIGGER_TERMS = 4
 MAX_DEADLINE_EVENTS = 4
@@ -67,9 +74,46 @@ class _Model(BaseModel):
 
     source: str | None = _unit("text", "Where the numbers of this table come from.", default=None)
 
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any:
+        """A copy, validated like a file when ``update`` changes anything (pydantic's own copy skips validation)."""
+        if not update:
+            return super().model_copy(deep=deep)
+        plain = self.model_dump(by_alias=True, exclude_unset=True)
+        fields = type(self).model_fields
+        for name, value in update.items():
+            field = fields.get(name)
+            plain[(field.alias or name) if field is not None else name] = plain_data(value)
+        try:
+            return type(self).model_validate(plain)
+        except ValidationError as exc:
+            raise InputError(f"{type(self).__name__}.model_copy()", [_problem(e) for e in exc.errors()]) from None
+
+
+def plain_data(value: Any) -> Any:
+    """Tables of the schema as plain dicts and lists (what a file parses to), to validate again."""
+    if isinstance(value, BaseModel):
+        return value.model_dump(by_alias=True, exclude_unset=True)
+    if isinstance(value, dict):
+        return {k: plain_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_data(v) for v in value]
+    return value
+
+
+def text_problem(text: str) -> str | None:
+    """Why ``text`` cannot be an input (every text goes through this check), or None."""
+    bad = _CONTROL.search(text)
+    if bad:
+        return (f"text without control characters (a workbook cannot hold them; found {bad.group()!r} at "
+                f"character {bad.start() + 1:,})")
+    if len(text) > MAX_TEXT:
+        return f"text of at most {MAX_TEXT:,} characters (a spreadsheet cell's limit), got {len(text):,}"
+    return None
+
 
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+Label = Annotated[str, Field(min_length=1, max_length=200)]  # a display name: headers and chart legends
 
 
 # ---------------------------------------------------------------- triggers
@@ -285,7 +329,7 @@ class Simulation(_Model):
 class Party(_Model):
     discount_rate: float = _unit("per year", "Annual rate discounting this party's flows: (1+r)^-t.", gt=-1.0,
                                  le=10.0)
-    label: str | None = _unit("text", "Display name.", default=None)
+    label: Label | None = _unit("text", "Display name.", default=None)
 
 
 class Agi(_Model):
@@ -347,7 +391,7 @@ class Deadline(_Model):
                                   default=0.0, ge=0.0, le=3.0)
     haircut_years: float | None = _unit("years", "How long the haircut lasts (default: to the horizon).",
                                         default=None, gt=0.0)
-    label: str | None = _unit("text", "Display name.", default=None)
+    label: Label | None = _unit("text", "Display name.", default=None)
 
     @model_validator(mode="after")
     def _one_kind(self) -> Deadline:
@@ -369,7 +413,7 @@ class RatePoint(_Model):
 
 
 class _Clause(_Model):
-    label: str | None = _unit("text", "Display name of the clause.", default=None)
+    label: Label | None = _unit("text", "Display name of the clause.", default=None)
     discount_rate: float | None = _unit(
         "per year", "Discount rate for this clause's flows, for both parties (default: each party's own).",
         default=None, gt=-1.0, le=10.0,
@@ -516,7 +560,7 @@ CLAUSE_TYPES = ("revenue_share", "profit_share", "equity_stake", "payment", "own
 
 class Structure(_Model):
     name: Name = _unit("name", "Identifier of the structure.")
-    label: str | None = _unit("text", "Display name.", default=None)
+    label: Label | None = _unit("text", "Display name.", default=None)
     requires: Name | None = _unit("deadline", "A deadline this structure needs; missed -> `fallback` applies.",
                                   default=None)
     fallback: Name | None = _unit("structure", "Structure that applies where `requires` is missed.",
@@ -528,6 +572,9 @@ class Structure(_Model):
         if (self.requires is None) != (self.fallback is None):
             raise ValueError("'requires' and 'fallback' together (or neither)")
         return self
+
+
+PROVENANCE = ("sources", "path", "digest", "loaded")  # fields of a Scenario set by the loader, not the file
 
 
 class Scenario(_Model):
@@ -545,9 +592,48 @@ class Scenario(_Model):
                                          default_factory=list)
     structures: list[Structure] = _unit("list", "The deal structures to compare.", min_length=1)
 
-    # Set by the loader, not by the file.
+    # Set by the loader, not by the file: sources by key path, the file it came from, the SHA-256 of the bytes
+    # that were loaded, and a fingerprint of the inputs as loaded (a copy changed since has another).
     sources: dict[str, str] = Field(default_factory=dict, exclude=True)
     path: str | None = Field(default=None, exclude=True)
+    digest: str | None = Field(default=None, exclude=True)
+    loaded: str | None = Field(default=None, exclude=True)
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Scenario:
+        """A copy; with ``update``, validated exactly like a file (key paths, cross checks, text)."""
+        if not update or set(update) <= set(PROVENANCE):
+            return super().model_copy(update=update, deep=deep)
+        plain = self.model_dump(by_alias=True, exclude_unset=True)
+        provenance = {name: getattr(self, name) for name in PROVENANCE}
+        for name, value in update.items():
+            if name in provenance:
+                provenance[name] = value
+            else:
+                field = type(self).model_fields.get(name)
+                plain[(field.alias or name) if field is not None else name] = plain_data(value)
+        return scenario_from_dict(plain, source=provenance["path"] or "<scenario>", **provenance)
+
+    def checked(self) -> Scenario:
+        """This scenario validated again, as a file is (the engine runs only what this returns).
+
+        A scenario built or changed in Python (``model_construct``, a list changed in place, pydantic's own
+        constructors) has skipped the loader's checks; this runs all of them and raises
+        :class:`~valuation.errors.InputError` naming the key, as for a file.
+        """
+        plain = self.model_dump(by_alias=True, exclude_unset=True, warnings=False)
+        return scenario_from_dict(plain, source=self.path or "<scenario>",
+                                  **{name: getattr(self, name) for name in PROVENANCE})
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the inputs (values and sources): equal fingerprints, equal scenarios."""
+        plain = self.model_dump(mode="json", by_alias=True, exclude_unset=True, warnings=False)
+        text = json.dumps([plain, self.sources], sort_keys=True, ensure_ascii=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def changed_since_loaded(self) -> bool:
+        """True for a copy changed in Python after its file was loaded (the file's digest no longer describes it)."""
+        return self.loaded is not None and self.fingerprint() != self.loaded
 
     @property
     def baseline(self) -> str:
@@ -582,7 +668,8 @@ def load_scenario(path: str | Path) -> Scenario:
     Returns
     -------
     Scenario
-        Validated; its ``sources`` map key paths to source notes.
+        Validated; its ``sources`` map key paths to source notes, its ``digest`` is the SHA-256 of the
+        bytes that were read.
 
     Raises
     ------
@@ -590,30 +677,58 @@ def load_scenario(path: str | Path) -> Scenario:
         For a missing or unreadable file, a TOML syntax error or any invalid
         value, with the file, key path, value and what was expected.
     """
-    path = Path(path)
+    from valuation.arguments import path as path_argument
+
+    path = path_argument("load_scenario()", "path", path, "the path of a .toml scenario or an .xlsx report")
     if path.suffix.lower() == ".xlsx":
         from valuation.assumptions import load_workbook_scenario
 
         return load_workbook_scenario(path)
-    try:
-        raw_bytes = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError(path, "file not found") from None
-    except IsADirectoryError:
-        raise InputError(path, "is a directory, expected a .toml scenario file") from None
-    except OSError as exc:
-        raise InputError(path, f"cannot be read: {exc.strerror or exc}") from None
-    try:
-        text = raw_bytes.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(path, f"not UTF-8 text (byte {exc.start}); expected a TOML scenario file") from None
+    raw_bytes = read_input(path, "a .toml scenario file", MAX_FILE_BYTES)
+    text = _decode(path, raw_bytes)
     if not text.strip():
         raise InputError(path, "is empty; expected a TOML scenario (inputs/base_case.toml is a complete example)")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(path, f"TOML syntax error: {exc}{_show_line(text, str(exc))}") from None
-    return scenario_from_dict(data, source=str(path))
+    except RecursionError:
+        raise InputError(path, "tables or arrays nested too deeply for the TOML parser (hundreds of levels); "
+                               f"expected at most {MAX_DEPTH} levels") from None
+    return scenario_from_dict(data, source=str(path), path=str(path), digest=hashlib.sha256(raw_bytes).hexdigest())
+
+
+def read_input(path: Path, what: str, limit: int) -> bytes:
+    """The bytes of an input file (read once: what is hashed is what is parsed), or an InputError."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(limit + 1)
+    except FileNotFoundError:
+        raise InputError(path, "file not found") from None
+    except IsADirectoryError:
+        raise InputError(path, f"is a directory, expected {what}") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot be read: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise InputError(path, f"is larger than {limit // 2**20} MB; expected {what} (the base case is 12 KB)")
+    return data
+
+
+_BOMS = {b"\xff\xfe\x00\x00": "UTF-32", b"\x00\x00\xfe\xff": "UTF-32", b"\xff\xfe": "UTF-16",
+         b"\xfe\xff": "UTF-16"}
+
+
+def _decode(path: Path, data: bytes) -> str:
+    """UTF-8 text, with the byte-order mark some Windows editors write removed."""
+    for bom, name in _BOMS.items():
+        if data.startswith(bom):
+            raise InputError(path, f"is {name} text (it starts with a {name} byte-order mark); expected UTF-8: "
+                                   "save it as UTF-8")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(path, f"not UTF-8 text (byte {exc.start}); expected a TOML scenario file") from None
+    return text.removeprefix("\ufeff")
 
 
 def _show_line(text: str, message: str) -> str:
@@ -626,11 +741,26 @@ def _show_line(text: str, message: str) -> str:
     return f": {line[:77] + '...' if len(line) > 80 else line!r}" if line else ""
 
 
-def scenario_from_dict(data: dict[str, Any], source: str = "<scenario>") -> Scenario:
-    """Validate a scenario given as nested dicts (as parsed from TOML)."""
+def scenario_from_dict(data: dict[str, Any], source: str = "<scenario>", **provenance: Any) -> Scenario:
+    """Validate a scenario given as nested dicts (as parsed from TOML): every way to a Scenario comes here.
+
+    ``provenance``: ``path`` (default: ``source``), ``digest``, ``sources`` (more sources by key path, e.g. of a
+    copy) and ``loaded`` (default: this scenario's own fingerprint).
+    """
+    if not isinstance(data, dict):
+        raise InputError(source, [Problem("", "a table of the scenario's keys (a dict)", data)])
+    deep = _too_deep(data)
+    if deep is not None:
+        raise InputError(source, [Problem(deep, f"expected tables and lists nested at most {MAX_DEPTH} deep",
+                                          has_value=False)])
     sources: dict[str, str] = {}
     stripping: list[Problem] = []
     plain = _strip_sources(data, "", sources, stripping)
+    for key, note in (provenance.pop("sources", None) or {}).items():
+        problem = text_problem(note) if isinstance(note, str) else "text in quotes"
+        if problem:
+            stripping.append(Problem(keys.join(key, "source"), problem, note))
+        sources.setdefault(key, note)
     try:
         scenario = Scenario.model_validate(plain)
     except ValidationError as exc:
@@ -640,40 +770,62 @@ def scenario_from_dict(data: dict[str, Any], source: str = "<scenario>") -> Scen
     problems = list(_cross_checks(scenario))
     if problems:
         raise InputError(source, problems)
-    return scenario.model_copy(update={"sources": sources, "path": source})
+    provenance.setdefault("path", source)  # the name messages use: the file, or what stands for it
+    scenario = BaseModel.model_copy(scenario, update={"sources": sources, **provenance})
+    if scenario.loaded is None:
+        scenario = BaseModel.model_copy(scenario, update={"loaded": scenario.fingerprint()})
+    return scenario
+
+
+def _too_deep(data: Any) -> str | None:
+    """The key path of the first node more than MAX_DEPTH tables or lists deep (without recursing), or None."""
+    stack = [(data, "", 0)]
+    while stack:
+        node, key, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return key or "(top level)"
+        if isinstance(node, dict):
+            stack.extend((v, keys.join(key, str(k)), depth + 1) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, keys.join(key, i), depth + 1) for i, v in enumerate(node))
+    return None
 
 
 def _strip_sources(node: Any, path: str, sources: dict[str, str], problems: list[Problem]) -> Any:
-    """Replace ``{value = x, source = "..."}`` by ``x``, recording the source by key path.
+    """Replace ``{value = x, source = "..."}`` by ``x``, recording the source by key path; check every text.
 
-    No table of the schema has a key ``value``, so any table with one is a sourced number.
+    No table of the schema has a key ``value``, so any table with one is a sourced number.  Every string --
+    plain, the ``value`` of a sourced entry, a source, a key -- meets :func:`text_problem` here, the one
+    check of text whatever form it is written in.
     """
     if isinstance(node, dict):
         if "value" in node:
-            for extra in sorted(set(node) - {"value", "source"}):
-                problems.append(Problem(f"{path}.{extra}", "no such key: a sourced number has only 'value' and "
-                                        "'source'", has_value=False))
+            for extra in sorted(set(node) - {"value", "source"}, key=str):
+                problems.append(Problem(keys.join(path, str(extra)), "no such key: a sourced number has only "
+                                        "'value' and 'source'", has_value=False))
             if "source" in node:
                 if isinstance(node["source"], str):
-                    sources[path] = _strip_sources(node["source"], f"{path}.source", sources, problems)
+                    sources[path] = _strip_sources(node["source"], keys.join(path, "source"), sources, problems)
                 else:
-                    problems.append(Problem(f"{path}.source", "text in quotes", node["source"]))
-            return node["value"]
-        for key in node:
-            if isinstance(key, str) and _CONTROL.search(key):
-                problems.append(Problem(f"{path}.{key!r}" if path else repr(key), "a name without control "
-                                        "characters", has_value=False))
-        return {key: _strip_sources(value, f"{path}.{key}" if path else str(key), sources, problems)
-                for key, value in node.items()}
-    if isinstance(node, list):
-        return [_strip_sources(v, f"{path}[{i}]", sources, problems) for i, v in enumerate(node)]
+                    problems.append(Problem(keys.join(path, "source"), "text in quotes", node["source"]))
+            return _strip_sources(node["value"], path, sources, problems)
+        out = {}
+        for key, value in node.items():
+            if not isinstance(key, str):
+                problems.append(Problem(path or "(top level)", f"keys that are text, got {key!r}", has_value=False))
+                continue
+            if _CONTROL.search(key):
+                problems.append(Problem(keys.join(path, key), "a name without control characters",
+                                        has_value=False))
+            out[key] = _strip_sources(value, keys.join(path, key), sources, problems)
+        return out
+    if isinstance(node, (list, tuple)):
+        return [_strip_sources(v, keys.join(path, i), sources, problems) for i, v in enumerate(node)]
     if isinstance(node, str):
-        if _CONTROL.search(node):
-            problems.append(Problem(path, "text without control characters (a workbook cannot hold them)",
-                                    node))
-        elif len(node) > MAX_TEXT:
-            problems.append(Problem(path, f"text of at most {MAX_TEXT:,} characters (a spreadsheet cell's "
-                                    f"limit), got {len(node):,}", has_value=False))
+        problem = text_problem(node)
+        if problem:
+            problems.append(Problem(path, problem, node) if len(node) <= MAX_TEXT else
+                            Problem(path, f"expected {problem}", has_value=False))
     return node
 
 
@@ -698,15 +850,16 @@ _EXPECTED = {
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
+    """The key path of a pydantic error location, without the tags pydantic inserts for tagged unions (a tag
+    right after a key of ``events`` or ``parties`` is that key: an event may be named ``fixed``)."""
+    key = ""
     for i, item in enumerate(loc):
-        if isinstance(item, str) and item in _UNION_TAGS and i > 0:
+        if item == "[key]":
             continue
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        else:
-            parts.append(f".{item}" if parts else str(item))
-    return "".join(parts)
+        if isinstance(item, str) and item in _UNION_TAGS and i > 0 and loc[i - 1] not in ("events", "parties"):
+            continue
+        key = keys.join(key, item if isinstance(item, int) else str(item))
+    return key
 
 
 def _problem(err: dict[str, Any]) -> Problem:
@@ -769,8 +922,8 @@ def _cross_checks(s: Scenario) -> Iterator[Problem]:
     events = set(BUILTIN_EVENTS) | set(s.events)
     for name in s.events:
         if name in RESERVED_NAMES or not _IDENTIFIER.fullmatch(name):
-            yield Problem(f"events.{name}", "expected a name of letters, digits and _ (starting with a letter), "
-                          f"other than {', '.join(RESERVED_NAMES)}", has_value=False)
+            yield Problem(keys.join("events", name), "expected a name of letters, digits and _ (starting with a "
+                          f"letter), other than {', '.join(RESERVED_NAMES)}", has_value=False)
     deadlines: dict[str, int] = {}
     for i, d in enumerate(s.deadlines):
         if d.name in deadlines:
@@ -784,7 +937,7 @@ def _cross_checks(s: Scenario) -> Iterator[Problem]:
     yield from _timing_checks(s.agi.declaration, "agi.declaration", t0, absolute=True)
     yield from _timing_checks(s.agi.verification_lag, "agi.verification_lag", t0, absolute=False)
     for name, timing in s.events.items():
-        yield from _timing_checks(timing, f"events.{name}", t0, absolute=True)
+        yield from _timing_checks(timing, keys.join("events", name), t0, absolute=True)
     for i, d in enumerate(s.deadlines):
         if d.completion is not None:
             yield from _timing_checks(d.completion, f"deadlines[{i}].completion", t0, absolute=True)

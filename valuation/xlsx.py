@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import io
 import os
-import tempfile
+import re
+import secrets
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +71,36 @@ def formula(ws, row: int, col: int, text: str, fmt: str | None = None):
 
 
 def header(ws, row: int, names: list[str], col: int = 1, height: float | None = None) -> None:
-    """A header row: white on dark blue, wrapped (``height`` in points for long names)."""
-    for j, name in enumerate(names):
+    """A header row: white on dark blue, wrapped (``height`` in points for long names).  Names are made
+    distinct as an Excel Table needs (Excel compares them ignoring case): a repeat gets `` (2)``."""
+    for j, name in enumerate(unique(names)):
         c = put(ws, row, col + j, name, font=HEADER_FONT)
         c.fill = HEADER_FILL
         c.alignment = Alignment(wrap_text=True, vertical="center")
     if height:
-        ws.row_dimensions[row].height = height
+        row_height(ws, row, height / 15)
+
+
+def unique(labels: list[str]) -> list[str]:
+    """Labels made distinct, ignoring case as Excel does."""
+    seen: set[str] = set()
+    out = []
+    for label in labels:
+        name, n = label, 1
+        while name.casefold() in seen:
+            n += 1
+            name = f"{label} ({n})"
+        seen.add(name.casefold())
+        out.append(name)
+    return out
+
+
+MAX_ROW_HEIGHT = 409  # points: Excel refuses a taller row
+
+
+def row_height(ws, row: int, n_lines: float) -> None:
+    """Room for ``n_lines`` lines of text (15 points each), within Excel's limit."""
+    ws.row_dimensions[row].height = min(15 * n_lines, MAX_ROW_HEIGHT)
 
 
 def title(ws, text: str, subtitle: str | None = None) -> None:
@@ -187,55 +214,180 @@ def scatter_series(x: Reference, y: Reference, title: str) -> Series:
 
 # ---------------------------------------------------------------- saving
 
+# Our temporary files beside a target: ``.<name>.valuation-<host>-<pid>-<token>.tmp`` (a workbook being
+# written) and ``.valuation-<host>-<pid>-<token>.probe`` (a test that the folder takes a file), host a hash
+# of the host name.  A process
+# killed with -9 leaves one behind; the next write to the folder removes those of this host whose process
+# is gone.
+_HOST = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:8]
+_OURS = re.compile(r"^\..*valuation-([0-9a-f]{8})-(\d+)-[0-9a-f]{8}\.(?:tmp|probe)$")
 
-def check_output_path(path: str | Path) -> Path:
-    """Reject a workbook path we could not write, before any simulation runs."""
+
+def check_output_path(path: str | Path, size: int = 0) -> Path:
+    """Reject a workbook path we could not write, before any simulation runs.
+
+    Everything is checked where the workbook will really go (through a symbolic link, at its target): the
+    name (``.xlsx``, not too long for the file system), the folder (exists, takes a file of ``size`` bytes),
+    an existing file (not a folder, writable).
+    """
     path = Path(path)
     where = str(path)
     if path.suffix.lower() != ".xlsx":
         raise InputError(where, "expected a workbook path ending in .xlsx")
-    if path.is_dir():
-        raise InputError(where, "is a directory; expected a file path ending in .xlsx")
-    parent = path.parent
-    if not parent.is_dir():
-        raise InputError(where, f"folder {str(parent)!r} does not exist; expected an existing folder")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise InputError(where, "exists and is read-only; expected a writable file")
-    problem = unwritable(parent)
+    try:
+        name_max, _ = _limits(path.parent)
+        if len(os.fsencode(path.name)) > name_max:
+            raise InputError(where, f"a file name of {len(os.fsencode(path.name))} bytes; expected at most "
+                                    f"{name_max} (this file system's limit)")
+        if path.is_symlink():
+            os.stat(path.parent)  # a folder that is not there says so below
+            try:
+                os.stat(path)
+            except FileNotFoundError:
+                pass  # a link to a file still to be written
+        real = Path(os.path.realpath(path))
+        linked = real != Path(os.path.abspath(path))
+        link = f"links to {_display(real)}, " if linked else ""
+        folder = _display(real.parent) if linked else str(path.parent)
+        if real.is_dir():
+            raise InputError(where, f"{link}is a directory; expected a file path ending in .xlsx")
+        if not real.parent.is_dir():
+            raise InputError(where, f"{link}folder {folder!r} does not exist; expected an existing folder")
+        name_max, path_max = _limits(real.parent)
+        name_bytes, path_bytes = len(os.fsencode(real.name)), len(os.fsencode(str(real)))
+        if name_bytes > name_max:
+            raise InputError(where, f"{link}a file name of {name_bytes} bytes; expected at most {name_max} (this "
+                                    "file system's limit)")
+        if path_bytes >= path_max:
+            raise InputError(where, f"{link}a path of {path_bytes} bytes; expected fewer than {path_max}")
+        if real.exists() and not os.access(real, os.W_OK):
+            raise InputError(where, f"{link}exists and is read-only; expected a writable file")
+        problem = unwritable(real.parent, size)
+    except OSError as exc:  # whatever else the file system says about this path (a loop of links, ...)
+        raise InputError(where, f"cannot be used ({exc.strerror or exc}); expected a writable .xlsx path") from None
     if problem:
-        raise InputError(where, f"folder {str(parent)!r} is not writable ({problem})")
+        raise InputError(where, f"{link}folder {folder!r} is not writable ({problem})")
     return path
 
 
-def unwritable(folder: Path) -> str | None:
-    """Why nothing can be written in ``folder``, or None.  The only reliable test (read-only mounts, /proc,
-    quotas, root ignoring permission bits) is to write there: a probe file, created and removed."""
+def _display(path: Path) -> str:
+    """A path as the user would write it: relative to the working folder when inside it."""
     try:
-        with interrupts.deferred():  # never a probe left behind
-            fd, probe = tempfile.mkstemp(prefix=".valuation.", suffix=".probe", dir=folder)
-            os.close(fd)
-            os.unlink(probe)
+        relative = os.path.relpath(path)
+    except ValueError:
+        return str(path)
+    return str(path) if relative.startswith("..") else relative
+
+
+def _limits(folder: Path) -> tuple[int, int]:
+    """The longest file name and path (bytes) the file system of ``folder`` takes."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX"), os.pathconf(folder, "PC_PATH_MAX")
+    except (OSError, ValueError, AttributeError):  # not POSIX, or not said
+        return 255, 4096
+
+
+def unwritable(folder: Path, size: int = 0) -> str | None:
+    """Why ``folder`` cannot take a file of ``size`` bytes, or None.  The only reliable test (read-only mounts,
+    /proc, quotas, a full disk, root ignoring permission bits) is to write there: a probe file of that size,
+    written, synced and removed."""
+    _remove_stale(folder)
+    fd = probe = None
+    try:
+        with interrupts.deferred():  # never a probe left behind: a signal waits until it has a name
+            fd, probe = _create(folder, ".", ".probe")
+        _reserve(fd, size)
     except OSError as exc:
         return str(exc.strerror or exc)
+    finally:
+        if fd is not None:
+            os.close(fd)
+        if probe is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(probe)
     return None
 
 
-def atomic_save(workbook: Workbook, path: Path) -> Path:
-    """Save via a temporary file in the same folder and a rename (through a symbolic link to its target)."""
-    path = Path(os.path.realpath(path))
-    tmp = fh = None
+def _reserve(fd: int, size: int) -> None:
+    """Take ``size`` bytes of disk for ``fd`` (a full disk or a quota says so here)."""
+    if size <= 0:
+        return
     try:
+        os.posix_fallocate(fd, 0, size)
+    except (AttributeError, OSError) as exc:
+        if isinstance(exc, OSError) and exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        for start in range(0, size, 2**20):  # no fallocate here: write the bytes
+            os.write(fd, bytes(min(2**20, size - start)))
+    os.fsync(fd)
+
+
+def _create(folder: Path, prefix: str, suffix: str, mode: int = 0o600) -> tuple[int, str]:
+    """A new file of ours in ``folder``: ``<prefix>valuation-<host>-<pid>-<token><suffix>``."""
+    while True:
+        path = os.path.join(folder, f"{prefix}valuation-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), path
+        except FileExistsError:
+            continue
+
+
+def _temp_prefix(path: Path, name_max: int) -> str:
+    """``.<name>.``, the name cut so that the temporary file's whole name stays within ``name_max`` bytes."""
+    ours = len("valuation-") + 8 + 1 + len(str(os.getpid())) + 1 + 8 + len(".tmp")
+    room = max(name_max - ours - 2, 0)
+    return f".{os.fsencode(path.name)[:room].decode(errors='ignore')}."
+
+
+def _remove_stale(folder: Path) -> None:
+    """Remove our temporary files in ``folder`` whose process (on this host) is gone."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        m = _OURS.match(entry.name)
+        if not m or m[1] != _HOST or not entry.is_file(follow_symlinks=False):
+            continue
+        pid = int(m[2])
+        if pid == os.getpid() or _alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process (or a number no process has): leave its file alone
+    return True
+
+
+def atomic_save(workbook: Workbook, path: Path) -> Path:
+    """Save via a temporary file in the same folder and a rename (through a symbolic link to its target).
+
+    The workbook is zipped in memory first; the temporary file is created only then, written with one
+    write and synced: a kill at any moment leaves the old file or the new one, and at worst a temporary
+    file that the next write to the folder removes.
+    """
+    path = Path(os.path.realpath(path))
+    tmp = fd = None
+    try:
+        buffer = io.BytesIO()  # zip in memory: a failing disk then meets one plain write, not a half-open zip
+        workbook.save(buffer)
+        _remove_stale(path.parent)
         with interrupts.deferred():  # a signal waits until the temporary file is named: then it is removed
             try:
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+                fd, tmp = _create(path.parent, _temp_prefix(path, _limits(path.parent)[0]), ".tmp",
+                                   _file_mode(path))
             except OSError as exc:
                 raise InputError(str(path), f"cannot be written ({exc.strerror or exc}); nothing was "
                                             "written") from None
-            fh = os.fdopen(fd, "wb")
-        with fh:
-            os.chmod(tmp, _file_mode(path))
-            buffer = io.BytesIO()  # zip in memory: a failing disk then meets one plain write, not a half-open zip
-            workbook.save(buffer)
+        with os.fdopen(fd, "wb") as fh:
+            fd = None  # the file object closes it
             fh.write(buffer.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())  # on disk before the rename makes it the workbook
@@ -243,10 +395,11 @@ def atomic_save(workbook: Workbook, path: Path) -> Path:
             os.replace(tmp, path)
             tmp = None
             interrupts.completed(path)
+        _sync_folder(path.parent)
     except BaseException as exc:
-        if fh is not None:
+        if fd is not None:
             with contextlib.suppress(OSError):
-                fh.close()
+                os.close(fd)
         if tmp is not None:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
@@ -255,6 +408,20 @@ def atomic_save(workbook: Workbook, path: Path) -> Path:
                                         "unchanged") from None
         raise
     return path
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the rename itself durable (the folder's entry), where the system allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _file_mode(path: Path) -> int:
