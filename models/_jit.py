@@ -61,6 +61,13 @@ def _njit(func, options: dict):
 
 
 def _compiled(func, options: dict):
+    if options.get("cache") and "dir" not in _fallback and not os.path.isabs(os.path.expanduser("~")):
+        # no home at all (an arbitrary uid with no passwd entry, HOME unset): numba would cache in "./~/.cache"
+        folder = _fallback_folder(func)
+        if folder is not None:
+            numba.config.CACHE_DIR = folder
+    if options.get("cache") and _fallback.get("dir", "") is None:
+        return numba.njit(**{**options, "cache": False})(func)
     try:
         return numba.njit(**options)(func)
     except RuntimeError as exc:  # raised while the decorator sets up the cache, before anything compiles
@@ -114,6 +121,11 @@ def _fallback_folder(func) -> str | None:
         _fallback["dir"] = _private_temp_folder()
         _fallback["note"] = _CompileNote(func, _fallback["dir"])
         event.register("numba:compile", _fallback["note"])
+        asked = os.environ.get("NUMBA_CACHE_DIR")
+        if asked:  # the user's own setting did not hold: say so now, not only when something compiles
+            where = _fallback["dir"] or "no cache at all"
+            _say(f"note: NUMBA_CACHE_DIR={asked} cannot be used (not a folder this user can write); using {where} "
+                 "instead\n")
     return _fallback["dir"]  # type: ignore[return-value]
 
 
@@ -143,6 +155,8 @@ class _CompileNote(event.Listener):
     def __init__(self, func, folder: str | None):
         here = os.path.join(os.path.dirname(os.path.abspath(func.__code__.co_filename)), "__pycache__")
         user = AppDirs(appname="numba", appauthor=False).user_cache_dir
+        if not os.path.isabs(user):
+            user = f"{user}: there is no home folder"
         self.places = f"beside the installed package ({here}) or in the user cache folder ({user})"
         self.folder = folder
         self.said = False

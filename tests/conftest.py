@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import subprocess
@@ -68,19 +69,25 @@ def base_dict() -> dict:
     return copy.deepcopy(base_case_dict())
 
 
-@pytest.fixture
-def tiny_filesystem(tmp_path):
-    """A 64 KiB tmpfs: a real full disk (a workbook needs more). Skipped where mounting is not allowed."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
+@contextlib.contextmanager
+def mounted_tmpfs(folder: Path, size: str):
+    """A real file system of ``size`` (tmpfs) at ``folder``; skips the test where mounting is not allowed."""
+    folder.mkdir(exist_ok=True)
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True,
-                              timeout=30)
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                              capture_output=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         done = None
     if done is None or done.returncode != 0:
         pytest.skip("cannot mount a tiny filesystem here (needs root in a container that allows it)")
     try:
-        yield mount
+        yield folder
     finally:
-        subprocess.run(["umount", str(mount)], capture_output=True, timeout=30)
+        subprocess.run(["umount", str(folder)], capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    """A 64 KiB tmpfs: a real full disk (a workbook needs more). Skipped where mounting is not allowed."""
+    with mounted_tmpfs(tmp_path / "tiny", "64k") as mount:
+        yield mount

@@ -141,6 +141,11 @@ def _link(target: str) -> Callable[[Path, Path], list[str]]:
     return setup
 
 
+def _out_is_a_pipe(folder: Path, report: Path) -> list[str]:
+    os.mkfifo(folder / "pipe.xlsx")
+    return ["run", str(BASE_CASE), "--paths", "100", "--out", "pipe.xlsx"]
+
+
 def _link_loop(folder: Path, report: Path) -> list[str]:
     (folder / "a.xlsx").symlink_to("b.xlsx")
     (folder / "b.xlsx").symlink_to("a.xlsx")
@@ -360,6 +365,8 @@ CATALOGUE = [
     Mistake("out-link-target-read-only", "command line", "An output path that is a link into a folder no one "
             "can write in (`/proc`)", "link.xlsx", _link("/proc/out.xlsx")),
     Mistake("out-link-loop", "command line", "An output path that is a loop of links", "a.xlsx", _link_loop),
+    Mistake("out-is-a-pipe", "command line", "An output path that is a named pipe (or a device)", "pipe.xlsx",
+            _out_is_a_pipe),
     Mistake("out-not-xlsx", "command line", "An output path not ending in `.xlsx`", "out.csv",
             arguments(out="out.csv")),
     Mistake("unknown-option", "command line", "A misspelt option (`--path`; no abbreviations)", "--path",

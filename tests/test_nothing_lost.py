@@ -19,7 +19,7 @@ from pathlib import Path
 import openpyxl
 import pytest
 
-from conftest import BASE_CASE
+from conftest import BASE_CASE, mounted_tmpfs
 from valuation import interrupts, xlsx
 from valuation.cli import main
 
@@ -126,27 +126,6 @@ def test_a_signal_whose_exception_is_dropped_still_stops_cleanly(tmp_path, monke
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
 
-class _FailingFile:
-    """A file whose ``write`` puts half the bytes on disk and then fails as a full disk (or a user) would."""
-
-    def __init__(self, real, exc: BaseException):
-        self.real, self.exc = real, exc
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.real.close()
-
-    def write(self, data) -> int:
-        self.real.write(bytes(data)[: len(data) // 2])
-        self.real.flush()
-        raise self.exc
-
-    def __getattr__(self, name):
-        return getattr(self.real, name)
-
-
 @pytest.mark.parametrize(("exc", "code", "words"), [
     (KeyboardInterrupt(), 130, ["interrupted: nothing was written"]),
     (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), 2, ["report.xlsx", "No space left on device",
@@ -155,8 +134,12 @@ class _FailingFile:
 ], ids=["interrupt_while_writing", "disk_full", "io_error"])
 def test_a_failure_while_writing_keeps_the_earlier_workbook(tmp_path, monkeypatch, capsys, exc, code, words):
     out = _existing(tmp_path)
-    real_fdopen = os.fdopen
-    monkeypatch.setattr(os, "fdopen", lambda fd, *a, **k: _FailingFile(real_fdopen(fd, *a, **k), exc))
+
+    def half_then_fail(fd, data):  # half the bytes reach the disk, then the failure
+        os.write(fd, bytes(data)[: len(data) // 2])
+        raise exc
+
+    monkeypatch.setattr(xlsx, "_write_all", half_then_fail)
     assert main(["run", str(BASE_CASE), "--paths", "200", "--out", str(out)]) == code
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -226,20 +209,45 @@ def test_a_signal_during_the_rename_says_the_workbook_is_complete(tmp_path, monk
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
 
 
-@pytest.mark.parametrize("suffix", [".probe", ".tmp"], ids=["checking_the_folder", "saving"])
-def test_a_signal_as_a_temporary_file_is_made_leaves_nothing(tmp_path, monkeypatch, capsys, suffix):
-    """A signal just after a temporary file is created (the folder's write probe, or the workbook's own) still
-    removes it: it waits until the file has a name to clean up."""
+@pytest.mark.parametrize("step", ["probe", "linked", "named"])
+def test_a_signal_as_a_temporary_file_is_made_leaves_nothing(tmp_path, monkeypatch, capsys, step):
+    """A signal just after a temporary file gets its name (the folder's write probe; the workbook's, linked from
+    an unnamed file, or made named where the file system has no unnamed files) still removes it: it waits until
+    the name is remembered to clean up."""
     out = _existing(tmp_path)
-    real_create = xlsx._create
+    if step == "linked" and not xlsx.links_unnamed(tmp_path):
+        pytest.skip("this file system does not link unnamed files (O_TMPFILE): the workbook is named when made")
+    if step != "linked":
+        monkeypatch.setattr(xlsx, "links_unnamed", lambda folder: False)
+        monkeypatch.delattr(os, "O_TMPFILE")  # the probe too is a named file then
+    if step == "probe":
+        real_create = xlsx._create
 
-    def create(folder, prefix, end, *args):
-        made = real_create(folder, prefix, end, *args)
-        if end == suffix:
+        def create(folder, prefix, end, *args):
+            made = real_create(folder, prefix, end, *args)
+            if end == ".probe":
+                _kill_self(signal.SIGTERM)
+            return made
+
+        monkeypatch.setattr(xlsx, "_create", create)
+    elif step == "linked":
+        real_link = os.link
+
+        def link(*args, **kwargs):
+            real_link(*args, **kwargs)
             _kill_self(signal.SIGTERM)
-        return made
 
-    monkeypatch.setattr(xlsx, "_create", create)
+        monkeypatch.setattr(os, "link", link)
+    else:
+        real_create = xlsx._create
+
+        def create(folder, prefix, end, *args):
+            made = real_create(folder, prefix, end, *args)
+            if end == ".tmp":
+                _kill_self(signal.SIGTERM)
+            return made
+
+        monkeypatch.setattr(xlsx, "_create", create)
     assert main(["run", str(BASE_CASE), "--paths", "200", "--out", str(out)]) == 143
     err = capsys.readouterr().err
     assert "terminated: nothing was written" in err and "Traceback" not in err, err
@@ -267,6 +275,27 @@ def test_a_real_full_disk(tiny_filesystem, capsys):
     assert "No space left on device" in err and "Traceback" not in err, err
     filler.unlink()
     _untouched(out)
+
+
+def test_the_room_check_counts_long_text_and_lets_a_workbook_that_fits(tmp_path, capsys):
+    """The estimate ignored text: 76 sources of 30,000 characters made a 2 MB workbook that a 1 MB disk took only
+    after the whole run had been spent.  And an estimate too generous refused the base case with room to spare."""
+    text = BASE_CASE.read_text(encoding="utf-8")
+    words = "".join(chr(ord("a") + (i * 7919) % 26) for i in range(30_000))  # text that does not zip to nothing
+    long = text.replace('source = "Assumption', f'source = "{words}', 76)
+    scenario = tmp_path / "long.toml"
+    scenario.write_text(long, encoding="utf-8")
+    with mounted_tmpfs(tmp_path / "small", "1m") as small:
+        out = _existing(small)
+        started = time.monotonic()
+        assert main(["run", str(scenario), "--paths", "200", "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "has no room for the workbook: it needs about" in err and "No space left on device" in err, err
+        assert time.monotonic() - started < 30  # refused before the run, not after it
+        _untouched(out)
+    with mounted_tmpfs(tmp_path / "room", "450k") as room:
+        assert main(["run", str(BASE_CASE), "--paths", "200", "--out", str(room / "base.xlsx")]) == 0
+        assert (room / "base.xlsx").stat().st_size > 100_000
 
 
 def test_a_signal_the_caller_ignores_stays_ignored(monkeypatch):

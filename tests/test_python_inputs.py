@@ -8,9 +8,12 @@ checks of ``valuation.arguments``, the loader that every scenario passes through
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import date
 from pathlib import Path
@@ -134,8 +137,8 @@ def test_model_copy_validates_like_a_file(base):
         base.simulation.model_copy(update={"steps_per_year": 0})
     with pytest.raises(InputError, match=r"exit_multiple = 'eight': expected a number"):
         base.revenue.model_copy(update={"exit_multiple": "eight"})
-    with pytest.raises(InputError, match=r"base_case.toml: simulation.baseline = 'nope': expected a structure "
-                                         r"name"):
+    with pytest.raises(InputError, match=r"base_case.toml \(a copy changed in Python\): simulation.baseline = "
+                                         r"'nope': expected a structure name"):
         base.model_copy(update={"simulation": {**base.simulation.model_dump(), "baseline": "nope"}})
     fine = base.model_copy(update={"revenue": base.revenue.model_copy(update={"volatility": 0.3})})
     assert fine.revenue.volatility == 0.3 and fine.changed_since_loaded and not base.changed_since_loaded
@@ -301,27 +304,86 @@ def test_stale_temporary_files_of_a_killed_run_are_removed_by_the_next_write(bas
         alive.wait()
 
 
-def test_a_kill_while_the_workbook_is_written_leaves_no_empty_file(tmp_path):
-    """A real ``kill -9`` as soon as a temporary file shows: it is never empty (the bytes are ready before it is
-    made), and the next write to the folder removes it."""
-    out = tmp_path / "out.xlsx"
-    command = [sys.executable, "-m", "valuation.cli", "run", str(BASE_CASE), "--paths", "2000", "--out", str(out)]
-    seen = []
-    for _ in range(3):
-        proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 240
-        while proc.poll() is None and time.monotonic() < deadline:
-            temps = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-            if temps:
-                proc.kill()
-                seen += [p.stat().st_size for p in temps if p.exists()]
-                break
+def _kill_while(module: str, step: str, out: Path) -> None:
+    """``valuation run`` in a real process, paused inside ``module.step`` of the save (``valuation.xlsx._write_all``:
+    the bytes are being written; ``os.replace``: the temporary file is complete and named), then killed with
+    SIGKILL there."""
+    code = (f"import {module} as where, sys, time\n"
+            f"def paused(*a, **k):\n    print('paused', flush=True); time.sleep(120)\n"
+            f"where.{step} = paused\n"
+            "from valuation.cli import main\n"
+            f"sys.exit(main(['run', {str(BASE_CASE)!r}, '--paths', '300', '--out', {str(out)!r}]))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "paused"
+    finally:
+        proc.kill()
         proc.wait()
-        if seen:
-            break
-    assert all(size > 0 for size in seen), seen
+        proc.stdout.close()
+
+
+def test_a_kill_while_the_bytes_are_written_leaves_nothing_for_long(tmp_path):
+    """kill -9 while the workbook was written left a 0-byte temporary file beside the target, for good.  Where
+    the file system links unnamed files (O_TMPFILE), killed there, nothing is left at all; elsewhere the
+    temporary file (made only once the bytes are zipped) is removed by the next write to the folder."""
+    from valuation.xlsx import links_unnamed
+
+    out = tmp_path / "out.xlsx"
+    out.write_bytes(b"an earlier workbook")
+    _kill_while("valuation.xlsx", "_write_all", out)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    if links_unnamed(tmp_path):
+        assert left == ["out.xlsx"]
+    else:
+        assert len(left) == 2 and left[0].startswith(".out.xlsx.valuation-") and left[0].endswith(".tmp")
+    assert out.read_bytes() == b"an earlier workbook"
+    dv.simulate(BASE_CASE, paths=100).to_excel(tmp_path / "other.xlsx")  # the next write to the folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.xlsx", "out.xlsx"]
+
+
+def test_a_kill_before_the_rename_leaves_a_whole_file_the_next_write_removes(tmp_path):
+    out = tmp_path / "out.xlsx"
+    _kill_while("os", "replace", out)
+    (left,) = list(tmp_path.iterdir())
+    assert left.name.startswith(".out.xlsx.valuation-") and left.name.endswith(".tmp")
+    assert openpyxl.load_workbook(io.BytesIO(left.read_bytes()), read_only=True).sheetnames[0] == "Read me"  # whole
     dv.simulate(BASE_CASE, paths=100).to_excel(out)
     assert [p.name for p in tmp_path.iterdir()] == ["out.xlsx"]
+
+
+def test_temporary_files_of_older_versions_are_removed_once_stale(base, tmp_path):
+    old = tmp_path / ".out.xlsx.k3j_x9q2.tmp"  # what tempfile.mkstemp named them before
+    fresh = tmp_path / ".out.xlsx.a1b2c3d4.tmp"
+    for p in (old, fresh):
+        p.write_bytes(b"")
+    hour_ago = time.time() - 2 * 3600
+    os.utime(old, (hour_ago, hour_ago))
+    dv.simulate(base, paths=100).to_excel(tmp_path / "out.xlsx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.xlsx", fresh.name])
+
+
+def test_overwriting_keeps_the_earlier_workbooks_permissions(base, tmp_path):
+    out = tmp_path / "shared.xlsx"
+    out.write_bytes(b"")
+    out.chmod(0o664)
+    old = os.umask(0o022)
+    try:
+        dv.simulate(base, paths=100).to_excel(out)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o664
+
+
+def test_a_target_that_is_not_a_regular_file_is_refused(base, tmp_path):
+    """A named pipe (or a device behind a link) would have been replaced by the workbook."""
+    fifo = tmp_path / "pipe.xlsx"
+    os.mkfifo(fifo)
+    (tmp_path / "link.xlsx").symlink_to(fifo)
+    result = dv.simulate(base, paths=100)
+    for target in (fifo, tmp_path / "link.xlsx"):
+        with pytest.raises(InputError, match=r"exists and is not a regular file \(a named pipe\)"):
+            result.to_excel(target)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
 
 
 # ---------------------------------------------------------------- provenance
@@ -347,7 +409,70 @@ def test_the_read_me_hashes_the_bytes_that_were_loaded(tmp_path):
         meta["Scenario file SHA-256"]
 
 
-def test_a_workbook_input_is_hashed_from_its_loaded_bytes(tmp_path, base):
+def test_a_workbook_input_is_hashed_from_its_loaded_bytes_and_keeps_its_sources(tmp_path, base):
+    """The workbook's scenario lost every source (73 of them) when its path and digest were set."""
     report = dv.simulate(base, paths=200).to_excel(tmp_path / "report.xlsx")
     digest = hashlib.sha256(Path(report).read_bytes()).hexdigest()
-    assert dv.load_scenario(report).digest == digest
+    loaded = dv.load_scenario(report)
+    assert loaded.digest == digest and len(base.sources) > 50
+    assert {k: v for k, v in loaded.sources.items() if k not in ("simulation.paths", "simulation.seed")} == \
+        dict(base.sources)  # the run's own paths and seed are noted as coming from the run
+    assert not loaded.changed_since_loaded
+    changed = loaded.model_copy(update={"revenue": loaded.revenue.model_copy(update={"exit_multiple": 30.0})})
+    assert changed.changed_since_loaded
+
+
+def test_a_changed_value_loses_its_old_source(base):
+    changed = base.model_copy(update={"revenue": base.revenue.model_copy(update={"exit_multiple": 30.0})})
+    assert "revenue.exit_multiple" in base.sources and "revenue.exit_multiple" not in changed.sources
+    assert changed.sources["revenue.initial"] == base.sources["revenue.initial"]
+
+
+def test_model_copy_takes_numpy_numbers_and_refuses_what_is_not_a_mapping(base):
+    copy = base.simulation.model_copy(update={"paths": np.int8(100), "steps_per_year": np.int64(4)})
+    assert copy.paths == 100 and type(copy.paths) is int
+    with pytest.raises(ArgumentTypeError, match=r"Simulation.model_copy\(\): update = \[1\]: expected a mapping"):
+        base.simulation.model_copy(update=[1])
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(InputError, match="nested at most 32 deep"):
+        base.model_copy(update={"description": deep})
+
+
+def test_a_file_name_is_escaped_wherever_it_is_shown(tmp_path):
+    """A scenario file named with a control character ran the whole simulation, then failed writing the Read me
+    (IllegalCharacterError); a name that is not UTF-8 made a workbook LibreOffice cut short; an escape code in a
+    name went raw to the terminal."""
+    for name in ("ctl\x01.toml", "esc\x1b[2J.toml"):
+        path = tmp_path / name
+        path.write_bytes(BASE_CASE.read_bytes())
+        done = subprocess.run([sys.executable, "-m", "valuation.cli", "run", name, "--paths", "100", "--out",
+                               "out.xlsx"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        ws = openpyxl.load_workbook(tmp_path / "out.xlsx")["Read me"]
+        meta = {ws.cell(r, 1).value: ws.cell(r, 2).value for r in range(1, ws.max_row + 1)}
+        assert meta["Scenario file"] == name.encode("unicode_escape").decode()
+        bad = subprocess.run([sys.executable, "-m", "valuation.cli", "run", name.replace(".toml", "-x.toml")],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2 and "\x1b" not in bad.stderr and "\x01" not in bad.stderr, bad.stderr
+    raw = os.fsencode(tmp_path) + b"/bad\xff.toml"
+    with open(raw, "wb") as fh:
+        fh.write(BASE_CASE.read_bytes())
+    done = subprocess.run([sys.executable.encode(), b"-m", b"valuation.cli", b"run", raw, b"--paths", b"100",
+                           b"--out", b"raw.xlsx"], cwd=tmp_path, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    ws = openpyxl.load_workbook(tmp_path / "raw.xlsx")["Read me"]  # a whole, well-formed workbook
+    meta = {ws.cell(r, 1).value: ws.cell(r, 2).value for r in range(1, ws.max_row + 1)}
+    assert meta["Scenario file"].endswith("bad\\udcff.toml") and len(meta["Scenario file SHA-256"]) == 64
+
+
+def test_simulate_warns_before_the_run_when_the_workbook_would_not_fit():
+    from test_bad_input import wide_scenario  # 256 parties: more series than a chart holds
+
+    path = Path(tempfile.mkdtemp()) / "wide.toml"
+    path.write_text(wide_scenario(2, 256), encoding="utf-8")
+    with pytest.warns(UserWarning, match="charts: at most 255 parties.*to_excel\\(\\) will refuse this result"):
+        result = dv.simulate(path, paths=100)
+    with pytest.raises(InputError, match="charts: at most 255 parties"):
+        result.to_excel(path.with_suffix(".xlsx"))

@@ -25,6 +25,8 @@ import pytest
 from conftest import BASE_CASE
 
 NOTE = "note: numba cannot cache compiled code"
+SMALL_COMPILE = ("import numpy as np; from models.rng import uniform_pair; "
+                 "print(uniform_pair(np.zeros(2, np.uint32), 0, 0, 0))")  # compiles Philox alone: seconds, not 30
 
 
 def _command() -> list[str]:
@@ -115,10 +117,6 @@ def test_a_read_only_install_without_a_home_validates_and_runs(nobody_install):
     assert NOTE not in again.stderr  # served from the moved cache: nothing compiles, nothing to say
 
 
-SMALL_COMPILE = ("import numpy as np; from models.rng import uniform_pair; "
-                 "print(uniform_pair(np.zeros(2, np.uint32), 0, 0, 0))")  # compiles Philox alone: seconds, not 30
-
-
 def test_a_cache_folder_someone_else_made_is_never_used(nobody_install):
     """numba loads its cache files with pickle: a folder of the expected name made by another user (here root,
     in a temporary folder everyone may write) could serve code to run.  It is left alone, the code compiles
@@ -136,9 +134,38 @@ def test_a_cache_folder_someone_else_made_is_never_used(nobody_install):
     assert done.stdout.startswith("(0.") and not any(planted.iterdir())
 
 
+def test_a_user_with_no_home_at_all_caches_privately(nobody_install):
+    """An arbitrary uid with no passwd entry and no HOME (a container run with --user): numba made a folder named
+    "~" in the working folder and cached there, silently."""
+    command, home, tmp, user = nobody_install
+    folder = tmp.parent / "nameless"
+    folder.mkdir()
+    folder.chmod(0o777)  # its own working and temporary folder (a fresh cache: the note is due)
+    nameless = [("--reuid=54321" if part.startswith("--reuid=") else "--regid=54321" if part.startswith("--regid=")
+                 else f"TMPDIR={folder}" if part.startswith("TMPDIR=") else part)
+                for part in command[:command.index("-m")] if not part.startswith("HOME=")]
+    done = subprocess.run([*nameless, "-c", SMALL_COMPILE], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not (folder / "~").exists() and "there is no home folder" in done.stderr, done.stderr
+    assert done.stderr.count(NOTE) == 1
+
+
+def test_an_unusable_numba_cache_dir_is_said_every_time(nobody_install):
+    """The user's own NUMBA_CACHE_DIR that cannot be used was replaced without a word once the moved cache was
+    warm: the setting is theirs, so it is said whenever it is overridden."""
+    command, home, _, _ = nobody_install
+    python = [*command[:command.index("env") + 2], "NUMBA_CACHE_DIR=/nonexistent/cache",
+              *command[command.index("env") + 2:command.index("-m")]]
+    for _ in range(2):
+        done = subprocess.run([*python, "-c", SMALL_COMPILE], cwd=home, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert "note: NUMBA_CACHE_DIR=/nonexistent/cache cannot be used" in done.stderr, done.stderr
+
+
 @pytest.mark.parametrize(("value", "variable"), [("0", "NUMBA_NUM_THREADS"), ("abc", "NUMBA_NUM_THREADS"),
-                                                 ("1.5", "NUMBA_NUM_THREADS"), ("bogus", "NUMBA_THREADING_LAYER"),
-                                                 ("fast", "NUMBA_OPT")])
+                                                 ("1.5", "NUMBA_NUM_THREADS"), ("100000", "NUMBA_NUM_THREADS"),
+                                                 ("bogus", "NUMBA_THREADING_LAYER"),
+                                                 ("bogus", "NUMBA_THREADING_LAYER_PRIORITY"), ("fast", "NUMBA_OPT")])
 def test_numba_settings_that_would_fail_are_bad_input(tmp_path, value, variable):
     """A fresh process, as a user meets it: numba reads these when it is imported (a warning with a parser's
     traceback for 'abc') or when its threads start (a ValueError traceback for 0)."""

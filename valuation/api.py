@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,6 +86,7 @@ def simulate(
     environment.check()
     where = scenario.path or "<scenario>"
     compiled = compile_scenario(scenario)
+    _warn_if_no_workbook(compiled, scenario, paths)
     pv_bytes = 8 * paths * len(compiled.structures) * len(compiled.parties)
     keep = pv_bytes <= KEEP_LIMIT if keep_paths is None else keep_paths
     if keep:
@@ -147,6 +149,17 @@ def _simulate_streaming(key: np.ndarray, paths: int, where: str, *, chunk_size: 
         path_pvs=None, path_drivers=None, run_seconds=time.perf_counter() - start, stream=stream, tally=tally,
         head_pvs=head["pv"], head_drivers=_drivers(compiled, head),
         cash_flows=engine.expected_flows(compiled, flows) / paths, revenue_sample=revenue_path, **common)
+
+
+def _warn_if_no_workbook(compiled, scenario: Scenario, paths: int) -> None:
+    """Say before the run, not after it, that ``to_excel()`` will refuse this result (Excel's limits)."""
+    from valuation.report import check_fits
+
+    try:
+        check_fits(compiled, scenario, paths, "to_excel()")
+    except InputError as exc:
+        warnings.warn(f"{exc.message()}: to_excel() will refuse this result (summary() and the per-path results "
+                      "are not affected)", UserWarning, stacklevel=3)
 
 
 def _recorded(compiled) -> int:

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from valuation import interrupts
-from valuation.errors import InputError, Problem
+from valuation.errors import InputError, Problem, printable
 from valuation.interrupts import Terminated
 
 EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
@@ -30,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
         if message.startswith("unrecognized arguments: "):
             message += _did_you_mean(message.split(": ", 1)[1].split()[0], self)
         self.print_usage(sys.stderr)
-        _say(sys.stderr, f"{self.prog}: error: {message}")
+        _say(sys.stderr, f"{self.prog}: error: {printable(message)}")
         raise SystemExit(EXIT_INPUT)
 
 
@@ -150,7 +150,7 @@ def _stopped(exc: KeyboardInterrupt) -> int:
     what = "terminated" if isinstance(exc, Terminated) else "interrupted"
     done = interrupts.last_completed()  # the workbook's rename and this note are one step for a signal
     if done is not None:
-        _say(sys.stderr, f"{what}: the workbook {done} was already complete")
+        _say(sys.stderr, f"{what}: the workbook {printable(str(done))} was already complete")
     else:
         _say(sys.stderr, f"{what}: nothing was written (any earlier workbook is unchanged)")
     return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
@@ -164,7 +164,7 @@ def _validate(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.file)
     compiled = compile_scenario(scenario)
     check_fits(compiled, scenario, scenario.simulation.paths, f"{args.file} (its workbook)")
-    lines = [f"{args.file}: valid: {len(scenario.structures)} structures, {len(scenario.parties)} parties, "
+    lines = [f"{printable(args.file)}: valid: {len(scenario.structures)} structures, {len(scenario.parties)} parties, "
              f"{len(scenario.deadlines)} deadlines, {compiled.n_steps} steps"]
     for key, fit in compiled.fits.items():
         lines.append(f"  {key}: {fit.distribution} fitted to {len(fit.probs)} points, residual {fit.residual:.2g}")
@@ -235,12 +235,12 @@ def _run(args: argparse.Namespace) -> int:
             raise InputError(str(folder), f"cannot be created ({exc.strerror or exc}); expected a writable "
                                           "working folder (or give --out)") from None
     written = result.to_excel(out)  # before printing: a closed pipe must not cost the workbook
-    lines = _report(scenario, result) + ["", f"workbook: {written}"]
+    lines = _report(scenario, result) + ["", f"workbook: {printable(str(written))}"]
     if not _say(sys.stdout, "\n".join(lines)):  # a full disk, a closed pipe or no stdout: the work is done
         if sys.stdout is not None:
             _silence(sys.stdout.fileno() if _has_fileno(sys.stdout) else 1)
         _say(sys.stderr, f"note: the summary could not be printed (standard output is closed or full); the "
-                         f"workbook is complete: {written}")
+                         f"workbook is complete: {printable(str(written))}")
     return EXIT_OK
 
 

@@ -19,6 +19,8 @@ from valuation.errors import InputError, Problem
 
 WHERE = "environment"
 THREADING_LAYERS = ("default", "safe", "forksafe", "threadsafe", "workqueue", "omp", "tbb")
+PRIORITY_LAYERS = ("tbb", "omp", "workqueue")
+MAX_THREADS = 1024  # numba starts one thread each: tens of thousands crash the process (a segfault, no message)
 _UNPARSED = re.compile(r"Environment variable '(NUMBA_[A-Z0-9_]+)' is defined but its associated value '(.*)' "
                        r"could not be parsed", re.S)
 
@@ -42,16 +44,23 @@ def _settings(env) -> list[Problem]:
     threads = env.get("NUMBA_NUM_THREADS")
     if threads is not None:
         try:
-            ok = int(threads.strip()) >= 1
+            ok = 1 <= int(threads.strip()) <= MAX_THREADS
         except ValueError:
             ok = False
         if not ok:
-            problems.append(Problem("NUMBA_NUM_THREADS", "a whole number >= 1 (the most threads numba may use), "
-                                    "or the variable unset (all cores)", threads))
+            problems.append(Problem("NUMBA_NUM_THREADS", f"a whole number from 1 to {MAX_THREADS} (the most threads "
+                                    f"numba may use; this machine has {os.cpu_count() or 1} cores), or the variable "
+                                    "unset (all cores)", threads))
     layer = env.get("NUMBA_THREADING_LAYER")
     if layer is not None and layer.strip().lower() not in THREADING_LAYERS:
         problems.append(Problem("NUMBA_THREADING_LAYER", f"one of {', '.join(THREADING_LAYERS)}, or the variable "
                                 "unset", layer))
+    priority = env.get("NUMBA_THREADING_LAYER_PRIORITY")
+    if priority is not None:
+        names = priority.split()
+        if sorted(names) != sorted(PRIORITY_LAYERS):
+            problems.append(Problem("NUMBA_THREADING_LAYER_PRIORITY", f"the three layers {' '.join(PRIORITY_LAYERS)} "
+                                    "in the order to try them, separated by spaces, or the variable unset", priority))
     return problems
 
 
@@ -80,8 +89,9 @@ def _threading_layer() -> Problem | None:
     try:
         parallel._launch_threads()
     except ValueError as exc:  # numba's way to say the requested layer is unavailable
-        layer = os.environ.get("NUMBA_THREADING_LAYER", "default")
+        variable = next((v for v in ("NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY") if v in os.environ),
+                        "NUMBA_THREADING_LAYER")
         why = " ".join(str(exc).split())
-        return Problem("NUMBA_THREADING_LAYER", f"a threading layer that loads here ({why}); 'workqueue' always "
-                       "does, or leave the variable unset", layer)
+        return Problem(variable, f"a threading layer that loads here ({why}); 'workqueue' always does, or leave "
+                       "the variable unset", os.environ.get(variable, "default"))
     return None

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+
+# What must not reach a terminal or a workbook as it is: C0 and C1 controls, DEL, lone surrogates (the bytes of
+# a file name that are not UTF-8), U+FFFE/U+FFFF.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def printable(text: str) -> str:
+    """``text`` with every character a terminal could act on, or a workbook cannot hold, written as an escape
+    (``\\x1b``, ``\\udcff``): file names and arguments are shown, never obeyed."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii")
+                            if not 0xD800 <= ord(m.group()) <= 0xDFFF else f"\\u{ord(m.group()):04x}", text)
 
 
 @dataclass(frozen=True)
@@ -43,8 +55,8 @@ class InputError(Exception):
         super().__init__(self.message())
 
     def message(self) -> str:
-        lines = [p.render() for p in self.problems]
-        where = f"{self.source}: " if self.source else ""
+        lines = [printable(p.render()) for p in self.problems]
+        where = f"{printable(self.source)}: " if self.source else ""
         if len(lines) == 1:
             return f"{where}{lines[0]}"
         shown = "\n".join(f"  - {line}" for line in lines[:12])

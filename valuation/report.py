@@ -23,7 +23,7 @@ from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.pagebreak import Break
 
 from valuation.assumptions import COLUMNS, assumption_rows
-from valuation.errors import InputError, Problem
+from valuation.errors import InputError, Problem, printable
 from valuation.results import HEAD, SUMMARY_COLUMNS
 from valuation.xlsx import (
     BN,
@@ -142,15 +142,21 @@ def check_fits(compiled, scenario, paths: int, where: str) -> None:
         raise InputError(where, problems)
 
 
-BYTES_PER_CELL = 12  # a numeric cell, zipped, in the workbooks this writer makes (measured: about 9)
+BYTES_PER_CELL = 10  # a numeric cell, zipped, in the workbooks this writer makes (measured: 7 to 9)
+FIXED_BYTES = 128 * 1024  # styles, charts, the parts every workbook has
 
 
 def estimated_bytes(compiled, scenario, paths: int) -> int:
-    """A generous estimate of the workbook's size (the room checked on disk before any path runs)."""
+    """A generous estimate of the workbook's size (the room checked on disk before any path runs): its cells,
+    and its text at full length (sources and labels are the only text that can be long)."""
     sizes = sheet_sizes(compiled, scenario, paths)
     cells = sum(rows * cols for rows, cols in sizes.values()) - sizes["Distributions"][0] * sizes["Distributions"][1]
     cells += len(compiled.parties) * 140 * (len(compiled.structures) + 3)  # Distributions is sparse
-    return 256 * 1024 + BYTES_PER_CELL * cells
+    text = sum(len(str(r[k]).encode()) for r in assumption_rows(scenario) for k in ("value", "source",
+                                                                                     "table_source"))
+    labels = sum(len((x.label or x.name).encode()) for x in [*scenario.structures, *scenario.parties.values()]
+                 if hasattr(x, "name")) + sum(len((p.label or "").encode()) for p in scenario.parties.values())
+    return FIXED_BYTES + BYTES_PER_CELL * cells + 2 * text + 50 * labels + len((scenario.description or "").encode())
 
 
 _HINTS = {"Read me": "fewer fitted distributions", "Summary": "fewer structures x parties",
@@ -181,7 +187,7 @@ def run_metadata(result: SimulationResult) -> list[tuple[str, Any]]:
         digest += " (the file as loaded; the scenario run was changed in Python after loading)"
     return [
         ("Scenario", s.name),
-        ("Scenario file", s.path or ""),
+        ("Scenario file", printable(s.path or "")),  # a file name is not checked text: escape what a cell refuses
         ("Scenario file SHA-256", digest),
         ("Valuation date", s.simulation.valuation_date),
         ("Horizon", s.simulation.horizon),

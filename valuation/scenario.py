@@ -19,12 +19,13 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import date as Date
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
+import numpy as np
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -76,6 +77,7 @@ class _Model(BaseModel):
 
     def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any:
         """A copy, validated like a file when ``update`` changes anything (pydantic's own copy skips validation)."""
+        update = _update_mapping(type(self), update)
         if not update:
             return super().model_copy(deep=deep)
         plain = self.model_dump(by_alias=True, exclude_unset=True)
@@ -89,14 +91,33 @@ class _Model(BaseModel):
             raise InputError(f"{type(self).__name__}.model_copy()", [_problem(e) for e in exc.errors()]) from None
 
 
+def _update_mapping(cls: type, update: Any) -> dict[str, Any]:
+    """``model_copy``'s ``update``: a mapping of keys to values, not too deep to check (else the project's error)."""
+    from valuation.arguments import ArgumentTypeError
+
+    if update is None:
+        return {}
+    if not isinstance(update, Mapping):
+        raise ArgumentTypeError(f"{cls.__name__}.model_copy()", [Problem("update", "a mapping of keys to values",
+                                                                         update)])
+    deep = _too_deep(dict(update))
+    if deep is not None:
+        raise InputError(f"{cls.__name__}.model_copy()", [Problem(deep, f"expected tables and lists nested at most "
+                                                                        f"{MAX_DEPTH} deep", has_value=False)])
+    return dict(update)
+
+
 def plain_data(value: Any) -> Any:
-    """Tables of the schema as plain dicts and lists (what a file parses to), to validate again."""
+    """Tables of the schema as plain dicts and lists (what a file parses to), to validate again; numpy scalars as
+    Python numbers (a count from numpy is a count)."""
     if isinstance(value, BaseModel):
         return value.model_dump(by_alias=True, exclude_unset=True)
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {k: plain_data(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain_data(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
     return value
 
 
@@ -601,8 +622,9 @@ class Scenario(_Model):
 
     def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Scenario:
         """A copy; with ``update``, validated exactly like a file (key paths, cross checks, text)."""
-        if not update or set(update) <= set(PROVENANCE):
-            return super().model_copy(update=update, deep=deep)
+        update = _update_mapping(type(self), update)
+        if not update or set(update) <= set(PROVENANCE):  # what the loader sets: nothing to validate
+            return BaseModel.model_copy(self, update=update, deep=deep)
         plain = self.model_dump(by_alias=True, exclude_unset=True)
         provenance = {name: getattr(self, name) for name in PROVENANCE}
         for name, value in update.items():
@@ -611,7 +633,30 @@ class Scenario(_Model):
             else:
                 field = type(self).model_fields.get(name)
                 plain[(field.alias or name) if field is not None else name] = plain_data(value)
-        return scenario_from_dict(plain, source=provenance["path"] or "<scenario>", **provenance)
+        copy = scenario_from_dict(plain, source=f"{provenance['path'] or '<scenario>'} (a copy changed in Python)",
+                                  **provenance)
+        return _kept_sources(self, copy)
+
+    def value_at(self, key: str) -> Any:
+        """The input at a key path (as on the Assumptions sheet); None where there is none."""
+        try:
+            tokens = keys.parse(key)
+        except ValueError:
+            return None
+        node: Any = self
+        for token in tokens:
+            if isinstance(token, int):
+                node = node[token] if isinstance(node, (list, tuple)) and 0 <= token < len(node) else None
+            elif isinstance(node, Mapping):
+                node = node.get(token)
+            elif isinstance(node, BaseModel):
+                name = next((n for n, f in type(node).model_fields.items() if (f.alias or n) == token), None)
+                node = getattr(node, name) if name is not None else None
+            else:
+                return None
+            if node is None:
+                return None
+        return node
 
     def checked(self) -> Scenario:
         """This scenario validated again, as a file is (the engine runs only what this returns).
@@ -652,6 +697,13 @@ class Scenario(_Model):
     @property
     def horizon_years(self) -> float:
         return self.years(self.simulation.horizon)
+
+
+def _kept_sources(old: Scenario, new: Scenario) -> Scenario:
+    """``new`` with the sources of the inputs that kept their values: a changed value loses its old source."""
+    kept = {key: note for key, note in new.sources.items()
+            if key not in old.sources or new.value_at(key) == old.value_at(key)}
+    return new if len(kept) == len(new.sources) else BaseModel.model_copy(new, update={"sources": kept})
 
 
 # ------------------------------------------------------------------ loading

@@ -10,6 +10,8 @@ import os
 import re
 import secrets
 import socket
+import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -260,14 +262,34 @@ def check_output_path(path: str | Path, size: int = 0) -> Path:
                                     "file system's limit)")
         if path_bytes >= path_max:
             raise InputError(where, f"{link}a path of {path_bytes} bytes; expected fewer than {path_max}")
+        if real.exists() and not real.is_file():  # a device or a pipe: the rename would replace it with a file
+            raise InputError(where, f"{link}exists and is not a regular file ({_kind(real)}); expected a file path "
+                                    "ending in .xlsx")
         if real.exists() and not os.access(real, os.W_OK):
             raise InputError(where, f"{link}exists and is read-only; expected a writable file")
-        problem = unwritable(real.parent, size)
+        failure = _probe(real.parent, size)
     except OSError as exc:  # whatever else the file system says about this path (a loop of links, ...)
         raise InputError(where, f"cannot be used ({exc.strerror or exc}); expected a writable .xlsx path") from None
-    if problem:
-        raise InputError(where, f"{link}folder {folder!r} is not writable ({problem})")
+    if failure is not None:
+        raise InputError(where, f"{link}folder {folder!r} {_why(failure, size)}")
     return path
+
+
+def _kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    for test, name in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _why(failure: OSError, size: int) -> str:
+    """Why a folder cannot take the workbook, for a message."""
+    if failure.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"has no room for the workbook: it needs about {max(size, 1) / 1e6:.1f} MB "
+                f"({failure.strerror or failure})")
+    return f"is not writable ({failure.strerror or failure})"
 
 
 def _display(path: Path) -> str:
@@ -288,17 +310,28 @@ def _limits(folder: Path) -> tuple[int, int]:
 
 
 def unwritable(folder: Path, size: int = 0) -> str | None:
-    """Why ``folder`` cannot take a file of ``size`` bytes, or None.  The only reliable test (read-only mounts,
-    /proc, quotas, a full disk, root ignoring permission bits) is to write there: a probe file of that size,
-    written, synced and removed."""
+    """Why ``folder`` cannot take a file of ``size`` bytes, or None (see :func:`_probe`)."""
+    failure = _probe(folder, size)
+    return None if failure is None else str(failure.strerror or failure)
+
+
+def _probe(folder: Path, size: int = 0) -> OSError | None:
+    """The error writing a file of ``size`` bytes in ``folder`` meets, or None.  The only reliable test
+    (read-only mounts, /proc, quotas, a full disk, root ignoring permission bits) is to write there: a probe
+    file of that size, written, synced and removed."""
     _remove_stale(folder)
     fd = probe = None
     try:
-        with interrupts.deferred():  # never a probe left behind: a signal waits until it has a name
-            fd, probe = _create(folder, ".", ".probe")
+        try:  # a file with no name: whatever happens, nothing is left behind
+            fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o600)
+        except (AttributeError, OSError) as exc:  # not Linux, or a file system without unnamed files
+            if isinstance(exc, OSError) and exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+            with interrupts.deferred():  # never a probe left behind: a signal waits until it has a name
+                fd, probe = _create(folder, ".", ".probe")
         _reserve(fd, size)
     except OSError as exc:
-        return str(exc.strerror or exc)
+        return exc
     finally:
         if fd is not None:
             os.close(fd)
@@ -323,13 +356,20 @@ def _reserve(fd: int, size: int) -> None:
 
 
 def _create(folder: Path, prefix: str, suffix: str, mode: int = 0o600) -> tuple[int, str]:
-    """A new file of ours in ``folder``: ``<prefix>valuation-<host>-<pid>-<token><suffix>``."""
+    """A new file of ours in ``folder``: ``<prefix>valuation-<host>-<pid>-<token><suffix>``, with ``mode``
+    exactly (not cut by the umask: an earlier workbook's permissions are kept)."""
     while True:
-        path = os.path.join(folder, f"{prefix}valuation-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+        path = _our_name(folder, prefix, suffix)
         try:
-            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), path
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
         except FileExistsError:
             continue
+        os.fchmod(fd, mode)
+        return fd, path
+
+
+def _our_name(folder: Path, prefix: str, suffix: str) -> str:
+    return os.path.join(folder, f"{prefix}valuation-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
 
 
 def _temp_prefix(path: Path, name_max: int) -> str:
@@ -339,21 +379,31 @@ def _temp_prefix(path: Path, name_max: int) -> str:
     return f".{os.fsencode(path.name)[:room].decode(errors='ignore')}."
 
 
+_OLD = re.compile(r"^\..+\.xlsx\.[a-z0-9_]{8}\.tmp$")  # tempfile.mkstemp's names, as versions before 0.1 made them
+OLD_AGE = 3600.0  # seconds after which such a file is stale for sure (a workbook takes seconds to write)
+
+
 def _remove_stale(folder: Path) -> None:
-    """Remove our temporary files in ``folder`` whose process (on this host) is gone."""
+    """Remove our temporary files in ``folder`` whose process (on this host) is gone, and those of the older
+    naming that are over an hour old."""
     try:
         entries = list(os.scandir(folder))
     except OSError:
         return
+    now = time.time()
     for entry in entries:
         m = _OURS.match(entry.name)
-        if not m or m[1] != _HOST or not entry.is_file(follow_symlinks=False):
-            continue
-        pid = int(m[2])
-        if pid == os.getpid() or _alive(pid):
-            continue
-        with contextlib.suppress(OSError):
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if m:
+                if m[1] != _HOST or int(m[2]) == os.getpid() or _alive(int(m[2])):
+                    continue
+            elif not (_OLD.match(entry.name) and now - entry.stat(follow_symlinks=False).st_mtime > OLD_AGE):
+                continue
             os.unlink(entry.path)
+        except OSError:
+            continue
 
 
 def _alive(pid: int) -> bool:
@@ -369,38 +419,26 @@ def _alive(pid: int) -> bool:
 def atomic_save(workbook: Workbook, path: Path) -> Path:
     """Save via a temporary file in the same folder and a rename (through a symbolic link to its target).
 
-    The workbook is zipped in memory first; the temporary file is created only then, written with one
-    write and synced: a kill at any moment leaves the old file or the new one, and at worst a temporary
-    file that the next write to the folder removes.
+    The workbook is zipped in memory first, then written to a file with no name (``O_TMPFILE``) and synced,
+    and only then given its temporary name and renamed over the target: a kill at any moment leaves the old
+    file or the new one, and no name ever holds a partial file (where the file system cannot make unnamed
+    files, the temporary file is named when made; a kill while it is written leaves it, and the next write to
+    the folder removes it).
     """
     path = Path(os.path.realpath(path))
-    tmp = fd = None
+    made: list[str] = []  # the temporary name, once it exists (a signal may come just after)
     try:
         buffer = io.BytesIO()  # zip in memory: a failing disk then meets one plain write, not a half-open zip
         workbook.save(buffer)
         _remove_stale(path.parent)
-        with interrupts.deferred():  # a signal waits until the temporary file is named: then it is removed
-            try:
-                fd, tmp = _create(path.parent, _temp_prefix(path, _limits(path.parent)[0]), ".tmp",
-                                   _file_mode(path))
-            except OSError as exc:
-                raise InputError(str(path), f"cannot be written ({exc.strerror or exc}); nothing was "
-                                            "written") from None
-        with os.fdopen(fd, "wb") as fh:
-            fd = None  # the file object closes it
-            fh.write(buffer.getbuffer())
-            fh.flush()
-            os.fsync(fh.fileno())  # on disk before the rename makes it the workbook
+        _complete_temporary(path, buffer.getbuffer(), made)
         with interrupts.deferred():  # renamed and noted as complete, or neither
-            os.replace(tmp, path)
-            tmp = None
+            os.replace(made[0], path)
+            made.clear()
             interrupts.completed(path)
         _sync_folder(path.parent)
     except BaseException as exc:
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        if tmp is not None:
+        for tmp in made:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
         if isinstance(exc, OSError):
@@ -408,6 +446,79 @@ def atomic_save(workbook: Workbook, path: Path) -> Path:
                                         "unchanged") from None
         raise
     return path
+
+
+def _complete_temporary(path: Path, data: memoryview, made: list[str]) -> None:
+    """A temporary file beside ``path`` holding ``data``, synced, with the target's permissions; its name is
+    appended to ``made`` in the same step (for a signal) as it comes to exist.  Where the file system links
+    unnamed files (:func:`links_unnamed`), the name comes only once the bytes are on disk."""
+    folder, mode = path.parent, _file_mode(path)
+    prefix = _temp_prefix(path, _limits(folder)[0])
+    fd = None
+    try:
+        if links_unnamed(folder):
+            fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, mode)
+            os.fchmod(fd, mode)
+            _write_all(fd, data)
+            _name_temporary(fd, folder, prefix, made)
+            return
+        with interrupts.deferred():  # a signal waits until the temporary file is named: then it is removed
+            fd, tmp = _create(folder, prefix, ".tmp", mode)
+            made.append(tmp)
+        _write_all(fd, data)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+_LINKS_UNNAMED: dict[int, bool] = {}
+
+
+def links_unnamed(folder: Path) -> bool:
+    """Whether files made without a name (``O_TMPFILE``) can be linked into ``folder`` (Linux with /proc, on
+    most local file systems); tried once per file system."""
+    try:
+        device = os.stat(folder).st_dev
+    except OSError:
+        return False
+    if device not in _LINKS_UNNAMED:
+        ok = False
+        try:
+            fd = os.open(folder, os.O_TMPFILE | os.O_WRONLY, 0o600)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            name = _our_name(folder, ".", ".tmp")
+            try:
+                os.link(f"/proc/self/fd/{fd}", name, follow_symlinks=True)
+                ok = True
+                os.unlink(name)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+        _LINKS_UNNAMED[device] = ok
+    return _LINKS_UNNAMED[device]
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)  # on disk before the rename makes it the workbook
+
+
+def _name_temporary(fd: int, folder: Path, prefix: str, made: list[str]) -> None:
+    """Give the unnamed file ``fd`` (complete, synced) its temporary name."""
+    while True:
+        name = _our_name(folder, prefix, ".tmp")
+        try:
+            with interrupts.deferred():  # named and remembered, or neither
+                os.link(f"/proc/self/fd/{fd}", name, follow_symlinks=True)
+                made.append(name)
+            return
+        except FileExistsError:
+            continue
 
 
 def _sync_folder(folder: Path) -> None:
