@@ -31,8 +31,8 @@ from benchmarks.numpy_reference import simulate_means
 from benchmarks.quantlib_gbm import available as quantlib_available
 from benchmarks.quantlib_gbm import quantlib_gbm
 from models.rng import key_from_seed
-from valuation import engine
-from valuation.compile import compile_scenario
+from valuation.engine.compile import compile_scenario
+from valuation.engine.run import simulate_arrays
 
 AGREE_SE = 4.0  # the numpy reference's means must be within this many standard errors of the kernel's
 
@@ -49,8 +49,8 @@ def median_time(func, repeats: int) -> float:
 def full_model(paths: int, threads: int, repeats: int) -> dict:
     compiled = compile_scenario(valuation.load_scenario(BASE_CASE))
     key, _ = key_from_seed(1)
-    engine.simulate_arrays(compiled, key, 2_048, threads=threads)  # compiled or loaded: not timed
-    seconds = median_time(lambda: engine.simulate_arrays(compiled, key, paths, threads=threads), repeats)
+    simulate_arrays(compiled, key, 2_048, threads=threads)  # compiled or loaded: not timed
+    seconds = median_time(lambda: simulate_arrays(compiled, key, paths, threads=threads), repeats)
     steps = compiled.n_steps
     return {"paths": paths, "steps": steps, "threads": threads, "seconds": seconds,
             "path_steps_per_s": paths * steps / seconds}

@@ -1,10 +1,10 @@
 """The base-case model in vectorised numpy: the kernel's benchmark competitor and an independent check.
 
-The same model as the numba kernel (:func:`valuation.engine._simulate_path`), written the way a quant
+The same model as the numba kernel (:func:`valuation.engine.kernel._simulate_path`), written the way a quant
 would write it in numpy: paths in chunks (arrays across the paths of a chunk), a Python loop over time
 steps for the revenue, and each clause over the ``(steps, paths)`` block at once; clauses with state
 (a revenue cap, profit tiers, loss carry-forward) step through time with that state held in arrays across
-the paths.  It reads the compiled flat tables (:func:`valuation.compile.compile_scenario`), so the
+the paths.  It reads the compiled flat tables (:func:`valuation.engine.compile.compile_scenario`), so the
 scenario is interpreted once, in one place.
 
 Random numbers come from :class:`numpy.random.Generator` (PCG64), not from the kernel's Philox streams,
@@ -23,7 +23,7 @@ from scipy.special import ndtri
 
 from models import timing
 from models.revenue import G0, GBAR, LOG_JUMP, LOG_R0, MULTIPLE, RHO, RHO_C, SIGMA, UPLIFT
-from valuation.compile import (
+from valuation.engine.tables import (
     COND_DEADLINE,
     COND_EVENT,
     EQUITY_STAKE,
@@ -130,38 +130,39 @@ def _steps_touched(t: np.ndarray, start: float | np.ndarray, end: float | np.nda
 
 def _drivers(c: Compiled, gen: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-path times of every source (sources, n) and deadlines met (deadlines, n), as booleans."""
-    u = gen.random((3 + len(c.ev_code), n))
+    u = gen.random((3 + len(c.drivers.ev_code), n))
     times = np.empty((len(c.sources), n))
-    declared = sample_times(c.decl_code, c.decl_par, u[0])
-    lag = sample_times(c.lag_code, c.lag_par, u[1])
+    declared = sample_times(c.drivers.decl_code, c.drivers.decl_par, u[0])
+    lag = sample_times(c.drivers.lag_code, c.drivers.lag_par, u[1])
     times[SRC_DECLARED] = declared
-    times[SRC_VERIFIED] = np.where(np.isfinite(declared) & (u[2] >= c.never_verified), declared + lag, np.inf)
-    for e in range(len(c.ev_code)):
-        times[FIRST_EVENT + e] = sample_times(int(c.ev_code[e]), c.ev_par[e], u[3 + e])
-    met = np.zeros((len(c.dl_date), n), dtype=bool)
-    for d in range(len(c.dl_date)):
-        for s in c.dl_src[d]:
+    times[SRC_VERIFIED] = np.where(np.isfinite(declared) & (u[2] >= c.drivers.never_verified), declared + lag, np.inf)
+    for e in range(len(c.drivers.ev_code)):
+        times[FIRST_EVENT + e] = sample_times(int(c.drivers.ev_code[e]), c.drivers.ev_par[e], u[3 + e])
+    met = np.zeros((len(c.drivers.dl_date), n), dtype=bool)
+    for d in range(len(c.drivers.dl_date)):
+        for s in c.drivers.dl_src[d]:
             if s != TERM_UNUSED:
-                met[d] |= times[s] <= c.dl_date[d]
+                met[d] |= times[s] <= c.drivers.dl_date[d]
     return times, met
 
 
 def _revenue(c: Compiled, gen: np.random.Generator, declared: np.ndarray, met: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray]:
     """Revenue booked in each step, (K, n) with row k-1 for step k, and the revenue rate at the horizon."""
-    par = c.revenue
+    par = c.model.revenue
     n = declared.shape[0]
     t = c.t
     sigma, gbar, rho, rho_c = par[SIGMA], par[GBAR], par[RHO], par[RHO_C]
     uplift = par[UPLIFT]
-    missed = [(float(c.dl_haircut[d]), float(c.dl_date[d]), float(c.dl_haircut_end[d]), (~met[d]).astype(float))
-              for d in range(len(c.dl_date)) if c.dl_haircut[d] > 0.0]
+    dr = c.drivers
+    missed = [(float(dr.dl_haircut[d]), float(dr.dl_date[d]), float(dr.dl_haircut_end[d]), (~met[d]).astype(float))
+              for d in range(len(dr.dl_date)) if dr.dl_haircut[d] > 0.0]
     log_r = np.full(n, par[LOG_R0])
     g = np.full(n, par[G0])
     revenue = np.empty((c.n_steps, n))
     extra = np.empty(n)
     for k in range(1, c.n_steps + 1):
-        a, b, h = t[k - 1], t[k], c.dt[k]
+        a, b, h = t[k - 1], t[k], c.model.dt[k]
         z1, z2 = gen.standard_normal((2, n))
         # growth added after AGI is declared and cut after a missed deadline, pro rata over the step
         if uplift != 0.0:
@@ -178,15 +179,15 @@ def _revenue(c: Compiled, gen: np.random.Generator, declared: np.ndarray, met: n
         extra -= 0.5 * sigma * sigma
         extra *= h
         log_r += extra
-        log_r += (sigma * c.sqrt_dt[k]) * z1
-        if c.jump_prob[k] > 0.0:
-            log_r += par[LOG_JUMP] * (gen.random(n) < c.jump_prob[k])
+        log_r += (sigma * c.model.sqrt_dt[k]) * z1
+        if c.model.jump_prob[k] > 0.0:
+            log_r += par[LOG_JUMP] * (gen.random(n) < c.model.jump_prob[k])
         # exact OU step of the growth rate: g = gbar + (g - gbar) e^{-kappa h} + shock (rho z1 + rho_c z2)
         g -= gbar
-        g *= c.growth_decay[k]
+        g *= c.model.growth_decay[k]
         g += gbar
-        z1 *= c.growth_shock[k] * rho
-        z2 *= c.growth_shock[k] * rho_c
+        z1 *= c.model.growth_shock[k] * rho
+        z2 *= c.model.growth_shock[k] * rho_c
         g += z1
         g += z2
         row = revenue[k - 1]
@@ -199,11 +200,11 @@ def _capped_share(c: Compiled, ci: int, revenue: np.ndarray, frac: np.ndarray, s
                   df_payer: np.ndarray, df_payee: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Revenue share with a cap: discounted payments (payer leg, payee leg) per path."""
     n = revenue.shape[1]
-    cap, after = c.cl_par[ci, 0], c.cl_par[ci, 1]
+    cap, after = c.clauses.cap[ci], c.clauses.rate_after_cap[ci]
     paid = np.zeros(n)  # cumulative payments at the rate
     pv_payer, pv_payee = np.zeros(n), np.zeros(n)
     for k in steps:
-        rate = c.cl_rate[ci, k]
+        rate = c.clauses.rate[ci, k]
         base = revenue[k - 1] * frac[k - 1]
         due = rate * base
         within = paid + due <= cap
@@ -220,17 +221,17 @@ def _profit_share(c: Compiled, ci: int, revenue: np.ndarray, frac: np.ndarray, s
                   df_payer: np.ndarray, df_payee: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Tiered profit share (basis: payee receipts or cumulative profit; optional loss carry-forward)."""
     n = revenue.shape[1]
-    by_profit = c.cl_par[ci, 0] > 0.0
-    carry = c.cl_par[ci, 1] > 0.0
-    tiers = [(float(r), float(u)) for r, u in zip(c.cl_tier_rate[ci], c.cl_tier_until[ci], strict=True)
+    by_profit = c.clauses.by_profit[ci] > 0.0
+    carry = c.clauses.carryforward[ci] > 0.0
+    tiers = [(float(r), float(u)) for r, u in zip(c.clauses.tier_rate[ci], c.clauses.tier_until[ci], strict=True)
              if r > 0.0 or math.isfinite(u)]
     basis = np.zeros(n)  # payee receipts or cumulative shared profit so far
     losses = np.zeros(n)  # losses still to recover
     pv_payer, pv_payee = np.zeros(n), np.zeros(n)
     for k in steps:
-        if not carry and c.margin[k] <= 0.0:
+        if not carry and c.model.margin[k] <= 0.0:
             continue  # no positive profit on any path: nothing paid, no state moves
-        profit = c.margin[k] * revenue[k - 1] * frac[k - 1]
+        profit = c.model.margin[k] * revenue[k - 1] * frac[k - 1]
         if carry:
             loss = profit <= 0.0
             losses -= np.where(loss, profit, 0.0)
@@ -270,29 +271,30 @@ def simulate_chunk(c: Compiled, gen: np.random.Generator, n: int) -> np.ndarray:
 
     # per-step clauses: the share of each step inside the clause's window, kept per distinct window
     windows: dict[bytes, tuple] = {}
-    for ci in range(len(c.cl_type)):
-        kind = c.cl_type[ci]
+    for ci in range(len(c.clauses.kind)):
+        kind = c.clauses.kind[ci]
         if kind in (EQUITY_STAKE, PAYMENT):
             continue
-        key = c.cl_term_src[ci].tobytes() + c.cl_term_val[ci].tobytes()
+        src, val = c.triggers.src[c.clauses.trigger[ci]], c.triggers.val[c.clauses.trigger[ci]]  # (start, end)
+        key = src.tobytes() + val.tobytes()
         if key not in windows:
-            start = _trigger(c.cl_term_src[ci, 0], c.cl_term_val[ci, 0], times)
-            end = _trigger(c.cl_term_src[ci, 1], c.cl_term_val[ci, 1], times)
+            start = _trigger(src[0], val[0], times)
+            end = _trigger(src[1], val[1], times)
             frac = _fraction(t, start, end)
             windows[key] = (frac, _steps_touched(t, start, end), {})
         frac, steps, cache = windows[key]
-        df_payer = c.df[c.cl_df_payer[ci]]
-        df_payee = c.df[c.cl_df_payee[ci]]
-        if kind == REVENUE_SHARE and math.isfinite(c.cl_par[ci, 0]):
+        df_payer = c.clauses.df[c.clauses.df_payer[ci]]
+        df_payee = c.clauses.df[c.clauses.df_payee[ci]]
+        if kind == REVENUE_SHARE and math.isfinite(c.clauses.cap[ci]):
             pv_payer, pv_payee = _capped_share(c, ci, revenue, frac, steps, df_payer, df_payee)
         elif kind == PROFIT_SHARE:
             pv_payer, pv_payee = _profit_share(c, ci, revenue, frac, steps, df_payer, df_payee)
-        elif kind == OWN_VALUE and c.cl_par[ci, 0] > 0.0:  # fixed amount per year
-            per_year = c.cl_par[ci, 1] * c.dt[1:]
+        elif kind == OWN_VALUE and c.clauses.fixed_amount[ci] > 0.0:  # fixed amount per year
+            per_year = c.clauses.amount_per_year[ci] * c.model.dt[1:]
             pv_payer = (per_year * df_payer[1:]) @ frac
             pv_payee = (per_year * df_payee[1:]) @ frac
         else:  # stateless share of revenue: an uncapped revenue share, or own value as a share of revenue
-            rate = c.cl_rate[ci, 1:]
+            rate = c.clauses.rate[ci, 1:]
             if frac.ndim == 1:
                 pv_payer = (rate * frac * df_payer[1:]) @ revenue
                 pv_payee = (rate * frac * df_payee[1:]) @ revenue
@@ -301,38 +303,38 @@ def simulate_chunk(c: Compiled, gen: np.random.Generator, n: int) -> np.ndarray:
                     cache["base"] = revenue * frac  # revenue inside the window, shared by its clauses
                 pv_payer = (rate * df_payer[1:]) @ cache["base"]
                 pv_payee = (rate * df_payee[1:]) @ cache["base"]
-        s = c.cl_struct[ci]
-        if c.cl_payer[ci] >= 0:
-            acc[s, c.cl_payer[ci]] -= pv_payer
-        acc[s, c.cl_payee[ci]] += pv_payee
+        s = c.clauses.structure[ci]
+        if c.clauses.payer[ci] >= 0:
+            acc[s, c.clauses.payer[ci]] -= pv_payer
+        acc[s, c.clauses.payee[ci]] += pv_payee
 
     # one-off clauses: payments on their date, equity stakes at the horizon
-    company_value = c.revenue[MULTIPLE] * horizon_rate
-    for ci in range(len(c.cl_type)):
-        kind = c.cl_type[ci]
+    company_value = c.model.revenue[MULTIPLE] * horizon_rate
+    for ci in range(len(c.clauses.kind)):
+        kind = c.clauses.kind[ci]
         if kind not in (EQUITY_STAKE, PAYMENT):
             continue
-        cond, index, wanted = c.cl_cond[ci]
+        cond, index, wanted = c.clauses.cond_kind[ci], c.clauses.cond_index[ci], c.clauses.cond_wanted[ci]
         if cond == COND_DEADLINE:
             holds = met[index] == bool(wanted)
         elif cond == COND_EVENT:
-            holds = (times[index] <= c.cl_cond_date[ci]) == bool(wanted)
+            holds = (times[index] <= c.clauses.cond_date[ci]) == bool(wanted)
         else:
             holds = np.ones(n, dtype=bool)
         if kind == EQUITY_STAKE:
-            amount = np.where(holds, c.cl_par[ci, 0] * company_value, 0.0)
+            amount = np.where(holds, c.clauses.fraction[ci] * company_value, 0.0)
         else:
-            amount = np.where(holds, c.cl_par[ci, 0], c.cl_par[ci, 1])
-        s = c.cl_struct[ci]
-        if c.cl_payer[ci] >= 0:
-            acc[s, c.cl_payer[ci]] -= amount * c.cl_time_df[ci, 0]
-        acc[s, c.cl_payee[ci]] += amount * c.cl_time_df[ci, 1]
+            amount = np.where(holds, c.clauses.amount[ci], c.clauses.amount_otherwise[ci])
+        s = c.clauses.structure[ci]
+        if c.clauses.payer[ci] >= 0:
+            acc[s, c.clauses.payer[ci]] -= amount * c.clauses.time_df[ci, 0]
+        acc[s, c.clauses.payee[ci]] += amount * c.clauses.time_df[ci, 1]
 
     # fallbacks: the structure that applies, by the pattern of required deadlines met
     pattern = np.zeros(n, dtype=np.int64)
-    for q, d in enumerate(c.req_deadlines):
+    for q, d in enumerate(c.drivers.req_deadlines):
         pattern |= met[d].astype(np.int64) << q
-    eff = c.st_eff[pattern].T  # (S, n)
+    eff = c.drivers.st_eff[pattern].T  # (S, n)
     return acc[eff[:, None, :], np.arange(P)[None, :, None], np.arange(n)[None, None, :]]
 
 

@@ -102,26 +102,13 @@ def overlap(a, b, lo, hi):
 
 
 @jit
-def log_revenue_step(log_r, g, z1, h, sqrt_h, extra_growth, par):
-    """Log revenue at the end of a step, before any jump."""
-    sigma = par[SIGMA]
-    return log_step(log_r, g, z1, h, sigma * sqrt_h, extra_growth, 0.5 * sigma * sigma)
-
-
-@jit
 def log_step(log_r, g, z1, h, vol_h, extra_growth, half_var):
-    """:func:`log_revenue_step` with ``vol_h = sigma * sqrt(h)`` and ``half_var = 0.5 * sigma * sigma`` given
-    (the same bits): scalars only, for loops over many paths at once."""
+    """Log revenue at the end of a step, before any jump, with ``vol_h = sigma * sqrt(h)`` and ``half_var =
+    0.5 * sigma * sigma`` given: scalars only, for loops over many paths at once."""
     return log_r + (g + extra_growth - half_var) * h + vol_h * z1
 
 
 @jit
-def growth_step(g, z1, z2, decay, shock, par):
-    """Exact OU transition of the growth rate over one step."""
-    return ou_step(g, z1, z2, decay, shock, par[GBAR], par[RHO], par[RHO_C])
-
-
-@jit
 def ou_step(g, z1, z2, decay, shock, gbar, rho, rho_c):
-    """:func:`growth_step` with the parameters given as scalars (the same bits)."""
+    """Exact OU transition of the growth rate over one step, the parameters given as scalars."""
     return gbar + (g - gbar) * decay + shock * (rho * z1 + rho_c * z2)

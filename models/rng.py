@@ -1,7 +1,8 @@
 """Counter-based random numbers: Philox4x32-10 keyed from a ``SeedSequence``.
 
 Every random number of a simulation is a pure function of
-``(key, path index, stream, draw index)``: the Philox4x32-10 block cipher of
+``(key, path index, stream, draw index)``, where a named source (an event) has a
+stream and draw derived from its name (:func:`named_counter`): the Philox4x32-10 block cipher of
 Random123 (Salmon et al., SC11) applied to the counter
 ``(path_lo, path_hi, draw, stream)`` under a 64-bit key.  Nothing depends on
 the order in which paths are visited, so any thread count or chunk size gives
@@ -13,6 +14,8 @@ inverse CDF :func:`ndtri` (Wichura's AS241, PPND16, ~1e-16 relative).
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 
@@ -28,9 +31,21 @@ _SHIFT32 = np.uint64(32)
 # Streams: independent families of draws on the same path.  The step
 # streams are indexed by the time step, the others by a draw number, so adding
 # a driver never shifts the numbers another driver sees.
-STREAM_DRIVERS = 0  # per-path drivers: AGI timing, verification, events
+STREAM_DRIVERS = 0  # per-path AGI drivers: declaration, verification lag, whether it is ever verified
 STREAM_SHOCKS = 1  # per-step revenue and growth shocks
 STREAM_JUMPS = 2  # per-step jump indicator
+STREAM_NAMED = 0x80000000  # top bit of the stream word: a named source (an event, a deadline's completion)
+
+
+def named_counter(name: str) -> tuple[int, int]:
+    """The (stream, draw) counter words of a random source identified by its name.
+
+    63 bits of the name's SHA-256: 31 in the stream word (under :data:`STREAM_NAMED`, so never one of the
+    numbered streams) and 32 in the draw word.  A source's numbers depend on its name only: adding,
+    removing or reordering other sources leaves them as they are.
+    """
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    return STREAM_NAMED | (int.from_bytes(digest[:4], "little") >> 1), int.from_bytes(digest[4:8], "little")
 
 
 def key_from_seed(seed: int | np.random.SeedSequence) -> tuple[np.ndarray, np.random.SeedSequence]:
@@ -161,13 +176,6 @@ def ndtri_tail(r):
                + 0.14810397642748007459) * r + 0.68976733498510000455) * r + 1.6763848301838038494) * r
             + 2.05319162663775882187) * r + 1.0)
     return num / den
-
-
-@jit
-def normal_pair(key, path, stream, draw):
-    """Two independent standard normals for ``(path, stream, draw)``."""
-    u0, u1 = uniform_pair(key, path, stream, draw)
-    return ndtri(u0), ndtri(u1)
 
 
 # ---- batched draws: the same numbers as above, many counters at a time (SIMD-friendly loops)

@@ -1,12 +1,13 @@
 """An independent reference implementation of the Monte Carlo model, in plain numpy.
 
 Written from the model's specification and the validated :class:`~valuation.scenario.Scenario`
-only (not from ``valuation.engine`` or ``valuation.compile``), to check the compiled kernel
+only (not from ``valuation.engine``), to check the compiled kernel
 path by path.  It favours clarity over speed: paths are handled as numpy vectors, time steps
 and clauses as Python loops.
 
 Random numbers come from the public helpers of :mod:`models.rng` (Philox uniforms indexed by
-``(path, stream, draw)``) and event times from the ``ppf`` of the :mod:`models.timing`
+``(path, stream, draw)``; a named event's stream and draw from :func:`models.rng.named_counter` of its name)
+and event times from the ``ppf`` of the :mod:`models.timing`
 distribution classes, so the reference sees the same random inputs as the kernel.
 
 Entry point: :func:`reference_simulate`.
@@ -21,7 +22,7 @@ from datetime import date as Date
 import numpy as np
 from scipy.special import ndtri
 
-from models.rng import STREAM_DRIVERS, STREAM_JUMPS, STREAM_SHOCKS, key_from_seed, uniforms
+from models.rng import STREAM_DRIVERS, STREAM_JUMPS, STREAM_SHOCKS, key_from_seed, named_counter, uniforms
 from models.timing import Exponential, Fixed, Gompertz, Lognormal, PiecewiseHazard, Weibull, fit_quantiles
 from valuation.scenario import (
     EquityStake,
@@ -151,8 +152,12 @@ class ReferenceResult:
 def _drivers(scenario: Scenario, key, paths: np.ndarray):
     """AGI times, named event times and inline completion times, from the driver stream."""
     completions = [d for d in scenario.deadlines if d.completion is not None]
-    n_events = len(scenario.events) + len(completions)
-    u = uniforms(key, paths, STREAM_DRIVERS, np.arange(3 + n_events))
+    u = uniforms(key, paths, STREAM_DRIVERS, np.arange(3))
+
+    def named(name: str) -> np.ndarray:
+        """The uniforms of a named source: its own counter, from its name (the same whatever else there is)."""
+        stream, draw = named_counter(name)
+        return uniforms(key, paths, stream, [draw])[:, 0, 0]
 
     declaration = distribution(scenario.agi.declaration, scenario)
     lag = distribution(scenario.agi.verification_lag, scenario)
@@ -162,15 +167,12 @@ def _drivers(scenario: Scenario, key, paths: np.ndarray):
     tau_v = np.where(np.isfinite(tau_a) & verified, tau_a + lag_t, np.inf)
 
     times = {"agi_declared": tau_a, "agi_verified": tau_v}
-    e = 0
     for name, spec in scenario.events.items():
-        times[name] = np.asarray(distribution(spec, scenario).ppf(u[:, 3 + e, 0]), dtype=np.float64)
-        e += 1
+        times[name] = np.asarray(distribution(spec, scenario).ppf(named(f"event:{name}")), dtype=np.float64)
     for d in completions:
         times[f"completion:{d.name}"] = np.asarray(
-            distribution(d.completion, scenario).ppf(u[:, 3 + e, 0]), dtype=np.float64
+            distribution(d.completion, scenario).ppf(named(f"deadline:{d.name}")), dtype=np.float64
         )
-        e += 1
 
     met = {}
     for d in scenario.deadlines:
@@ -187,7 +189,7 @@ def _margins(scenario: Scenario, t: np.ndarray) -> np.ndarray:
     """Time-average of the margin path over each step (a, b]."""
     margin = scenario.revenue.margin
     k_steps = len(t) - 1
-    if not isinstance(margin, list):
+    if not isinstance(margin, (list, tuple)):
         return np.full(k_steps, float(margin))
     xs = [years(scenario, p.date) for p in margin]
     ys = [p.margin for p in margin]
@@ -406,7 +408,7 @@ def _clause_pv(clause, scenario: Scenario, t, revenue, profit, value_at_horizon,
     raise TypeError(f"unknown clause {type(clause).__name__}")
 
 
-def reference_simulate(scenario: Scenario, paths: int, seed: int) -> ReferenceResult:
+def reference_simulate(scenario: Scenario, paths: int, seed: int, first: int = 0) -> ReferenceResult:
     """Every path, structure and party of the model, from the specification.
 
     Parameters
@@ -414,12 +416,12 @@ def reference_simulate(scenario: Scenario, paths: int, seed: int) -> ReferenceRe
     scenario
         A validated scenario.
     paths
-        Number of paths; path i is the global path number i.
+        Number of paths: the global path numbers ``first .. first + paths - 1``.
     seed
         The seed given to :func:`models.rng.key_from_seed`.
     """
     key, _ = key_from_seed(seed)
-    idx = np.arange(paths, dtype=np.int64)
+    idx = np.arange(first, first + paths, dtype=np.int64)
     t = time_grid(scenario)
     times, met = _drivers(scenario, key, idx)
     revenue, profit, rate_at_horizon = _revenue(scenario, key, idx, t, times["agi_declared"], met)

@@ -6,7 +6,7 @@ import numpy as np
 
 from conftest import minimal_dict
 from valuation import simulate
-from valuation.compile import time_grid
+from valuation.engine.compile import time_grid
 from valuation.scenario import scenario_from_dict
 
 NUM_SE = 3.0

@@ -9,8 +9,8 @@ import pytest
 
 from conftest import ROOT
 from valuation import load_scenario
-from valuation.assumptions import assumption_rows
-from valuation.docs import reference
+from valuation.scenario.assumptions import assumption_rows
+from valuation.scenario.docs import reference
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -35,7 +35,7 @@ def test_readme_has_the_two_setup_commands():
 
 def test_readme_reference_matches_the_schema():
     section = README.split("<!-- reference:start -->\n")[1].split("<!-- reference:end -->")[0]
-    assert section == reference(), "run `python -m valuation.docs --update README.md`"
+    assert section == reference(), "run `python -m valuation.scenario.docs --update README.md`"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "inputs").glob("*.toml")), ids=lambda p: p.name)

@@ -19,9 +19,9 @@ from openpyxl import Workbook, load_workbook
 
 import valuation
 from conftest import BASE_CASE
-from valuation.assumptions import assumption_rows
-from valuation.compile import compile_scenario
+from valuation.engine.compile import compile_scenario
 from valuation.errors import InputError
+from valuation.scenario.assumptions import assumption_rows
 
 BASE = BASE_CASE.read_bytes()
 TOKENS = [b"-", b"nan", b"inf", b"-inf", b"1e400", b"1e-320", b"0", b"-1", b"\x00", b"\xff", b"[", b"]", b"{", b"}",

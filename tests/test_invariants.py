@@ -7,8 +7,9 @@ import pytest
 
 from conftest import base_case_dict
 from models.rng import key_from_seed
-from valuation import engine, simulate
-from valuation.compile import compile_scenario
+from valuation import simulate
+from valuation.engine import run as engine
+from valuation.engine.compile import compile_scenario
 from valuation.scenario import scenario_from_dict
 
 PATHS = 3_000
@@ -132,11 +133,9 @@ def test_path_ranges_compose():
     """Paths 0..n-1 then n..2n-1 equal one run of 2n paths: the unit of work is a path range."""
     compiled = compile_scenario(scenario_from_dict(base_case_dict()))
     key, _ = key_from_seed(8)
-    whole = engine.allocate(compiled, 200)
-    engine.run_paths(compiled, key, 0, 200, whole)
-    part = engine.allocate(compiled, 100)
-    engine.run_paths(compiled, key, 100, 100, part)
-    np.testing.assert_array_equal(whole["pv"][100:], part["pv"])
+    whole = engine.Runner(compiled, key).block(0, 200)
+    part = engine.Runner(compiled, key).block(100, 200)
+    np.testing.assert_array_equal(whole.pv[100:], part.pv)
 
 
 def test_different_seeds_differ():

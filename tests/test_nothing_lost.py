@@ -20,8 +20,9 @@ import openpyxl
 import pytest
 
 from conftest import BASE_CASE, mounted_tmpfs
-from valuation import interrupts, xlsx
+from valuation import interrupts
 from valuation.cli import main
+from valuation.report import xlsx
 
 PRECIOUS = b"an earlier workbook the user wants to keep\n"
 

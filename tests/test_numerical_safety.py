@@ -10,9 +10,9 @@ import pytest
 
 from conftest import base_case_dict
 from valuation import api as api_module
-from valuation import compile as compile_module
 from valuation import simulate
-from valuation.compile import ENVELOPE_SDS, PV_LIMIT, compile_scenario, revenue_model
+from valuation.engine import compile as compile_module
+from valuation.engine.compile import ENVELOPE_SDS, PV_LIMIT, compile_scenario, revenue_model
 from valuation.errors import InputError
 from valuation.scenario import scenario_from_dict
 

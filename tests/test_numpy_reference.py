@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import valuation
-from valuation.compile import REVENUE_SHARE, compile_scenario
+from valuation.engine.compile import compile_scenario
+from valuation.engine.tables import REVENUE_SHARE
 from valuation.scenario import scenario_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,11 +101,11 @@ def test_comparison_detects_a_changed_rate(scenario, kernel):
     compiled = compile_scenario(scenario)
     s = compiled.structures.index("terms_2019_2023")
     ms = compiled.parties.index("microsoft")
-    shares = np.flatnonzero((compiled.cl_type == REVENUE_SHARE) & (compiled.cl_struct == s)
-                            & (compiled.cl_payee == ms))
+    cl = compiled.clauses
+    shares = np.flatnonzero((cl.kind == REVENUE_SHARE) & (cl.structure == s) & (cl.payee == ms))
     assert len(shares) == 1
-    rate = compiled.cl_rate.copy()
+    rate = cl.rate.copy()
     rate[shares[0]] *= 1.1
-    mean, se = simulate_means(dataclasses.replace(compiled, cl_rate=rate), PATHS, seed=7)
+    mean, se = simulate_means(dataclasses.replace(compiled, clauses=cl._replace(rate=rate)), PATHS, seed=7)
     z = _z_scores(*kernel, mean, se)
     assert z[s, ms] > Z_LIMIT, f"a 2-point rate change moved the mean by only {z[s, ms]:.1f} SE"

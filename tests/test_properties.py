@@ -63,8 +63,9 @@ from hypothesis import strategies as st
 
 from conftest import base_case_dict
 from models.rng import key_from_seed
-from valuation import engine
-from valuation.compile import compile_scenario
+from valuation.engine import kernel
+from valuation.engine import run as engine
+from valuation.engine.compile import compile_scenario
 from valuation.scenario import scenario_from_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -657,20 +658,20 @@ def check_scenario(d: dict, seed: int, extra_paths: int, delta: float, which: in
     scenario = scenario_from_dict(d)  # a generated scenario must be valid
 
     # ---- finite, and identical for any thread count and chunk size
-    paths = engine.BLOCK + extra_paths
+    paths = kernel.BLOCK + extra_paths
     one, compiled = run(d, paths, seed, threads=1)
     for name in ("pv", "revenue", "flows"):  # PVs, drivers, the Cash flows sheet's sums (times may be inf: never)
         check_finite(one[name], f"1 thread: {name}")
     two, _ = run(d, paths, seed, threads=THREADS, chunk_size=1)
     check_identical(one, two, f"{THREADS} threads, chunks of one block")
-    whole, _ = run(d, paths, seed, threads=THREADS, chunk_size=10 * engine.BLOCK)
+    whole, _ = run(d, paths, seed, threads=THREADS, chunk_size=10 * kernel.BLOCK)
     check_identical(one, whole, f"{THREADS} threads, one chunk")
     pv = one["pv"]
 
-    req = compiled.req_deadlines
+    req = compiled.drivers.req_deadlines
     if len(req):
         pattern = (one["met"][:, req].astype(np.int64) << np.arange(len(req))).sum(axis=1)
-        eff = compiled.st_eff[pattern]
+        eff = compiled.drivers.st_eff[pattern]
         if (eff != np.arange(len(compiled.structures))).any():
             note("fallback used")
         if (eff == np.arange(len(compiled.structures))).all(axis=1).any():
@@ -745,7 +746,7 @@ def check_scenario(d: dict, seed: int, extra_paths: int, delta: float, which: in
             note("monotonicity: capped with a negative discount rate (undiscounted only)")
 
     # ---- the independent reference (first paths), unless the example is unusually large
-    if len(compiled.t) * max(1, len(compiled.cl_type)) <= REFERENCE_BUDGET:
+    if len(compiled.t) * max(1, len(compiled.clauses.kind)) <= REFERENCE_BUDGET:
         note("compared with the reference")
         ref = reference_simulate(scenario, REFERENCE_PATHS, seed)
         check_reference(pv[:REFERENCE_PATHS], ref.pvs, gross=float(np.abs(one["flows"]).sum()) / paths)
@@ -759,10 +760,10 @@ _examples_done = 0
        which=st.integers(0, 7))
 def test_properties_of_random_scenarios(d, seed, extra_paths, delta, which):
     global _examples_done
-    compiled_before = len(engine._run_block.signatures)
+    compiled_before = len(kernel.run_block.signatures)
     check_scenario(d, seed, extra_paths, delta, which)
     if _examples_done:  # the kernel is compiled once per process (and array layout), not per scenario
-        assert len(engine._run_block.signatures) == compiled_before, "the kernel was compiled again"
+        assert len(kernel.run_block.signatures) == compiled_before, "the kernel was compiled again"
     _examples_done += 1
 
 
@@ -911,10 +912,10 @@ def test_monotonicity_checker_flags_a_lower_rate():
 
 def test_determinism_and_finiteness_checkers_can_fail():
     d = fixed_dict()
-    one, _ = run(d, engine.BLOCK + 10, 5)
-    check_identical(one, run(d, engine.BLOCK + 10, 5, threads=THREADS, chunk_size=1)[0], "chunks")
+    one, _ = run(d, kernel.BLOCK + 10, 5)
+    check_identical(one, run(d, kernel.BLOCK + 10, 5, threads=THREADS, chunk_size=1)[0], "chunks")
     with pytest.raises(AssertionError, match="pv differs"):
-        check_identical(one, run(d, engine.BLOCK + 10, 6)[0], "another seed")
+        check_identical(one, run(d, kernel.BLOCK + 10, 6)[0], "another seed")
     broken = {**one, "pv": one["pv"].copy()}
     broken["pv"][-1, 0, 0] = np.nextafter(broken["pv"][-1, 0, 0], np.inf)  # one ulp on the last path
     with pytest.raises(AssertionError, match="pv differs"):

@@ -24,13 +24,13 @@ import pytest
 
 import valuation as dv
 from conftest import BASE_CASE, minimal_dict
-from valuation import api, engine
+from valuation import api
 from valuation.arguments import ArgumentTypeError
-from valuation.assumptions import assumption_rows
-from valuation.compile import compile_scenario
+from valuation.engine.compile import compile_scenario
 from valuation.errors import InputError
-from valuation.report import EXCEL_COLUMNS, EXCEL_ROWS, check_fits, sheet_sizes
+from valuation.report.workbook import EXCEL_COLUMNS, EXCEL_ROWS, check_fits, sheet_sizes
 from valuation.scenario import scenario_from_dict
+from valuation.scenario.assumptions import assumption_rows
 
 TEXT = BASE_CASE.read_text(encoding="utf-8")
 
@@ -48,7 +48,7 @@ class _Chosen(Exception):
 
 
 def _which_mode(monkeypatch, scenario, **kwargs) -> str:
-    """'kept' or 'streaming': the mode simulate() starts, stopped before any path runs."""
+    """'kept' or 'streaming': the accumulator simulate() makes, stopped before any path runs."""
 
     def kept(*args, **kw):
         raise _Chosen("kept")
@@ -56,8 +56,8 @@ def _which_mode(monkeypatch, scenario, **kwargs) -> str:
     def streaming(*args, **kw):
         raise _Chosen("streaming")
 
-    monkeypatch.setattr(engine, "simulate_arrays", kept)
-    monkeypatch.setattr(api, "_simulate_streaming", streaming)
+    monkeypatch.setattr(api, "KeptPartial", kept)
+    monkeypatch.setattr(api, "StreamedPartial", streaming)
     with pytest.raises(_Chosen) as chosen:
         dv.simulate(scenario, **kwargs)
     return str(chosen.value)
@@ -69,7 +69,7 @@ def test_an_int32_count_does_not_overflow_the_memory_check(base, monkeypatch):
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if total > 700 * 2**30:
         pytest.skip("this machine could hold 2e9 paths")
-    monkeypatch.setattr(engine, "simulate_arrays", lambda *a, **k: pytest.fail("the run started"))
+    monkeypatch.setattr(api, "KeptPartial", lambda *a, **k: pytest.fail("the run started"))
     with pytest.raises(InputError, match=r"paths = 2000000000: expected at most about"):
         dv.simulate(base, paths=np.int32(2_000_000_000), keep_paths=True)
 
@@ -154,11 +154,12 @@ def test_a_scenario_that_skipped_validation_is_checked_before_it_runs(base):
         dv.simulate(type(base).model_construct(**{**dict(base), "simulation": steps}), paths=100)
 
 
-def test_a_list_changed_in_place_is_checked_before_it_runs():
+def test_a_scenario_built_with_model_construct_is_checked_before_it_runs():
     scenario = scenario_from_dict(minimal_dict())
-    scenario.structures.append(scenario.structures[0])  # lists inside a frozen model can still change
+    doubled = type(scenario).model_construct(**{**dict(scenario), "structures": (*scenario.structures,
+                                                                               scenario.structures[0])})
     with pytest.raises(InputError, match=r"structures\[1\].name = 'share': expected a name not used"):
-        dv.simulate(scenario, paths=100)
+        dv.simulate(doubled, paths=100)
 
 
 # ---------------------------------------------------------------- text, whatever its form
@@ -283,7 +284,7 @@ def test_a_name_too_long_is_refused_before_anything_is_written(base, tmp_path):
 
 def test_stale_temporary_files_of_a_killed_run_are_removed_by_the_next_write(base, tmp_path):
     """kill -9 during the write left a 0-byte temporary file beside the target, for good."""
-    from valuation import xlsx
+    from valuation.report import xlsx
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
@@ -305,9 +306,9 @@ def test_stale_temporary_files_of_a_killed_run_are_removed_by_the_next_write(bas
 
 
 def _kill_while(module: str, step: str, out: Path) -> None:
-    """``valuation run`` in a real process, paused inside ``module.step`` of the save (``valuation.xlsx._write_all``:
-    the bytes are being written; ``os.replace``: the temporary file is complete and named), then killed with
-    SIGKILL there."""
+    """``valuation run`` in a real process, paused inside ``module.step`` of the save (``_write_all`` of
+    ``valuation.report.xlsx``: the bytes are being written; ``os.replace``: the temporary file is complete and
+    named), then killed with SIGKILL there."""
     code = (f"import {module} as where, sys, time\n"
             f"def paused(*a, **k):\n    print('paused', flush=True); time.sleep(120)\n"
             f"where.{step} = paused\n"
@@ -326,11 +327,11 @@ def test_a_kill_while_the_bytes_are_written_leaves_nothing_for_long(tmp_path):
     """kill -9 while the workbook was written left a 0-byte temporary file beside the target, for good.  Where
     the file system links unnamed files (O_TMPFILE), killed there, nothing is left at all; elsewhere the
     temporary file (made only once the bytes are zipped) is removed by the next write to the folder."""
-    from valuation.xlsx import links_unnamed
+    from valuation.report.xlsx import links_unnamed
 
     out = tmp_path / "out.xlsx"
     out.write_bytes(b"an earlier workbook")
-    _kill_while("valuation.xlsx", "_write_all", out)
+    _kill_while("valuation.report.xlsx", "_write_all", out)
     left = sorted(p.name for p in tmp_path.iterdir())
     if links_unnamed(tmp_path):
         assert left == ["out.xlsx"]

@@ -75,6 +75,34 @@ def test_seed_sequence_gives_key_and_entropy():
 
 
 def test_normals_are_standard_normal():
+    """The project's own normals (the kernel's batched transform), not scipy's."""
     key, _ = rng.key_from_seed(3)
-    z = special.ndtri(rng.uniforms(key, np.arange(50_000), 1, [1]).ravel())
+    u = rng.uniforms(key, np.arange(50_000), 1, [1]).ravel()
+    z = np.empty_like(u)
+    rng.ndtri_array(u, z)
     assert stats.kstest(z, "norm").pvalue > 0.01
+
+
+# ---- batched random numbers: the kernel draws many counters at a time; they must be the scalar ones
+
+
+def test_uniform_block_equals_uniform_pair_bit_for_bit():
+    key, _ = rng.key_from_seed(20250806)
+    rk = rng.round_keys(key)
+    for first, stream, draw in ((0, 1, 0), (2**32 - 5, 0, 7), (2**40 + 3, rng.STREAM_NAMED | 12345, 2**32 - 3)):
+        u0, u1 = np.empty((4, 37)), np.empty((4, 37))
+        rng.uniform_block(rk, first, stream, draw, u0, u1)
+        for j in range(4):
+            for i in range(37):
+                assert (u0[j, i], u1[j, i]) == rng.uniform_pair(key, first + i, stream, (draw + j) % 2**32)
+
+
+def test_ndtri_array_equals_ndtri_bit_for_bit_over_the_whole_range():
+    u = np.concatenate([np.logspace(-300, -1, 2000), np.linspace(0.01, 0.99, 4001), 1.0 - np.logspace(-16, -1, 800),
+                        [np.nextafter(0.0, 1.0), 0.075, 0.925, np.nextafter(1.0, 0.0)],
+                        np.random.default_rng(1).random(5000)])
+    z = np.empty_like(u)
+    rng.ndtri_array(u, z)
+    scalar = np.array([rng.ndtri(x) for x in u])
+    np.testing.assert_array_equal(z, scalar)
+

@@ -12,10 +12,11 @@ import pytest
 
 from conftest import BASE_CASE, base_case_dict
 from valuation import InputError, load_scenario, simulate
-from valuation.assumptions import assumption_rows
 from valuation.cli import main
-from valuation.report import SHEETS, annual_cash_flows
+from valuation.report import SHEETS
+from valuation.results import annual_cash_flows
 from valuation.scenario import scenario_from_dict
+from valuation.scenario.assumptions import assumption_rows
 
 PATHS = 2_000
 
@@ -188,7 +189,7 @@ def _differences(a, b, prefix=""):
     """Key paths where two dumped scenarios differ."""
     if isinstance(a, dict) and isinstance(b, dict):
         return [d for k in set(a) | set(b) for d in _differences(a.get(k), b.get(k), f"{prefix}.{k}")]
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) and len(a) == len(b):
         return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{prefix}[{i}]")]
     return [] if a == b else [prefix]
 

@@ -8,6 +8,9 @@ Quick start::
     result.summary()                                  # structure x party statistics
     result.pv("oct_2025_recap", "microsoft")          # per-path PVs, USD bn
     result.to_excel("reports/base_case.xlsx")
+    variant = scenario.with_values({"revenue.volatility": 0.3})   # a validated copy
+    dv.merge([dv.simulate(scenario, paths=50_000, seed=7),        # ranges of one run, bit for bit
+              dv.simulate(scenario, paths=50_000, seed=7, first_path=50_000)])
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 # Imported on first use (PEP 562): `valuation run` starts in a few milliseconds and has its Ctrl-C handling
 # in place before numba, numpy and pandas load.
-_LAZY = {"InputError": "valuation.errors", "Scenario": "valuation.scenario", "SimulationResult": "valuation.results",
-         "load_scenario": "valuation.scenario", "simulate": "valuation.api"}
+_LAZY = {"ArgumentTypeError": "valuation.arguments", "InputError": "valuation.errors",
+         "PathsNotKept": "valuation.results", "Scenario": "valuation.scenario", "SimulationResult": "valuation.results",
+         "load_scenario": "valuation.scenario", "merge": "valuation.api", "simulate": "valuation.api"}
 
 if TYPE_CHECKING:
-    from valuation.api import simulate
+    from valuation.api import merge, simulate
+    from valuation.arguments import ArgumentTypeError
     from valuation.errors import InputError
-    from valuation.results import SimulationResult
+    from valuation.results import PathsNotKept, SimulationResult
     from valuation.scenario import Scenario, load_scenario
 
 
@@ -45,4 +50,5 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
 
-__all__ = ["InputError", "Scenario", "SimulationResult", "__version__", "load_scenario", "simulate"]
+__all__ = ["ArgumentTypeError", "InputError", "PathsNotKept", "Scenario", "SimulationResult", "__version__",
+           "load_scenario", "merge", "simulate"]

@@ -1,40 +1,45 @@
-"""The Python entry point: :func:`simulate`."""
+"""The Python entry points: :func:`simulate` (a path range of a scenario) and :func:`merge` (adjacent ranges)."""
 
 from __future__ import annotations
 
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numba
 import numpy as np
-import pandas as pd
 
 from models.rng import key_from_seed
-from valuation import arguments, engine, environment
-from valuation.compile import PV_LIMIT, compile_scenario
+from valuation import arguments, environment
+from valuation.engine.compile import PV_LIMIT, compile_scenario
+from valuation.engine.run import Chunk, Runner, warm_up
+from valuation.engine.sampling import SAMPLERS
 from valuation.errors import InputError, Problem
-from valuation.results import HEAD, SimulationResult, year_ends
+from valuation.results import SimulationResult, year_ends
 from valuation.scenario import MAX_PATHS, Scenario, load_scenario
-from valuation.stream import DriverTally, PVStream
+from valuation.stats.accumulate import KeptPartial, Layout, StreamedPartial
 
 REVENUE_SAMPLE = 2_000  # paths whose whole revenue path is kept (for the revenue fan)
 REVENUE_BYTES = 128 * 2**20  # ... fewer on a long fine grid (a daily one over decades), within this memory
 KEEP_LIMIT = 2**30  # bytes of per-path PVs up to which keep_paths=None keeps them (10M paths x 20 PVs do not)
+MAX_FIRST_PATH = 2**62  # path numbers are 64-bit counters
 
 
 def simulate(
     scenario: Scenario | str | Path,
     paths: int | None = None,
-    seed: int | None = None,
+    seed: int | np.random.SeedSequence | None = None,
     *,
     threads: int | None = None,
     chunk_size: int = 65_536,
     progress: Callable[[int], None] | None = None,
     keep_paths: bool | None = None,
     baseline: str | None = None,
+    first_path: int = 0,
+    sampling: str = "pseudo",
 ) -> SimulationResult:
     """Run the Monte Carlo: every structure, every party, on the same paths.
 
@@ -45,9 +50,9 @@ def simulate(
     paths
         Number of paths (default: the scenario's ``simulation.paths``).
     seed
-        Non-negative integer seed (default: the scenario's ``simulation.seed``).
-        The same seed gives the same numbers, bit for bit, for any ``threads``
-        and ``chunk_size``.
+        Non-negative integer seed, or a ``numpy.random.SeedSequence`` (default: the scenario's
+        ``simulation.seed``).  The same seed gives the same numbers, bit for bit, for any ``threads``,
+        ``chunk_size`` and split into path ranges.
     threads
         Worker threads (default: numba's default, all cores).
     chunk_size
@@ -55,14 +60,18 @@ def simulate(
     progress
         Called with the number of paths completed after each chunk.
     keep_paths
-        True keeps every path's PVs and drivers (``result.pvs``, exact
-        percentiles); False streams: statistics are folded chunk by chunk and
-        memory stays flat (exact means and standard errors, percentiles within
-        ``result.quantile_error``, the first 1,000 paths in ``result.head()``).
-        Default: keep them when their PVs take at most :data:`KEEP_LIMIT` bytes.
+        True keeps every path's PVs and drivers (``result.pvs``, exact percentiles); False streams: statistics
+        are folded chunk by chunk and memory stays flat (exact means and standard errors, percentiles within
+        ``result.quantile_error``, the first 1,000 paths in ``result.head()``).  Default: keep them when
+        their PVs take at most :data:`KEEP_LIMIT` bytes.
     baseline
-        Structure the others are compared with (default: the scenario's). A
-        streaming run can only compare with this one.
+        Structure the others are compared with (default: the scenario's).  A streaming run can only compare
+        with this one.
+    first_path
+        Run paths ``first_path .. first_path + paths - 1``: ranges of one run, computed apart (on other
+        machines, in batches), that :func:`merge` joins into the run over their union, bit for bit.
+    sampling
+        Where the random numbers come from (:data:`valuation.engine.sampling.SAMPLERS`; ``"pseudo"``).
 
     Returns
     -------
@@ -72,83 +81,112 @@ def simulate(
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(arguments.path(where, "scenario", scenario, "a Scenario, or the path of a .toml "
                                                 "scenario or an .xlsx report"))
-    scenario = scenario.checked()  # a scenario changed in Python is validated like a file
+    scenario = scenario.checked()  # a scenario built in Python is validated like a file
     paths = arguments.count(where, "paths", scenario.simulation.paths if paths is None else paths, 1, MAX_PATHS)
-    seed = arguments.count(where, "seed", scenario.simulation.seed if seed is None else seed, 0, 2**63 - 1)
+    seed = scenario.simulation.seed if seed is None else seed
+    if not isinstance(seed, np.random.SeedSequence):
+        seed = arguments.count(where, "seed", seed, 0, 2**63 - 1)
     chunk_size = arguments.count(where, "chunk_size", chunk_size, 1)
+    first_path = arguments.count(where, "first_path", first_path, 0, MAX_FIRST_PATH)
     if threads is not None:
         threads = arguments.count(where, "threads", threads, 1, numba.config.NUMBA_NUM_THREADS)
     progress = arguments.optional_callable(where, "progress", progress, "a function called with the number of "
                                            "paths done after each chunk, or None")
     keep_paths = arguments.optional_flag(where, "keep_paths", keep_paths)
-    names = scenario.structure_names()
-    baseline = arguments.optional_name(where, "baseline", baseline, names, "a structure") or scenario.baseline
+    baseline = arguments.optional_name(where, "baseline", baseline, scenario.structure_names(),
+                                       "a structure") or scenario.baseline
+    sampler = _sampler(sampling)
     environment.check()
-    where = scenario.path or "<scenario>"
     compiled = compile_scenario(scenario)
     _warn_if_no_workbook(compiled, scenario, paths)
-    pv_bytes = 8 * paths * len(compiled.structures) * len(compiled.parties)
-    keep = pv_bytes <= KEEP_LIMIT if keep_paths is None else keep_paths
+    keep = 8 * paths * len(compiled.structures) * len(compiled.parties) <= KEEP_LIMIT if keep_paths is None \
+        else keep_paths
     if keep:
         _check_memory(paths, compiled)
     key, ss = key_from_seed(seed)
-    compile_seconds = engine.warm_up(compiled)
-    common = dict(scenario=scenario, structures=compiled.structures, parties=compiled.parties, seed=int(seed),
-                  entropy=int(ss.entropy), compile_seconds=compile_seconds,
-                  threads=threads or numba.get_num_threads(), fits=compiled.fits, baseline=baseline,
-                  slot_time=compiled.slot_time, class_rates=compiled.class_rates, step_time=compiled.t,
-                  n_paths=paths, compiled=compiled)
+    compile_seconds = warm_up(compiled, sampler.code)
+    runner = Runner(compiled, key, sampler.code, threads=threads, chunk_size=chunk_size)
+    layout = _layout(compiled, baseline)
+    partial = KeptPartial(layout, first_path, paths) if keep else \
+        StreamedPartial(layout, first_path, paths, year_ends(scenario)[1], runner.chunk)
     start = time.perf_counter()
-    if not keep:
-        return _simulate_streaming(key, paths, where, chunk_size=chunk_size,
-                                   progress=progress, start=start, **common)
-    out = engine.simulate_arrays(compiled, key, paths, chunk_size=chunk_size, threads=threads, progress=progress,
-                                 record=_recorded(compiled))
-    run_seconds = time.perf_counter() - start
-    _check_finite(where, out["pv"], compiled.structures, compiled.parties)
-    out["pv"].flags.writeable = False  # results are evidence: views handed out cannot change them
+    runner.run(_Checked(partial, scenario.path or "<scenario>", compiled), first_path, paths, progress)
     return SimulationResult(
-        path_pvs=out["pv"], path_drivers=_drivers(compiled, out), run_seconds=run_seconds,
-        cash_flows=engine.expected_flows(compiled, out["flows"]) / paths, revenue_sample=out["revenue_path"],
-        **common)
+        scenario=scenario, structures=compiled.structures, parties=compiled.parties,
+        seed=None if isinstance(seed, np.random.SeedSequence) else int(seed), entropy=int(ss.entropy),
+        run_seconds=time.perf_counter() - start, compile_seconds=compile_seconds,
+        threads=threads or numba.get_num_threads(), partial=partial, compiled=compiled, fits=compiled.fits,
+        baseline=baseline, first_path=first_path, sampler=sampler, seed_sequence=ss)
 
 
-def _drivers(compiled, out: dict[str, np.ndarray]) -> pd.DataFrame:
-    drivers = pd.DataFrame({name: out["times"][:, i] for i, name in enumerate(compiled.sources)})
-    for d, name in enumerate(compiled.deadlines):
-        drivers[f"met:{name}"] = out["met"][:, d].astype(bool)
-    drivers["revenue_at_horizon"] = out["revenue"]
-    return drivers
+def merge(results: Sequence[SimulationResult]) -> SimulationResult:
+    """Join results of adjacent path ranges of one run (``simulate(..., first_path=...)``).
 
-
-def _simulate_streaming(key: np.ndarray, paths: int, where: str, *, chunk_size: int, progress, start: float,
-                        **common) -> SimulationResult:
-    """Chunk by chunk: fold each chunk's PVs and drivers into the statistics, keep only the first paths."""
-    compiled = common["compiled"]
-    S, P = len(compiled.structures), len(compiled.parties)
-    base = compiled.structures.index(common["baseline"] or compiled.structures[0])
-    stream = PVStream(S, P, base)
-    tally = DriverTally(year_ends(common["scenario"])[1], len(compiled.deadlines))
-    declared, verified = compiled.sources.index("agi_declared"), compiled.sources.index("agi_verified")
-    head: dict[str, np.ndarray] = {}
-
-    def consume(first: int, out: dict[str, np.ndarray]) -> None:
-        _check_finite(where, out["pv"], compiled.structures, compiled.parties, first)
-        pv = out["pv"].transpose(1, 2, 0)  # (structures, parties, paths): contiguous for a whole chunk
-        stream.add(pv if pv.flags.c_contiguous else np.ascontiguousarray(pv))
-        tally.add(out["times"][:, declared], out["times"][:, verified], out["met"])
-        if first < HEAD:
-            n = min(HEAD - first, out["pv"].shape[0])
-            for name in ("pv", "times", "met", "revenue"):
-                part = out[name][:n].copy()
-                head[name] = part if name not in head else np.concatenate((head[name], part))
-
-    revenue_path, flows = engine.stream_chunks(compiled, key, paths, consume, chunk_size=chunk_size,
-                                               threads=common["threads"], progress=progress, record=_recorded(compiled))
+    The results must come from the same scenario, seed, sampler and mode (kept or streaming; a streaming run
+    with the same baseline); their ranges must follow one another without gap or overlap (in any order given).
+    The merged result equals, bit for bit, one run over the union: ``merge([simulate(sc, paths=a, seed=s),
+    simulate(sc, paths=b, seed=s, first_path=a)]).summary()`` is ``simulate(sc, paths=a + b, seed=s).summary()``.
+    """
+    where = "merge()"
+    if isinstance(results, SimulationResult) or not isinstance(results, Sequence) or not results or \
+            not all(isinstance(r, SimulationResult) for r in results):
+        raise arguments.ArgumentTypeError(where, [Problem("results", "a non-empty list of SimulationResult",
+                                                          results)])
+    ordered = sorted(results, key=lambda r: r.first_path)
+    head = ordered[0]
+    for r in ordered[1:]:
+        for what, a, b in (("scenario", head.scenario.fingerprint(), r.scenario.fingerprint()),
+                           ("seed", head.entropy, r.entropy), ("sampling", head.sampler.name, r.sampler.name),
+                           ("keep_paths", head.kept_paths, r.kept_paths), ("baseline", head.baseline, r.baseline)):
+            if a != b and not (what == "baseline" and head.kept_paths):
+                raise InputError(where, [Problem("results", f"results of one run: the same {what} in each",
+                                                 has_value=False)])
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        if a.first_path + a.paths != b.first_path:
+            raise InputError(where, [Problem("results", f"adjacent path ranges, but paths {a.first_path:,}.."
+                                             f"{a.first_path + a.paths - 1:,} are followed by {b.first_path:,}..",
+                                             has_value=False)])
+    key, _ = key_from_seed(head.seed_sequence if head.seed_sequence is not None else head.seed)
+    runner = Runner(head.compiled, key, head.sampler.code)
+    partial = head.partial
+    for r in ordered[1:]:
+        partial = partial.merged(r.partial, runner.block)
     return SimulationResult(
-        path_pvs=None, path_drivers=None, run_seconds=time.perf_counter() - start, stream=stream, tally=tally,
-        head_pvs=head["pv"], head_drivers=_drivers(compiled, head),
-        cash_flows=engine.expected_flows(compiled, flows) / paths, revenue_sample=revenue_path, **common)
+        scenario=head.scenario, structures=head.structures, parties=head.parties, seed=head.seed,
+        entropy=head.entropy, run_seconds=sum(r.run_seconds for r in ordered),
+        compile_seconds=max(r.compile_seconds for r in ordered), threads=max(r.threads for r in ordered),
+        partial=partial, compiled=head.compiled, fits=head.fits, baseline=head.baseline,
+        first_path=head.first_path, sampler=head.sampler, seed_sequence=head.seed_sequence)
+
+
+def _sampler(sampling: Any):
+    if not isinstance(sampling, str):
+        raise arguments.ArgumentTypeError("simulate()", [Problem("sampling", f"one of {sorted(SAMPLERS)} (text)",
+                                                                 sampling)])
+    if sampling not in SAMPLERS:
+        raise InputError("", [Problem("sampling", f"one of {sorted(SAMPLERS)}", sampling)])
+    return SAMPLERS[sampling]
+
+
+def _layout(compiled, baseline: str) -> Layout:
+    return Layout(structures=compiled.structures, parties=compiled.parties, deadlines=compiled.deadlines,
+                  sources=compiled.sources, flow_shape=compiled.flow_shape, n_times=len(compiled.t),
+                  record=_recorded(compiled), base=compiled.structures.index(baseline))
+
+
+class _Checked:
+    """A partial whose chunks are checked first: no non-finite (or absurd) PV is ever folded or averaged."""
+
+    def __init__(self, partial: Any, where: str, compiled: Any):
+        self.partial, self.where, self.compiled = partial, where, compiled
+        self.first, self.revenue_path = partial.first, partial.revenue_path
+
+    def buffers(self, first: int, n: int) -> dict[str, np.ndarray]:
+        return self.partial.buffers(first, n)
+
+    def add(self, chunk: Chunk) -> None:
+        _check_finite(self.where, chunk.pv, self.compiled.structures, self.compiled.parties, chunk.first)
+        self.partial.add(chunk)
 
 
 def _warn_if_no_workbook(compiled, scenario: Scenario, paths: int) -> None:

@@ -157,7 +157,7 @@ def _stopped(exc: KeyboardInterrupt) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from valuation.compile import compile_scenario
+    from valuation.engine.compile import compile_scenario
     from valuation.report import check_fits
     from valuation.scenario import load_scenario
 
@@ -176,7 +176,7 @@ def _validate(args: argparse.Namespace) -> int:
 def _output(args: argparse.Namespace, size: int) -> tuple[Path, Path | None]:
     """The workbook path, checked (room for ``size`` bytes), and the default folder to create just before
     writing (None: none)."""
-    from valuation.xlsx import check_output_path, unwritable
+    from valuation.report.xlsx import check_output_path, unwritable
 
     if args.out:
         return check_output_path(args.out, size), None
@@ -202,7 +202,7 @@ def _output(args: argparse.Namespace, size: int) -> tuple[Path, Path | None]:
 
 def _run(args: argparse.Namespace) -> int:
     from valuation import simulate
-    from valuation.compile import compile_scenario
+    from valuation.engine.compile import compile_scenario
     from valuation.report import check_fits, estimated_bytes
     from valuation.scenario import load_scenario
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date as Date
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
 from valuation import keys
 from valuation.errors import InputError, Problem
-from valuation.scenario import EventOffset, Scenario, scenario_from_dict
+from valuation.scenario.base import EventOffset
+from valuation.scenario.schema import Scenario, scenario_from_dict
 
 TYPES = ("number", "integer", "date", "text", "true/false", "")  # "": an empty optional input
 COLUMNS = ("Key", "Value", "Type", "Unit", "Given or default", "Source", "Table source", "Description")
@@ -58,11 +58,11 @@ def _walk(model: BaseModel, prefix: str, inherited: str | None, sources: dict[st
         elif isinstance(value, dict):
             for k, v in value.items():
                 _walk(v, keys.join(key, k), table_source, sources, rows)
-        elif isinstance(value, list) and value and not all(isinstance(v, EventOffset) for v in value) and \
+        elif isinstance(value, tuple) and value and not all(isinstance(v, EventOffset) for v in value) and \
                 all(isinstance(v, BaseModel) for v in value):
             for i, v in enumerate(value):
                 _walk(v, f"{key}[{i}]", table_source, sources, rows)
-        elif isinstance(value, list) and name in ("start", "end", "events"):
+        elif isinstance(value, tuple) and name in ("start", "end", "events"):
             for i, v in enumerate(value):
                 if isinstance(v, EventOffset):
                     rows.append(_row(f"{key}[{i}].event", v.event, field, model, name, None, table_source))
@@ -70,7 +70,7 @@ def _walk(model: BaseModel, prefix: str, inherited: str | None, sources: dict[st
                                      table_source))
                 else:
                     rows.append(_row(f"{key}[{i}]", v, field, model, name, None, table_source))
-        elif isinstance(value, list):  # an empty list of tables: nothing to show
+        elif isinstance(value, tuple):  # an empty list of tables: nothing to show
             continue
         else:
             rows.append(_row(key, value, field, model, name, sources.get(key), table_source))
@@ -134,20 +134,17 @@ def scenario_from_rows(rows: list[dict[str, Any]], where: str) -> Scenario:
             _assign(data, r["key"], value, r.get("source") or None, problems, r.get("cell", ""))
     if problems:
         raise InputError(where, problems)
-    scenario = _validate(data, where, cells)
-    edited = False
-    for r, value in parsed:
-        if r["given"] != "given" and value is not None and value != _lookup(scenario, r["key"]):
-            _assign(data, r["key"], value, r.get("source") or None, problems, r.get("cell", ""))
-            edited = True
-    if problems:
-        raise InputError(where, problems)
-    return _validate(data, where, cells) if edited else scenario
+    scenario = _with_cells(lambda: scenario_from_dict(data, source=where), where, cells)
+    edited = {r["key"]: {"value": value, "source": r["source"]} if r.get("source") else value
+              for r, value in parsed
+              if r["given"] != "given" and value is not None and value != scenario.value_at(r["key"])}
+    return _with_cells(lambda: scenario.with_values(edited), where, cells) if edited else scenario
 
 
-def _validate(data: dict[str, Any], where: str, cells: dict[str, str]) -> Scenario:
+def _with_cells(build: Any, where: str, cells: dict[str, str]) -> Scenario:
+    """``build()``, its problems naming the cell of each key."""
     try:
-        return scenario_from_dict(data, source=where)
+        return build()
     except InputError as exc:
         problems = []
         for p in exc.problems:
@@ -237,101 +234,3 @@ def _assign(data: dict[str, Any], key: str, value: Any, source: str | None, prob
         node[last] = item
 
 
-def _lookup(scenario: Scenario, key: str) -> Any:
-    """The scenario's value at a key path; None where there is none (or the key is malformed: _assign says so)."""
-    try:
-        tokens = keys.parse(key)
-    except ValueError:
-        return None
-    node: Any = scenario
-    for token in tokens:
-        if isinstance(token, int):
-            node = node[token] if isinstance(node, list) and token < len(node) else None
-        elif isinstance(node, dict):
-            node = node.get(token)
-        elif isinstance(node, BaseModel):
-            name = next((n for n, f in type(node).model_fields.items() if (f.alias or n) == token), token)
-            node = getattr(node, name, None)
-        else:
-            return None
-        if node is None:
-            return None
-    return node
-
-
-def _uncalculated_formulas(data: bytes, values: list[tuple]) -> list[tuple[str, str]]:
-    """Value cells that hold a formula whose result was never saved (a script wrote it): they read as empty."""
-    if not any(len(row) > 1 and row[1] is None for row in values[1:]):
-        return []
-    import io
-
-    from openpyxl import load_workbook
-
-    wb = load_workbook(io.BytesIO(data), read_only=True, data_only=False)
-    try:
-        found = []
-        for number, row in enumerate(wb["Assumptions"].iter_rows(min_col=2, max_col=2, values_only=True), start=1):
-            text = row[0]
-            if number > 1 and isinstance(text, str) and text.startswith("=") and values[number - 1][1] is None:
-                found.append((f"B{number}", text))
-        return found
-    finally:
-        wb.close()
-
-
-def _unreadable(path: Path, exc: Exception) -> InputError:
-    return InputError(str(path), f"not an Excel workbook this tool can read ({type(exc).__name__}: "
-                                 f"{str(exc)[:120]}); expected an .xlsx report written by `valuation run`")
-
-
-MAX_WORKBOOK_BYTES = 256 * 2**20  # a report is a few MB whatever its paths
-
-
-def load_workbook_scenario(path: str | Path) -> Scenario:
-    """Read the scenario from a workbook's Assumptions sheet (a report this tool wrote, perhaps edited)."""
-    import hashlib
-    import io
-
-    from openpyxl import load_workbook
-
-    from valuation.scenario import read_input
-
-    path = Path(path)
-    where = f"{path} (sheet Assumptions)"
-    data = read_input(path, "an .xlsx report written by `valuation run`", MAX_WORKBOOK_BYTES)
-    try:
-        wb = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-    except Exception as exc:  # whatever openpyxl trips on, the file is not a workbook we can read
-        raise _unreadable(path, exc) from None
-    try:
-        if "Assumptions" not in wb.sheetnames:
-            raise InputError(str(path), f"has no sheet named 'Assumptions' (sheets: {', '.join(wb.sheetnames)}); "
-                                        "expected a report written by `valuation run`")
-        values = list(wb["Assumptions"].iter_rows(values_only=True))  # read-only: parsed here, lazily
-        formulas = _uncalculated_formulas(data, values)
-    except InputError:
-        raise
-    except Exception as exc:  # a damaged part (XML, compression) shows only while it is read
-        raise _unreadable(path, exc) from None
-    finally:
-        wb.close()
-    if formulas:
-        raise InputError(where, [Problem(f"cell {cell}", "a value, not a formula without a saved result (save the "
-                                 "workbook in Excel or LibreOffice, or type the value)", text)
-                                 for cell, text in formulas])
-    if not values or tuple(values[0][: len(COLUMNS)]) != COLUMNS:
-        found = list(values[0][: len(COLUMNS)]) if values else []
-        raise InputError(where, f"row 1 = {found}: expected the headers {list(COLUMNS)}")
-    names = ("key", "value", "type", "unit", "given", "source", "table_source", "description")
-    rows = []
-    for number, cells in enumerate(values[1:], start=2):
-        if not cells or cells[0] in (None, ""):
-            continue
-        row = dict(zip(names, (*cells[: len(names)], *([None] * (len(names) - len(cells)))), strict=True))
-        row["key"] = str(row["key"]).strip()
-        row["given"] = str(row["given"] or "default").strip().lower()
-        row["source"] = row["source"] if isinstance(row["source"], str) else None
-        row["cell"] = f"B{number}"
-        rows.append(row)
-    scenario = scenario_from_rows(rows, where)
-    return scenario.model_copy(update={"path": str(path), "digest": hashlib.sha256(data).hexdigest()})

@@ -1,31 +1,27 @@
-"""The engine: one fused kernel evaluates every structure on the same paths.
+"""The kernel: one fused loop evaluates every structure on the same paths.
 
-For each path the kernel samples the drivers (AGI declaration and
-verification, events, deadlines), steps revenue through time and evaluates
-every clause of every structure that applies on the path (a structure whose
-required deadline is missed is replaced by its fallback), so all structures
-see the same random numbers (common random numbers) and "B beats A on this
-path" is meaningful.  Only per-path PVs and a few drivers leave the kernel.
+For each path the kernel samples the drivers (AGI declaration and verification, events, deadlines met),
+steps revenue through time and evaluates every clause of every structure that applies on the path (a
+structure whose required deadline is missed is replaced by its fallback), so all structures see the same
+random numbers (common random numbers) and "B beats A on this path" is meaningful.  Only per-path PVs and a
+few drivers leave the kernel.
 
-Path ``i`` always uses the random numbers keyed by ``i`` (see
-:mod:`models.rng`), and each path writes only its own rows: results are
-identical, bit for bit, for any thread count and any chunk size.
+Path ``i`` always uses the random numbers keyed by ``i`` (see :mod:`models.rng`), and each path writes only
+its own rows: results are identical, bit for bit, for any thread count, chunk size or path range.  Each
+named random source (an event, a deadline's completion) has its own counter, derived from its name, so
+adding, removing or reordering one changes no other source's numbers.
 
-How it is fast: paths go in blocks of ``BLOCK`` (the parallel work items); in
-a block, ``SUB`` paths at a time get their random numbers in SIMD loops and
-their revenue stepped side by side, then each path's clauses are evaluated
-window by window.  Everything per path is one compiled function: handing an
-array to another compiled function costs two atomic reference-count updates
-on memory the threads share, which used to dominate.  Every floating-point
-operation on a path is the one, in the order, that a step-by-step loop over
-that path alone would do, so results do not depend on these choices.
+How it is fast: paths go in blocks of ``BLOCK`` (the parallel work items, aligned to absolute path
+numbers); in a block, ``SUB`` paths at a time get their random numbers in SIMD loops and their revenue
+stepped side by side, then each path's clauses are evaluated window by window.  Everything per path is one
+compiled function: handing an array to another compiled function costs two atomic reference-count updates on
+memory the threads share, which used to dominate.  Every floating-point operation on a path is the one, in
+the order, that a step-by-step loop over that path alone would do, so results do not depend on these choices.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from typing import Any
 
 import numba
 import numpy as np
@@ -34,27 +30,27 @@ from models import rng
 from models._jit import jit, pjit
 from models.revenue import G0, GBAR, LOG_JUMP, LOG_R0, MULTIPLE, RHO, RHO_C, SIGMA, UPLIFT, log_step, ou_step, overlap
 from models.timing import sample_time
-from valuation.compile import (
+from valuation.engine.sampling import draw_normals, draw_uniforms
+from valuation.engine.tables import (
     COND_DEADLINE,
     COND_EVENT,
+    DRAW_DECLARATION,
+    DRAW_LAG,
+    DRAW_VERIFIED,
     EQUITY_STAKE,
     FIRST_EVENT,
-    PAYMENT,
+    N_AGI_DRAWS,
     PROFIT_SHARE,
     REVENUE_SHARE,
     SRC_DECLARED,
     SRC_VERIFIED,
     TERM_DATE,
     TERM_UNUSED,
-    Compiled,
 )
 
-BLOCK = 1024  # paths per parallel work item: scratch and cash-flow sums are kept per block
+BLOCK = 1024  # paths per parallel work item, aligned to absolute path numbers: scratch and flow sums per block
 SUB = 32  # paths drawn and stepped together (SIMD across paths; scratch of some 50 KB)
 CHUNK = 1  # blocks a thread takes at a time: threads that finish early take more (results do not depend on it)
-
-# Draw numbers on the per-path driver stream.
-DRAW_DECLARATION, DRAW_LAG, DRAW_VERIFIED, DRAW_FIRST_EVENT = 0, 1, 2, 3
 
 
 @jit
@@ -118,7 +114,7 @@ def _revenue_share(rev_frac, rate, cap, after, cum):
 
 
 @jit
-def _end_amount(kind, par0, par1, rate, revenue, h, covered):
+def _end_amount(kind, fixed, per_year, rate, revenue, h, covered):
     """Amount of an uncapped revenue share or own value in a step of length ``h`` of which its window
     covers ``covered`` (as in the step-by-step loop with ``frac = covered / h``; 0 when nothing is covered)."""
     frac = covered / h
@@ -126,8 +122,8 @@ def _end_amount(kind, par0, par1, rate, revenue, h, covered):
         return 0.0
     if kind == REVENUE_SHARE:
         return rate * (revenue * frac)
-    if par0 > 0.0:  # own value, fixed amount per year
-        return par1 * h * frac
+    if fixed:  # own value, fixed amount per year
+        return per_year * h * frac
     return rate * revenue * frac  # own value, share of revenue
 
 
@@ -148,34 +144,77 @@ def _profit_share(profit, rate, until, by_profit, basis, pay):
 
 
 @jit
-def _pattern(met, req_deadlines):
-    """Which of the required deadlines are met, as bits: indexes ``st_eff`` and the flow accumulator."""
-    pattern = 0
-    for q in range(req_deadlines.shape[0]):
-        pattern += np.int64(met[req_deadlines[q]]) << q
-    return pattern
-
-
-@jit
-def _simulate_path(first, lo, hi, rk, model, drivers, clauses, n_parties, out_pv, out_times, out_met, out_revenue,
-                   block_flows, out_revenue_path):
+def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers, n_parties, out_pv, out_times, out_met,
+                   out_revenue, block_flows, out_revenue_path, record_from):
     """Paths ``first + lo .. first + hi - 1`` into rows ``lo .. hi - 1``, one path after the other; each
     path's undiscounted flows by pattern and clause are added to ``block_flows`` (zeroed here).
 
     Per path: the drivers (AGI declaration and verification, events, deadlines met), the revenue path,
     each per-step clause over the steps its window touches, then the one-off clauses; then its PVs
-    with fallbacks applied.  ``model``, ``drivers``, ``clauses``: see :meth:`Compiled.kernel_args`.
+    with fallbacks applied.  ``model``, ``drivers``, ``clauses``, ``triggers``: the named tables of
+    :mod:`valuation.engine.tables`.  The revenue path of path ``p`` goes to row ``p - record_from`` of
+    ``out_revenue_path`` while there is one.
 
     Called once per block, and written as one function: passing an array to a function costs two
     atomic reference-count updates on memory both threads share, so no array is passed on per path
     except to ``sample_time`` (thread-private copies) and to the random-number batches (per ``SUB`` paths).
     """
-    t, dt, sqrt_dt, growth_decay, growth_shock, jump_prob, margin, rev, uplift_full, haircut_steps = model
-    (decl_code, decl_par, lag_code, lag_par, never_verified, ev_code, ev_par, dl_date, dl_src, dl_haircut,
-     req_deadlines, st_eff, st_used) = drivers
-    (cl_type, cl_struct, cl_payer, cl_payee, cl_df_payer, cl_df_payee, cl_term_src, cl_term_val, cl_rate, cl_par,
-     cl_tier_rate, cl_tier_until, cl_cond, cl_cond_date, cl_time_df, df, cl_slot, cl_trigger, trig_src, trig_val,
-     trig_fixed, cl_order) = clauses
+    t = model.t
+    dt = model.dt
+    sqrt_dt = model.sqrt_dt
+    growth_decay = model.growth_decay
+    growth_shock = model.growth_shock
+    jump_prob = model.jump_prob
+    margin = model.margin
+    rev = model.revenue
+    uplift_full = model.uplift_full
+    haircut_steps = model.haircut_steps
+    decl_code = drivers.decl_code
+    decl_par = drivers.decl_par
+    lag_code = drivers.lag_code
+    lag_par = drivers.lag_par
+    never_verified = drivers.never_verified
+    ev_code = drivers.ev_code
+    ev_par = drivers.ev_par
+    ev_stream = drivers.ev_stream
+    ev_draw = drivers.ev_draw
+    dl_date = drivers.dl_date
+    dl_src = drivers.dl_src
+    dl_haircut = drivers.dl_haircut
+    req_deadlines = drivers.req_deadlines
+    st_eff = drivers.st_eff
+    st_used = drivers.st_used
+    cl_type = clauses.kind
+    cl_one_off = clauses.one_off
+    cl_struct = clauses.structure
+    cl_payer = clauses.payer
+    cl_payee = clauses.payee
+    cl_df_payer = clauses.df_payer
+    cl_df_payee = clauses.df_payee
+    cl_rate = clauses.rate
+    cl_cap = clauses.cap
+    cl_rate_after_cap = clauses.rate_after_cap
+    cl_by_profit = clauses.by_profit
+    cl_carryforward = clauses.carryforward
+    cl_fraction = clauses.fraction
+    cl_amount = clauses.amount
+    cl_amount_otherwise = clauses.amount_otherwise
+    cl_fixed_amount = clauses.fixed_amount
+    cl_amount_per_year = clauses.amount_per_year
+    cl_tier_rate = clauses.tier_rate
+    cl_tier_until = clauses.tier_until
+    cl_cond_kind = clauses.cond_kind
+    cl_cond_index = clauses.cond_index
+    cl_cond_wanted = clauses.cond_wanted
+    cl_cond_date = clauses.cond_date
+    cl_time_df = clauses.time_df
+    df = clauses.df
+    cl_slot = clauses.slot
+    cl_trigger = clauses.trigger
+    cl_order = clauses.order
+    trig_src = triggers.src
+    trig_val = triggers.val
+    trig_fixed = triggers.fixed
     decl_par = decl_par.copy()  # thread-private: passed on per path (reference counts stay local)
     lag_par = lag_par.copy()
     ev_par = ev_par.copy()
@@ -184,14 +223,14 @@ def _simulate_path(first, lo, hi, rk, model, drivers, clauses, n_parties, out_pv
     n_clauses = cl_type.shape[0]
     n_deadlines = dl_date.shape[0]
     n_events = ev_code.shape[0]
-    n_draws = DRAW_FIRST_EVENT + n_events
     n_tiers = cl_tier_rate.shape[1]
     n_record = out_revenue_path.shape[0]
     acc = np.zeros((n_struct, n_parties))
     times = np.empty(out_times.shape[1])
     met = np.empty(n_deadlines, np.uint8)
     # per SUB paths (paths in the last axis): driver draws, shocks and their normals, jump draws, drivers
-    draws = np.full((n_draws, SUB), 0.5)
+    draws = np.full((N_AGI_DRAWS, SUB), 0.5)
+    ev_u = np.full((n_events, SUB), 0.5)
     shocks = np.full((2, n_steps, SUB), 0.5)
     normals = np.zeros((2, n_steps, SUB))
     shocks_flat = shocks.reshape(2 * n_steps * SUB)
@@ -233,11 +272,13 @@ def _simulate_path(first, lo, hi, rk, model, drivers, clauses, n_parties, out_pv
     for sub in range(lo, hi, SUB):
         # ---- random numbers of SUB paths at once (the last few may lie beyond `hi`: drawn, never used)
         m = min(SUB, hi - sub)
-        rng.uniform_block(rk, first + sub, rng.STREAM_DRIVERS, 0, draws, no_pair)
-        rng.uniform_block(rk, first + sub, rng.STREAM_SHOCKS, 1, shock1, shock2)
-        rng.ndtri_array(shocks_flat, normals_flat)
+        draw_uniforms(sampler, rk, first + sub, rng.STREAM_DRIVERS, 0, draws, no_pair)
+        for e in range(n_events):  # each named source on its own counter: adding one moves no other
+            draw_uniforms(sampler, rk, first + sub, ev_stream[e], ev_draw[e], ev_u[e:e + 1], no_pair)
+        draw_uniforms(sampler, rk, first + sub, rng.STREAM_SHOCKS, 1, shock1, shock2)
+        draw_normals(sampler, shocks_flat, normals_flat)
         if jumps:
-            rng.uniform_block(rk, first + sub, rng.STREAM_JUMPS, 1, jump_u, no_pair)
+            draw_uniforms(sampler, rk, first + sub, rng.STREAM_JUMPS, 1, jump_u, no_pair)
 
         # ---- drivers, path by path
         for ii in range(m):
@@ -250,7 +291,7 @@ def _simulate_path(first, lo, hi, rk, model, drivers, clauses, n_parties, out_pv
             sub_times[ii, SRC_DECLARED] = decl
             sub_times[ii, SRC_VERIFIED] = verified
             for e in range(n_events):
-                sub_times[ii, FIRST_EVENT + e] = sample_time(ev_code[e], ev_par[e], draws[DRAW_FIRST_EVENT + e, ii])
+                sub_times[ii, FIRST_EVENT + e] = sample_time(ev_code[e], ev_par[e], ev_u[e, ii])
             pattern = 0
             for d in range(n_deadlines):
                 hit = 0
@@ -318,10 +359,11 @@ def _simulate_path(first, lo, hi, rk, model, drivers, clauses, n_parties, out_pv
                 revenue_steps[k] = math.exp(log_r_steps[k, ii]) * dt[k]
             horizon_rate = math.exp(log_r[ii])
             out_revenue[i] = horizon_rate
-            if path < n_record:
-                out_revenue_path[path, 0] = math.exp(log_r0)
+            row = path - record_from
+            if 0 <= row < n_record:
+                out_revenue_path[row, 0] = math.exp(log_r0)
                 for k in range(1, n_steps + 1):
-                    out_revenue_path[path, k] = revenue_steps[k] / dt[k]
+                    out_revenue_path[row, k] = revenue_steps[k] / dt[k]
 
             # ---- per-step clauses of the structures that apply, each over the steps its window touches:
             # its amount in each step, then its undiscounted flows and the payer's and payee's PVs as running
@@ -342,7 +384,7 @@ def _simulate_path(first, lo, hi, rk, model, drivers, clauses, n_parties, out_pv
                 c = cl_order[ci]
                 kind = cl_type[c]
                 s = cl_struct[c]
-                if kind == EQUITY_STAKE or kind == PAYMENT or st_used[pattern, s] == 0:
+                if cl_one_off[c] or st_used[pattern, s] == 0:
                     continue
                 start = trig_time[cl_trigger[c, 0]]
                 end = trig_time[cl_trigger[c, 1]]
@@ -350,10 +392,11 @@ def _simulate_path(first, lo, hi, rk, model, drivers, clauses, n_parties, out_pv
                 k_last = min(n_steps, trig_before[cl_trigger[c, 1]])  # first step ending at or after the end
                 if k_first > k_last:
                     continue
-                par0 = cl_par[c, 0]
-                par1 = cl_par[c, 1]
+                cap = cl_cap[c]
+                fixed = cl_fixed_amount[c] > 0.0
+                per_year = cl_amount_per_year[c]
                 uc = np.uint64(c)
-                if kind == PROFIT_SHARE or (kind == REVENUE_SHARE and par0 < np.inf):
+                if kind == PROFIT_SHARE or (kind == REVENUE_SHARE and cap < np.inf):
                     # the amount depends on what was paid before: step by step
                     state0 = 0.0  # revenue share: paid at the rate; profit share: tier basis
                     state1 = 0.0  # profit share: losses still to recover
@@ -365,12 +408,12 @@ def _simulate_path(first, lo, hi, rk, model, drivers, clauses, n_parties, out_pv
                                 amounts[k] = 0.0
                                 continue
                         if kind == REVENUE_SHARE:
-                            amount, state0 = _revenue_share(revenue_steps[k] * frac, cl_rate[c, k], par0, par1,
-                                                            state0)
+                            amount, state0 = _revenue_share(revenue_steps[k] * frac, cl_rate[c, k], cap,
+                                                            cl_rate_after_cap[c], state0)
                         else:
                             profit = margin[k] * revenue_steps[k] * frac
                             amount = 0.0
-                            if par1 > 0.0:  # loss carry-forward
+                            if cl_carryforward[c] > 0.0:  # loss carry-forward
                                 if profit <= 0.0:
                                     state1 -= profit
                                     profit = 0.0
@@ -384,21 +427,22 @@ def _simulate_path(first, lo, hi, rk, model, drivers, clauses, n_parties, out_pv
                                     if state0 >= until:
                                         continue
                                     profit, state0, amount = _profit_share(profit, cl_tier_rate[c, j], until,
-                                                                           par0 > 0.0, state0, amount)
+                                                                           cl_by_profit[c] > 0.0, state0, amount)
                                     if profit <= 0.0:
                                         break
                         amounts[k] = amount
                 else:
                     # uncapped revenue share, own value: each step on its own (whole steps first, then the ends)
-                    if kind == REVENUE_SHARE or par0 <= 0.0:  # a share of revenue
+                    if kind == REVENUE_SHARE or not fixed:  # a share of revenue
                         for k in range(np.uint64(k_first), np.uint64(k_last + 1)):  # unsigned: SIMD
                             amounts[k] = cl_rate[uc, k] * revenue_steps[k]
                     else:  # own value, fixed amount per year
                         for k in range(np.uint64(k_first), np.uint64(k_last + 1)):
-                            amounts[k] = par1 * dt[k]
-                    amounts[k_first] = _end_amount(kind, par0, par1, cl_rate[c, k_first], revenue_steps[k_first],
-                                                   dt[k_first], overlap(t[k_first - 1], t[k_first], start, end))
-                    amounts[k_last] = _end_amount(kind, par0, par1, cl_rate[c, k_last], revenue_steps[k_last],
+                            amounts[k] = per_year * dt[k]
+                    amounts[k_first] = _end_amount(kind, fixed, per_year, cl_rate[c, k_first],
+                                                   revenue_steps[k_first], dt[k_first],
+                                                   overlap(t[k_first - 1], t[k_first], start, end))
+                    amounts[k_last] = _end_amount(kind, fixed, per_year, cl_rate[c, k_last], revenue_steps[k_last],
                                                   dt[k_last], overlap(t[k_last - 1], t[k_last], start, end))
                 payer = cl_payer[c]
                 payee = cl_payee[c]
@@ -427,18 +471,18 @@ def _simulate_path(first, lo, hi, rk, model, drivers, clauses, n_parties, out_pv
             for c in range(n_clauses):
                 kind = cl_type[c]
                 s = cl_struct[c]
-                if (kind != EQUITY_STAKE and kind != PAYMENT) or st_used[pattern, s] == 0:
+                if not cl_one_off[c] or st_used[pattern, s] == 0:
                     continue
                 holds = True
-                ck = cl_cond[c, 0]
+                ck = cl_cond_kind[c]
                 if ck == COND_DEADLINE:
-                    holds = met[cl_cond[c, 1]] == cl_cond[c, 2]
+                    holds = met[cl_cond_index[c]] == cl_cond_wanted[c]
                 elif ck == COND_EVENT:
-                    holds = (times[cl_cond[c, 1]] <= cl_cond_date[c]) == (cl_cond[c, 2] == 1)
+                    holds = (times[cl_cond_index[c]] <= cl_cond_date[c]) == (cl_cond_wanted[c] == 1)
                 if kind == EQUITY_STAKE:
-                    amount = cl_par[c, 0] * company_value if holds else 0.0
+                    amount = cl_fraction[c] * company_value if holds else 0.0
                 else:
-                    amount = cl_par[c, 0] if holds else cl_par[c, 1]
+                    amount = cl_amount[c] if holds else cl_amount_otherwise[c]
                 if amount != 0.0:
                     payer = cl_payer[c]
                     if payer >= 0:
@@ -458,125 +502,20 @@ def _simulate_path(first, lo, hi, rk, model, drivers, clauses, n_parties, out_pv
 
 
 @pjit
-def _run_block(first, n, key, model, drivers, clauses, n_parties, out_pv, out_times, out_met, out_revenue, out_flows,
-               out_revenue_path):
-    """Paths ``first .. first + n - 1`` into rows ``0 .. n - 1`` of the outputs, a block of ``BLOCK`` paths
-    per work item.
+def run_block(first, n, key, sampler, model, drivers, clauses, triggers, n_parties, out_pv, out_times, out_met,
+              out_revenue, out_flows, out_revenue_path, record_from):
+    """Paths ``first .. first + n - 1`` into rows ``0 .. n - 1`` of the outputs, one work item per block of
+    ``BLOCK`` paths aligned to absolute path numbers (the first and last may be partial).
 
-    ``model``, ``drivers``, ``clauses``, ``n_parties``: :meth:`Compiled.kernel_args`.  ``out_flows[b]``
-    receives the undiscounted flows of block ``b`` (paths ``first + b*BLOCK ..``) by pattern of required
-    deadlines met and clause, summed in path order; ``out_revenue_path`` rows are global path numbers
-    (recorded while the path is below its row count).
+    ``out_flows[j]`` receives the undiscounted flows of the ``j``-th of those blocks (paths from
+    ``max(first, (first // BLOCK + j) * BLOCK)``) by pattern of required deadlines met and clause, summed in
+    path order: the same sums for a block whatever range it is run in, as long as the range covers it.
     """
-    n_blocks = (n + BLOCK - 1) // BLOCK
+    b0 = first // BLOCK
+    n_blocks = (first + n - 1) // BLOCK - b0 + 1
     rk = rng.round_keys(key)
-    for blk in numba.prange(n_blocks):
-        _simulate_path(first, blk * BLOCK, min(n, (blk + 1) * BLOCK), rk.copy(), model, drivers, clauses, n_parties,
-                       out_pv, out_times, out_met, out_revenue, out_flows[blk], out_revenue_path)
-
-
-def run_paths(compiled: Compiled, key: np.ndarray, first: int, n: int, out: dict[str, np.ndarray],
-              flows: np.ndarray | None = None) -> None:
-    """Fill ``out`` (arrays with at least ``n`` rows) with paths ``first .. first+n-1``.
-
-    ``flows``, if given, receives the per-block undiscounted flows (shape ``(blocks,) + flow_shape``).
-    """
-    if flows is None:
-        flows = np.empty(((n + BLOCK - 1) // BLOCK, *compiled.flow_shape))
-    with numba.parallel_chunksize(CHUNK):
-        _run_block(np.int64(first), np.int64(n), key, *compiled.kernel_args(),
-                   out["pv"], out["times"], out["met"], out["revenue"], flows, out["revenue_path"])
-
-
-def allocate(compiled: Compiled, n: int, record: int = 0) -> dict[str, np.ndarray]:
-    """Output arrays for ``n`` paths, recording the revenue path of the first ``record``."""
-    return {
-        # (paths, structures, parties) as a view of a (structures, parties, paths) block: each party's PVs
-        # under one structure are contiguous, which is what statistics and sorting read.
-        "pv": np.empty((len(compiled.structures), len(compiled.parties), n)).transpose(2, 0, 1),
-        "times": np.empty((n, len(compiled.sources))),
-        "met": np.empty((n, len(compiled.deadlines)), np.uint8),
-        "revenue": np.empty(n),
-        "revenue_path": np.zeros((min(record, n), len(compiled.t))),
-    }
-
-
-def expected_flows(compiled: Compiled, block_sums: np.ndarray) -> np.ndarray:
-    """Total flows by structure as applied on each path: (structures, parties, classes, slots).
-
-    ``block_sums`` (shape ``compiled.flow_shape``) holds each clause's undiscounted flows by pattern of
-    required deadlines met; under each pattern, the flows of the structure that applies are credited to
-    every structure resolving to it, as paid by the clause's payer and received by its payee.
-    """
-    S, P = len(compiled.structures), len(compiled.parties)
-    by_structure = np.zeros((compiled.st_eff.shape[0], S, P, len(compiled.class_rates), len(compiled.slot_time)))
-    for c in range(len(compiled.cl_type)):
-        s, payer, payee = compiled.cl_struct[c], compiled.cl_payer[c], compiled.cl_payee[c]
-        if payer >= 0:
-            by_structure[:, s, payer, compiled.cl_class_payer[c]] -= block_sums[:, c]
-        by_structure[:, s, payee, compiled.cl_class_payee[c]] += block_sums[:, c]
-    total = np.zeros(by_structure.shape[1:])
-    for pattern in range(compiled.st_eff.shape[0]):
-        for s in range(S):
-            total[s] += by_structure[pattern, compiled.st_eff[pattern, s]]
-    return total
-
-
-def simulate_arrays(compiled: Compiled, key: np.ndarray, paths: int, *, chunk_size: int = 65_536,
-                    threads: int | None = None, progress: Any = None, record: int = 0) -> dict[str, np.ndarray]:
-    """Run ``paths`` paths in chunks; returns the filled output arrays.
-
-    ``out["flows"]`` holds the flows summed over all paths (before fallbacks are applied, by pattern),
-    summed block by block in path order, so it too is the same for any thread count and chunk size.
-    """
-    out = allocate(compiled, paths)
-    out["revenue_path"], out["flows"] = stream_chunks(compiled, key, paths, None, chunk_size=chunk_size,
-                                                      threads=threads, progress=progress, record=record, into=out)
-    return out
-
-
-def warm_up(compiled: Compiled) -> float:
-    """Compile (or load from cache) the kernel; returns the seconds it took."""
-    start = time.perf_counter()
-    run_paths(compiled, np.zeros(2, np.uint32), 0, 2, allocate(compiled, 2, record=1))  # 2: the real layout
-    return time.perf_counter() - start
-
-
-def stream_chunks(compiled: Compiled, key: np.ndarray, paths: int, consume: Any, *, chunk_size: int = 65_536,
-                  threads: int | None = None, progress: Any = None, record: int = 0,
-                  into: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``paths`` paths chunk by chunk.
-
-    Returns the revenue paths of the first ``record`` paths and the undiscounted flows (``flow_shape``)
-    summed over all paths block by block in path order (blocks of whole :data:`BLOCK` paths, so the sums
-    are the same for any chunk size and thread count).  After each chunk, ``consume(first, out)``, if
-    given, receives the chunk's arrays (rows are paths ``first ..``).  They are rows of ``into`` (from
-    :func:`allocate` for all ``paths``) when given; otherwise one set of chunk-sized buffers, reused:
-    nothing per path is kept.
-    """
-    chunk = max(BLOCK, -(-chunk_size // BLOCK) * BLOCK)
-    size = min(chunk, paths)
-    buffers = allocate(compiled, size) if into is None else into
-    revenue_path = np.zeros((min(record, paths), len(compiled.t)))
-    block_flows = np.empty(((size + BLOCK - 1) // BLOCK, *compiled.flow_shape))
-    totals = np.zeros(compiled.flow_shape)
-    previous = numba.get_num_threads()
-    if threads is not None:
-        numba.set_num_threads(threads)
-    try:
-        for first in range(0, paths, chunk):
-            n = min(chunk, paths - first)
-            rows = slice(first, first + n) if into is not None else slice(0, n)
-            view = {name: arr[rows] for name, arr in buffers.items() if name != "revenue_path"}
-            view["revenue_path"] = revenue_path
-            used = block_flows[: (n + BLOCK - 1) // BLOCK]
-            run_paths(compiled, key, first, n, view, used)
-            for b in range(used.shape[0]):
-                totals += used[b]
-            if consume is not None:
-                consume(first, view)
-            if progress is not None:
-                progress(n)
-    finally:
-        numba.set_num_threads(previous)
-    return revenue_path, totals
+    for j in numba.prange(n_blocks):
+        lo = max(first, (b0 + j) * BLOCK) - first
+        hi = min(first + n, (b0 + j + 1) * BLOCK) - first
+        _simulate_path(first, lo, hi, rk.copy(), sampler, model, drivers, clauses, triggers, n_parties, out_pv,
+                       out_times, out_met, out_revenue, out_flows[j], out_revenue_path, record_from)

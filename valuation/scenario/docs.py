@@ -1,4 +1,5 @@
-"""The scenario file reference, generated from the schema (``python -m valuation.docs``).
+"""The scenario file reference, generated from the schema and the clause registry
+(``python -m valuation.scenario.docs``).
 
 README.md carries this text between markers; a test keeps the two in step.
 """
@@ -12,37 +13,33 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from valuation import scenario as sc
+from valuation.scenario import base, schema, timing
+from valuation.scenario.clauses import REGISTRY
 
 SECTIONS: list[tuple[str, type[BaseModel], str]] = [
-    ("top level", sc.Scenario, "The file itself."),
-    ("[simulation]", sc.Simulation, "Time grid and run defaults."),
-    ("[parties.NAME]", sc.Party, "One table per party; NAME is used by clauses."),
-    ("[agi]", sc.Agi, "AGI declaration and verification."),
-    ("timing: exponential", sc.ExponentialTiming, "Any timing table (agi.declaration, agi.verification_lag, "
-                                                  "events.NAME, deadlines[].completion) has `family` and the "
-                                                  "common keys `start`, `never`."),
-    ("timing: weibull", sc.WeibullTiming, ""),
-    ("timing: lognormal", sc.LognormalTiming, ""),
-    ("timing: gompertz", sc.GompertzTiming, ""),
-    ("timing: piecewise_hazard", sc.PiecewiseTiming, ""),
-    ("piecewise piece", sc.HazardPiece, "An element of `pieces`."),
-    ("timing: quantiles", sc.QuantileTiming, "Fitted to elicited points; the fit's residual is reported."),
-    ("quantile point", sc.QuantilePoint, "An element of `points`."),
-    ("timing: fixed", sc.FixedTiming, ""),
-    ("[revenue]", sc.Revenue, "The company's revenue, growth and margin."),
-    ("margin point", sc.MarginPoint, "An element of `revenue.margin`."),
-    ("[[deadlines]]", sc.Deadline, "Met when any of its events happens by its date."),
-    ("[[structures]]", sc.Structure, "A named list of clauses."),
-    ("clause: revenue_share", sc.RevenueShare, "In `[[structures.clauses]]` or `[[common_clauses]]`."),
-    ("rate point", sc.RatePoint, "An element of `schedule`."),
-    ("clause: profit_share", sc.ProfitShare, "Paid on positive profit, tier by tier."),
-    ("tier", sc.Tier, "An element of `tiers`."),
-    ("clause: equity_stake", sc.EquityStake, "Valued at the horizon: fraction x exit_multiple x revenue."),
-    ("clause: payment", sc.Payment, "A fixed or contingent payment (e.g. funding)."),
-    ("clause: own_value", sc.OwnValue, "Value to one party that is not a transfer."),
-    ("condition", sc.Condition, "For payments and stakes."),
-    ("trigger { event, plus_years }", sc.EventOffset, "A trigger term: an event time plus a delay."),
+    ("top level", schema.Scenario, "The file itself."),
+    ("[simulation]", schema.Simulation, "Time grid and run defaults."),
+    ("[parties.NAME]", schema.Party, "One table per party; NAME is used by clauses."),
+    ("[agi]", schema.Agi, "AGI declaration and verification."),
+    ("timing: exponential", timing.ExponentialTiming, "Any timing table (agi.declaration, agi.verification_lag, "
+                                                      "events.NAME, deadlines[].completion) has `family` and the "
+                                                      "common keys `start`, `never`."),
+    ("timing: weibull", timing.WeibullTiming, ""),
+    ("timing: lognormal", timing.LognormalTiming, ""),
+    ("timing: gompertz", timing.GompertzTiming, ""),
+    ("timing: piecewise_hazard", timing.PiecewiseTiming, ""),
+    ("piecewise piece", timing.HazardPiece, "An element of `pieces`."),
+    ("timing: quantiles", timing.QuantileTiming, "Fitted to elicited points; the fit's residual is reported."),
+    ("quantile point", timing.QuantilePoint, "An element of `points`."),
+    ("timing: fixed", timing.FixedTiming, ""),
+    ("[revenue]", schema.Revenue, "The company's revenue, growth and margin."),
+    ("margin point", schema.MarginPoint, "An element of `revenue.margin`."),
+    ("[[deadlines]]", schema.Deadline, "Met when any of its events happens by its date."),
+    ("[[structures]]", schema.Structure, "A named list of clauses."),
+    *[section for kind in REGISTRY
+      for section in ((f"clause: {kind.name}", kind.model, kind.summary), *kind.parts)],
+    ("condition", base.Condition, "For payments and stakes."),
+    ("trigger { event, plus_years }", base.EventOffset, "A trigger term: an event time plus a delay."),
 ]
 
 
@@ -72,7 +69,7 @@ def _default(field: Any) -> str:
         return "required"
     if field.default_factory is not None:
         value = field.default_factory()
-        return f"`{value}`" if value else "none"
+        return f"`{list(value)}`" if value else "none"
     if field.default is None or field.default is PydanticUndefined:
         return "none"
     return f"`{field.default}`"
@@ -95,7 +92,7 @@ def reference() -> str:
         for name, field in model.model_fields.items():
             if field.exclude:
                 continue
-            if name == "source" and model is not sc.Scenario:
+            if name == "source" and model is not schema.Scenario:
                 continue
             extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
             key = field.alias or name

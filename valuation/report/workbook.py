@@ -10,7 +10,7 @@ result makes a workbook of the same size as a 10-thousand-path one.
 from __future__ import annotations
 
 import platform
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from datetime import date as Date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,10 +22,8 @@ from openpyxl.chart import Reference
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.pagebreak import Break
 
-from valuation.assumptions import COLUMNS, assumption_rows
 from valuation.errors import InputError, Problem, printable
-from valuation.results import HEAD, SUMMARY_COLUMNS
-from valuation.xlsx import (
+from valuation.report.xlsx import (
     BN,
     BN3,
     DATE,
@@ -60,21 +58,19 @@ from valuation.xlsx import (
     title,
     widths,
 )
+from valuation.scenario.assumptions import COLUMNS, assumption_rows
+from valuation.stats.catalogue import CONFIDENCE, DIFFERENCE_STATISTICS, HEAD, SUMMARY, Z95
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the workbook reads a result; it does not import the results module
     from valuation.results import SimulationResult
 
-__all__ = ["check_output_path", "format_summary", "write_workbook"]
+__all__ = ["SHEETS", "check_fits", "estimated_bytes", "sheet_sizes", "write_workbook"]
 
-GENERATOR = "Philox4x32-10 (Random123), counter = (path, draw, stream); normals by inverse CDF (AS241)"
 SHEETS = ("Read me", "Summary", "Distributions", "Versus baseline", "Cash flows", "Drivers", "Assumptions",
           "Paths")
 
-_FORMATS = {"mean": BN, "se": BN3, "ci_low": BN, "ci_high": BN, "sd": BN, "p5": BN, "p25": BN, "p50": BN,
-            "p75": BN, "p95": BN, "var5": BN, "cvar5": BN, "p_negative": PCT}
-_SHORT = {"mean": "Mean", "se": "SE", "ci_low": "95% CI low", "ci_high": "95% CI high", "sd": "SD", "p5": "P5",
-          "p25": "P25", "p50": "P50", "p75": "P75", "p95": "P95", "var5": "VaR 5%", "cvar5": "CVaR 5%",
-          "p_negative": "P(PV<0)"}
+# The Summary sheet's columns: the catalogue's summary statistics, the mean's 95% interval after its SE.
+SUMMARY_SHEET = (*SUMMARY[:2], *CONFIDENCE, *SUMMARY[2:])
 
 
 def write_workbook(result: SimulationResult, path: str | Path) -> Path:
@@ -113,8 +109,8 @@ def sheet_sizes(compiled, scenario, paths: int) -> dict[str, tuple[int, int]]:
     cash_top = 8 + len(compiled.class_rates) + 2 * S * P + 9 + 21 * ((S + 1) // 2)
     drivers = max(4 + years, 24) + 15 + D + K
     return {
-        "Read me": (read_me, 4),
-        "Summary": (S * P + 2 * S + 23, max(15, P + 1)),
+        "Read me": (read_me + 1, 4),
+        "Summary": (S * P + 2 * S + 10 + len(SUMMARY_SHEET), max(2 + len(SUMMARY_SHEET), P + 1)),
         "Distributions": (103 * P + 1, 5 + 2 * S),
         "Versus baseline": (versus, max(11, P + 1)),
         "Cash flows": (cash_top + 6 + len(compiled.slot_time), max(3 + years, 2 + len(compiled.flow_columns()))),
@@ -193,9 +189,11 @@ def run_metadata(result: SimulationResult) -> list[tuple[str, Any]]:
         ("Horizon", s.simulation.horizon),
         ("Steps per year", s.simulation.steps_per_year),
         ("Paths", result.paths),
-        ("Seed", result.seed if result.seed < 2**53 else str(result.seed)),  # Excel numbers hold 53 bits
+        ("First path", result.first_path),
+        ("Seed", _seed(result)),
         ("SeedSequence entropy", str(result.entropy)),
-        ("Random generator", GENERATOR),
+        ("Random generator", f"{result.sampler.name}: {result.sampler.description}; each event and deadline "
+                             "completion on its own counter, from its name"),
         ("Baseline structure", result.baseline or result.structures[0]),
         ("Package version", __version__),
         ("Simulation time (s)", round(result.run_seconds, 3)),
@@ -205,6 +203,13 @@ def run_metadata(result: SimulationResult) -> list[tuple[str, Any]]:
         ("Written", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")),
         ("Python / platform", f"{platform.python_version()} / {platform.platform(terse=True)}"),
     ]
+
+
+def _seed(result: SimulationResult) -> Any:
+    if result.seed is None:
+        ss = result.seed_sequence
+        return f"SeedSequence(entropy={ss.entropy}, spawn_key={tuple(ss.spawn_key)})"
+    return result.seed if result.seed < 2**53 else str(result.seed)  # Excel numbers hold 53 bits
 
 
 _TOUR = [
@@ -272,34 +277,42 @@ def _summary(ws, result: SimulationResult, names: _Names) -> None:
           f"PV in USD bn at {result.scenario.simulation.valuation_date}; {result.paths:,} paths, seed "
           f"{result.seed}; standard errors are those of the Monte Carlo mean (see Read me for the run)."
           + ("" if result.kept_paths else f" Streaming run: percentiles, VaR and CVaR {result.quantile_error}."))
-    summary["ci_low"] = summary["mean"] - 1.96 * summary["se"]
-    summary["ci_high"] = summary["mean"] + 1.96 * summary["se"]
-    cols = list(_SHORT)
+    summary["ci_low"] = summary["mean"] - Z95 * summary["se"]
+    summary["ci_high"] = summary["mean"] + Z95 * summary["se"]
+    cols = SUMMARY_SHEET
     top = 4
-    header(ws, top, ["Structure", "Party", *[_SHORT[c] for c in cols]])
-    row = top
-    for (structure, party), values in summary.iterrows():
-        row += 1
-        put(ws, row, 1, names.structure[result.structures.index(structure)])
-        put(ws, row, 2, names.party[result.parties.index(party)])
-        for j, c in enumerate(cols):
-            put(ws, row, 3 + j, float(values[c]), fmt=_FORMATS[c])
+    row = _statistics_table(ws, top, summary, cols, result, names)
     table(ws, "SummaryTable", top, row, 2 + len(cols))
     ws.freeze_panes = ws.cell(row=top + 1, column=3)
     row += 2
     put(ws, row, 1, "Columns", font=LABEL_FONT)
     for c in cols:
         row += 1
-        put(ws, row, 1, _SHORT[c])
-        put(ws, row, 2, SUMMARY_COLUMNS.get(c, "Mean -/+ 1.96 standard errors"))
+        put(ws, row, 1, c.short)
+        put(ws, row, 2, c.description)
     row += 2
     means = summary["mean"].unstack()[result.parties].loc[result.structures].to_numpy()
-    half = (1.96 * summary["se"]).unstack()[result.parties].loc[result.structures].to_numpy()
+    half = (Z95 * summary["se"]).unstack()[result.parties].loc[result.structures].to_numpy()
     _means_chart(ws, row, names, names.structure, means, half, "Mean PV",
                  "Mean PV by structure and party (95% confidence bars)", "PV, USD bn")
     widths(ws, {1: 46, 2: 26, **{3 + j: 12 for j in range(len(cols))}})
     ws.row_dimensions[top].height = 32
     print_setup(ws, one_page=True)
+
+
+def _statistics_table(ws, top: int, frame: pd.DataFrame, cols: tuple, result: SimulationResult, names: _Names
+                      ) -> int:
+    """A header at ``top`` and one row per (structure, party) of ``frame``, the catalogue's ``cols`` with their
+    labels and formats ("-" where a statistic does not apply); returns the last row."""
+    header(ws, top, ["Structure", "Party", *[c.short for c in cols]])
+    row = top
+    for (structure, party), values in frame.iterrows():
+        row += 1
+        put(ws, row, 1, names.structure[result.structures.index(structure)])
+        put(ws, row, 2, names.party[result.parties.index(party)])
+        for j, c in enumerate(cols):
+            put(ws, row, 3 + j, float(values[c.key]), fmt=c.excel, nan="-")
+    return row
 
 
 def _means_chart(ws, top: int, names: _Names, row_names: list[str], means: np.ndarray, half: np.ndarray,
@@ -391,23 +404,14 @@ def _versus_baseline(ws, result: SimulationResult, names: _Names) -> None:
           "Difference = PV under the structure - PV under the baseline, path by path on the same random numbers "
           "(USD bn). P(better) and P(worse) count paths; the rest are ties.")
     table_df = result.versus()
-    cols = {"mean": ("Mean difference", BN), "se": ("SE", BN3), "ci_low": ("95% CI low", BN),
-            "ci_high": ("95% CI high", BN), "p_better": ("P(better)", PCT), "p_worse": ("P(worse)", PCT),
-            "p5": ("P5 of difference", BN), "p50": ("Median difference", BN), "p95": ("P95 of difference", BN)}
+    cols = DIFFERENCE_STATISTICS
     top = 4
-    header(ws, top, ["Structure", "Party", *[c[0] for c in cols.values()]])
-    row = top
-    for (structure, party), values in table_df.iterrows():
-        row += 1
-        put(ws, row, 1, names.structure[result.structures.index(structure)])
-        put(ws, row, 2, names.party[result.parties.index(party)])
-        for j, (key, (_, fmt)) in enumerate(cols.items()):
-            put(ws, row, 3 + j, float(values[key]), fmt=fmt)
+    row = _statistics_table(ws, top, table_df, cols, result, names)
     if row > top:
         table(ws, "VersusBaseline", top, row, 2 + len(cols))
         others = [s for s in result.structures if s != base]
         mean = table_df["mean"].unstack()[result.parties].loc[others].to_numpy()
-        half = (1.96 * table_df["se"]).unstack()[result.parties].loc[others].to_numpy()
+        half = (Z95 * table_df["se"]).unstack()[result.parties].loc[others].to_numpy()
         labels = [names.structure[result.structures.index(s)] for s in others]
         _means_chart(ws, row + 2, names, labels, mean, half, "Mean difference",
                      "Mean gain over the baseline (95% confidence bars)", "PV difference, USD bn")
@@ -420,31 +424,6 @@ def _versus_baseline(ws, result: SimulationResult, names: _Names) -> None:
 
 
 # --------------------------------------------------------------- cash flows
-
-
-def slot_dates(result: SimulationResult) -> list[Date]:
-    t0 = result.scenario.simulation.valuation_date
-    return [t0 + timedelta(days=round(float(x) * 365.25)) for x in result.slot_time]
-
-
-HORIZON_COLUMN = "At horizon"
-
-
-def annual_cash_flows(result: SimulationResult) -> pd.DataFrame:
-    """Expected undiscounted flows (USD bn) per structure and party, by calendar year.
-
-    One-off flows dated at the horizon (equity stakes) get a column of their own, after the years.
-    """
-    n_steps = len(result.step_time)
-    horizon = result.step_time[-1]
-    at_horizon = np.zeros(len(result.slot_time), bool)
-    at_horizon[n_steps:] = result.slot_time[n_steps:] == horizon
-    years = np.array([d.year for d in slot_dates(result)])
-    flows = result.cash_flows.sum(axis=2)  # over discount classes: (S, P, slots)
-    data = {y: flows[:, :, (years == y) & ~at_horizon].sum(axis=2).ravel() for y in sorted(set(years.tolist()))}
-    data[HORIZON_COLUMN] = flows[:, :, at_horizon].sum(axis=2).ravel()
-    index = pd.MultiIndex.from_product([result.structures, result.parties], names=["structure", "party"])
-    return pd.DataFrame(data, index=index)
 
 
 def _class_labels(result: SimulationResult, names: _Names) -> list[str]:
@@ -474,7 +453,7 @@ def _cash_flows(ws, result: SimulationResult, names: _Names) -> None:
         put(ws, r, 3, float(result.class_rates[c]), fmt='0.00%')
         rate_cell[c] = f"$B${r}"
     # --- annual table (position fixed first: the live PV block refers to rows below it)
-    annual = annual_cash_flows(result)
+    annual = result.annual_cash_flows()
     live_top = row + 4 + len(classes)
     annual_top = live_top + S * P + 4
     charts_top = annual_top + S * P + 3
@@ -535,7 +514,7 @@ def _cash_flows(ws, result: SimulationResult, names: _Names) -> None:
     # --- the flows the live PV discounts: one column per structure, party and discount class, one row per time
     # (down the rows: a daily grid over decades has more times than a sheet has columns)
     n_slots = len(result.slot_time)
-    dates = slot_dates(result)
+    dates = result.slot_dates()
     put(ws, detail_top, 1, "Expected flows by time (rows) for each structure, party and discount class (columns): "
                            "what the live PV discounts", font=LABEL_FONT)
     labels = (("Structure", dates_row - 1), ("Party and discount class", dates_row), ("Rate", dates_row + 1),
@@ -571,31 +550,12 @@ def _cash_flows(ws, result: SimulationResult, names: _Names) -> None:
 # ------------------------------------------------------------------ drivers
 
 
-def agi_timing_table(result: SimulationResult) -> pd.DataFrame:
-    """By calendar year end: simulated P(declared by), the model's CDF, simulated P(verified by)."""
-    from valuation.compile import build_timing
-
-    s = result.scenario
-    stats = result.driver_stats()
-    model, _ = build_timing(s.agi.declaration, s, absolute=True)
-    return pd.DataFrame({"year": stats.years, "declared": stats.p_declared, "model": model.cdf(stats.grid),
-                         "verified": stats.p_verified}).set_index("year")
-
-
-def revenue_fan(result: SimulationResult) -> pd.DataFrame:
-    """P5/P25/P50/P75/P95 of the revenue rate at each step end, over the recorded sample of paths."""
-    q = np.percentile(result.revenue_sample, [5, 25, 50, 75, 95], axis=0)
-    t0 = result.scenario.simulation.valuation_date
-    dates = [t0 + timedelta(days=round(float(x) * 365.25)) for x in result.step_time]
-    return pd.DataFrame(q.T, index=pd.Index(dates, name="date"), columns=["p5", "p25", "p50", "p75", "p95"])
-
-
 def _drivers(ws, result: SimulationResult) -> None:
     ws.sheet_view.showGridLines = False
     s = result.scenario
     title(ws, "Drivers: AGI timing, verification, deadlines and revenue",
           "Simulated frequencies over all paths (except the revenue fan: see its note).")
-    agi = agi_timing_table(result)
+    agi = result.agi_timing_table()
     top = 4
     header(ws, top, ["Year end", "P(declared by), simulated", "P(declared by), model", "P(verified by), simulated"],
            height=30)
@@ -645,7 +605,7 @@ def _drivers(ws, result: SimulationResult) -> None:
         table(ws, "Deadlines", dtop, row, 4)
 
     # revenue fan
-    fan = revenue_fan(result)
+    fan = result.revenue_fan()
     row += 3
     put(ws, row, 1, f"Revenue fan (USD bn per year), from the first {result.revenue_sample.shape[0]:,} paths",
         font=LABEL_FONT)
@@ -676,8 +636,10 @@ def _drivers(ws, result: SimulationResult) -> None:
 def _assumptions(ws, result: SimulationResult) -> None:
     ws.sheet_view.showGridLines = False
     header(ws, 1, list(COLUMNS), height=30)
-    rows = assumption_rows(result.scenario, overrides={"simulation.paths": result.paths,
-                                                       "simulation.seed": result.seed})
+    overrides: dict[str, Any] = {"simulation.paths": result.paths}
+    if result.seed is not None:  # a SeedSequence has no place in the file: the Read me records it
+        overrides["simulation.seed"] = result.seed
+    rows = assumption_rows(result.scenario, overrides=overrides)
     for i, r in enumerate(rows, start=2):
         put(ws, i, 1, r["key"]).alignment = TOP
         v = r["value"]
@@ -721,7 +683,7 @@ def _paths(ws, result: SimulationResult) -> None:
     revenue = [c == "revenue_at_horizon" for c in drivers.columns]
     for i in range(n):
         r = i + 2
-        put(ws, r, 1, i)
+        put(ws, r, 1, result.first_path + i)
         for j, values in enumerate(columns):
             if flags[j]:
                 put(ws, r, 2 + j, bool(values[i]))
@@ -738,14 +700,3 @@ def _paths(ws, result: SimulationResult) -> None:
     put(ws, n + 3, 1, f"The first {n:,} of {result.paths:,} paths. Times are years after the valuation date "
                       "(they may fall beyond the horizon); 'never' = the event never happens on that path.")
     print_setup(ws)
-
-
-def format_summary(summary: pd.DataFrame) -> str:
-    """The summary as a console table (USD bn, percentages)."""
-    show = summary[["mean", "se", "p5", "p50", "p95", "cvar5", "p_negative", "diff_mean", "p_better"]].copy()
-    show.columns = ["mean", "se", "P5", "P50", "P95", "CVaR5%", "P(<0)", "vs base", "P(better)"]
-    fmt = {c: "{:,.2f}".format for c in show.columns}
-    fmt["se"] = "{:,.3f}".format
-    fmt["P(<0)"] = "{:.1%}".format
-    fmt["P(better)"] = "{:.1%}".format
-    return show.to_string(formatters=fmt, na_rep="-")  # NaN: the baseline is not compared with itself

@@ -45,13 +45,13 @@ WRAP_LEFT = Alignment(wrap_text=True, vertical="top", horizontal="left")
 
 
 def put(ws, row: int, col: int, value: Any, fmt: str | None = None, font: Font | None = None,
-        infinity: str = "n/a"):
+        infinity: str = "n/a", nan: str = "n/a"):
     """Write one cell; strings are always text, never formulas; a non-finite number becomes a note."""
     if isinstance(value, (np.floating, np.integer, np.bool_)):
         value = value.item()
     missing = isinstance(value, float) and not np.isfinite(value)
     if missing:
-        value = infinity if value == np.inf else "n/a"
+        value = infinity if value == np.inf else nan if value != value else "n/a"
     cell = ws.cell(row=row, column=col, value=value)
     if isinstance(value, str):
         cell.data_type = "s"

@@ -1,0 +1,567 @@
+"""The scenario: parties, the time grid, the AGI and revenue models, events, deadlines and the deal structures,
+validated.  Every way to a :class:`Scenario` -- a file, a workbook's Assumptions sheet, a copy changed in Python
+(:meth:`Scenario.with_values`, ``model_copy``) -- goes through :func:`scenario_from_dict`: the same checks and
+the same messages (file, key path, value, what was expected).
+
+Any number may be written as ``{ value = 0.2, source = "..." }``; the source is kept (see
+:attr:`Scenario.sources`) and shown on the workbook's Assumptions sheet.  Every table may also carry a
+``source`` of its own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from datetime import date as Date
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
+
+from valuation import keys
+from valuation.arguments import ArgumentTypeError
+from valuation.errors import InputError, Problem
+from valuation.scenario.base import (
+    BUILTIN_EVENTS,
+    CONTROL,
+    IDENTIFIER,
+    MAX_DEADLINE_EVENTS,
+    MAX_DEPTH,
+    MAX_REQUIRED_DEADLINES,
+    MAX_TEXT,
+    RESERVED_NAMES,
+    TRIGGER_WORDS,
+    EventOffset,
+    FrozenDict,
+    Items,
+    Label,
+    Model,
+    Name,
+    Probability,
+    bad,
+    check_increasing,
+    frozen_mapping,
+    plain_data,
+    problem,
+    text_problem,
+    thawed,
+    too_deep,
+    unit,
+    update_mapping,
+)
+from valuation.scenario.clauses import CheckContext, Clause, kind_of
+from valuation.scenario.timing import PiecewiseTiming, QuantileTiming, Timing
+
+# --------------------------------------------------------------- the world
+
+
+MAX_PATHS = 10**10  # about 8 hours of the base case on 2 cores: more is a typo, not a plan
+
+
+class Simulation(Model):
+    valuation_date: Date = unit("date", "Time zero; all PVs are as of this date.")
+    horizon: Date = unit("date", "Last date simulated; stakes are valued here.")
+    steps_per_year: int = unit("per year", "Time steps per year (4 = quarterly).", default=4, ge=1, le=365)
+    paths: int = unit("count", "Default number of Monte Carlo paths.", default=100_000, ge=1, le=MAX_PATHS)
+    seed: int = unit("integer", "Default seed of the random generator.", default=20250806, ge=0, lt=2**63)
+    baseline: Name | None = unit("name", "Structure others are compared with (default: the first).", default=None)
+
+    @model_validator(mode="after")
+    def _horizon_after_start(self) -> Simulation:
+        if self.horizon <= self.valuation_date:
+            raise bad("horizon", f"a date after valuation_date ({self.valuation_date})")
+        if (self.horizon - self.valuation_date).days > 200 * 366:
+            raise bad("horizon", f"at most 200 years after valuation_date ({self.valuation_date})")
+        return self
+
+
+class Party(Model):
+    discount_rate: float = unit("per year", "Annual rate discounting this party's flows: (1+r)^-t.", gt=-1.0,
+                                 le=10.0)
+    label: Label | None = unit("text", "Display name.", default=None)
+
+
+class Agi(Model):
+    declaration: Timing = unit("table", "Distribution of the date AGI is declared.")
+    verification_lag: Timing = unit("table", "Distribution of the lag from declaration to verification (years).")
+    never_verified: Probability = unit(
+        "probability", "Probability a declaration is never verified (the panel rejects it).", default=0.0
+    )
+
+
+class MarginPoint(Model):
+    date: Date = unit("date", "Date of this point of the margin path.")
+    margin: float = unit("fraction", "Operating margin (profit / revenue); negative is a loss.", ge=-20.0, le=1.0)
+
+
+class Revenue(Model):
+    initial: float = unit("USD bn per year", "Annual revenue rate at the valuation date.", gt=0.0, le=1e6)
+    initial_growth: float = unit("per year", "Growth rate of revenue today (log, continuous).", ge=-2.0, le=5.0)
+    long_run_growth: float = unit("per year", "Growth rate revenue growth reverts to.", ge=-1.0, le=1.0)
+    mean_reversion: float = unit("per year", "Speed at which growth reverts (half-life ln2/speed).", ge=0.0,
+                                  le=50.0)
+    volatility: float = unit("per sqrt(year)", "Volatility of log revenue.", ge=0.0, le=3.0)
+    growth_volatility: float = unit("per year per sqrt(year)", "Volatility of the growth rate.", default=0.0,
+                                     ge=0.0, le=3.0)
+    correlation: float = unit("1", "Correlation of revenue and growth shocks.", default=0.0, ge=-1.0, le=1.0)
+    jump_intensity: float = unit("per year", "Rate of downward jumps (competition shocks).", default=0.0, ge=0.0,
+                                  le=20.0)
+    jump_loss: float = unit("fraction", "Share of revenue lost at each jump.", default=0.0, ge=0.0, lt=1.0)
+    agi_growth_uplift: float = unit("per year", "Added to revenue growth after AGI is declared.", default=0.0,
+                                     ge=-1.0, le=3.0)
+    exit_multiple: float = unit("x revenue", "Company value at the horizon = multiple x revenue rate.", gt=0.0,
+                                 le=1000.0)
+    margin: Items[MarginPoint] | float = unit(
+        "fraction", "Operating margin: one number, or a path of {date, margin} points (linear between, flat outside).",
+    )
+
+    @field_validator("margin")
+    @classmethod
+    def _margin_path(cls, margin: tuple[MarginPoint, ...] | float) -> tuple[MarginPoint, ...] | float:
+        if isinstance(margin, tuple):
+            if not margin:
+                raise ValueError("at least one {date, margin} point")
+            check_increasing([p.date for p in margin], "margin", "date")
+        elif not -20.0 <= margin <= 1.0:
+            raise ValueError(f"a margin between -20 and 1, got {margin}")
+        return margin
+
+
+class Deadline(Model):
+    name: Name = unit("name", "Name used by structures and conditions.")
+    date: Date = unit("date", "The deadline: met if the event happens on or before it.")
+    events: Items[Name] | None = unit(
+        "names", "Met if any of these events (agi_declared, agi_verified, [events] names) happens by the date.",
+        default=None, max_length=MAX_DEADLINE_EVENTS,
+    )
+    completion: Timing | None = unit("table", "Time-to-completion distribution of this deadline's own event.",
+                                      default=None)
+    growth_haircut: float = unit("per year", "Subtracted from revenue growth after a missed deadline.",
+                                  default=0.0, ge=0.0, le=3.0)
+    haircut_years: float | None = unit("years", "How long the haircut lasts (default: to the horizon).",
+                                        default=None, gt=0.0)
+    label: Label | None = unit("text", "Display name.", default=None)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Deadline:
+        if (self.events is None) == (self.completion is None):
+            raise ValueError("exactly one of 'events' (a list of event names) or 'completion' (a distribution)")
+        if self.events is not None and not self.events:
+            raise bad("events", "at least one event name")
+        if "haircut_years" in self.model_fields_set and self.growth_haircut == 0.0:
+            raise bad("haircut_years", "no haircut_years without a growth_haircut")
+        return self
+
+
+class Structure(Model):
+    name: Name = unit("name", "Identifier of the structure.")
+    label: Label | None = unit("text", "Display name.", default=None)
+    requires: Name | None = unit("deadline", "A deadline this structure needs; missed -> `fallback` applies.",
+                                  default=None)
+    fallback: Name | None = unit("structure", "Structure that applies where `requires` is missed.",
+                                  default=None)
+    clauses: Items[Clause] = unit("list", "The clauses, evaluated on every path.", default_factory=tuple)
+
+    @model_validator(mode="after")
+    def _fallback_pairs(self) -> Structure:
+        if (self.requires is None) != (self.fallback is None):
+            raise ValueError("'requires' and 'fallback' together (or neither)")
+        return self
+
+
+PROVENANCE = ("sources", "path", "digest", "loaded")  # fields of a Scenario set by the loader, not the file
+
+
+class Scenario(Model):
+    """A validated scenario: the whole input of a run."""
+
+    name: Name = unit("text", "Title of the scenario.")
+    description: str | None = unit("text", "What the scenario represents.", default=None)
+    simulation: Simulation = unit("table", "Time grid and run defaults.")
+    parties: Annotated[dict[Name, Party], AfterValidator(frozen_mapping)] = unit("table", "Parties by name.",
+                                                                                   min_length=1)
+    agi: Agi = unit("table", "AGI declaration and verification.")
+    revenue: Revenue = unit("table", "The company's revenue model.")
+    events: Annotated[dict[Name, Timing], AfterValidator(frozen_mapping)] = unit(
+        "table", "Named random event times (e.g. an IPO).", default_factory=FrozenDict)
+    deadlines: Items[Deadline] = unit("list", "Deal deadlines.", default_factory=tuple)
+    common_clauses: Items[Clause] = unit("list", "Clauses added to every structure (e.g. funding rounds).",
+                                          default_factory=tuple)
+    structures: Items[Structure] = unit("list", "The deal structures to compare.", min_length=1)
+
+    # Set by the loader, not by the file: sources by key path, the file it came from, the SHA-256 of the bytes
+    # that were loaded, and a fingerprint of the inputs as loaded (a copy changed since has another).
+    sources: Annotated[dict[str, str], AfterValidator(frozen_mapping)] = Field(default_factory=FrozenDict,
+                                                                                  exclude=True)
+    path: str | None = Field(default=None, exclude=True)
+    digest: str | None = Field(default=None, exclude=True)
+    loaded: str | None = Field(default=None, exclude=True)
+
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Scenario:
+        """A copy; with ``update``, validated exactly like a file (key paths, cross checks, text)."""
+        update = update_mapping(type(self), update)
+        if not update or set(update) <= set(PROVENANCE):  # what the loader sets: nothing to validate
+            return BaseModel.model_copy(self, update=update, deep=deep)
+        plain = thawed(self.model_dump(by_alias=True, exclude_unset=True))
+        provenance = {name: getattr(self, name) for name in PROVENANCE}
+        for name, value in update.items():
+            if name in provenance:
+                provenance[name] = value
+            else:
+                field = type(self).model_fields.get(name)
+                plain[(field.alias or name) if field is not None else name] = plain_data(value)
+        copy = scenario_from_dict(plain, source=f"{provenance['path'] or '<scenario>'} (a copy changed in Python)",
+                                  **provenance)
+        return _kept_sources(self, copy)
+
+    def with_values(self, changes: Mapping[str, Any]) -> Scenario:
+        """A new scenario with the inputs at these key paths changed, validated exactly like a file.
+
+        Parameters
+        ----------
+        changes
+            Key paths as on the Assumptions sheet and in error messages (``"revenue.volatility"``,
+            ``"structures[3].clauses[0].cap"``, ``"parties.microsoft.discount_rate"``, a list element
+            ``"structures[0].clauses[0].end[1]"``) to new values: numbers, dates, text, ``True``/``False``,
+            lists or tables as a file would hold them, or ``{"value": ..., "source": "..."}``.
+
+        Returns
+        -------
+        Scenario
+            A new scenario (this one does not change).  A changed input loses the source of its old value
+            unless a new one is given; the copy keeps the file's digest and reports itself as changed since
+            loaded (see :attr:`changed_since_loaded`).
+
+        Raises
+        ------
+        InputError
+            A key that is not one of the scenario's, or a value it does not take: the message a file gets.
+        """
+        where = f"{self.path or '<scenario>'} (with_values)"
+        if not isinstance(changes, Mapping):
+            raise ArgumentTypeError("with_values()", [Problem("changes", "a mapping of key paths to values, e.g. "
+                                                           "{'revenue.volatility': 0.3}", changes)])
+        plain = thawed(self.model_dump(by_alias=True, exclude_unset=True))
+        sources = dict(self.sources)
+        problems: list[Problem] = []
+        for key, value in changes.items():
+            if not isinstance(key, str):
+                raise ArgumentTypeError("with_values()", [Problem("changes", "key paths as text", key)])
+            try:
+                parts = keys.parse(key)
+            except ValueError:
+                problems.append(Problem(key, "expected a key path such as structures[0].clauses[1].rate (the keys "
+                                        "of the Assumptions sheet and of error messages)", has_value=False))
+                continue
+            trouble = self._set(plain, parts, plain_data(value))
+            if trouble:
+                problems.append(Problem(key, trouble, has_value=False))
+            sources.pop(keys.build(parts), None)  # the old value's source does not describe the new one
+        if problems:
+            raise InputError(where, problems)
+        return _kept_sources(self, scenario_from_dict(plain, source=where, path=self.path, digest=self.digest,
+                                                      loaded=self.loaded, sources=sources))
+
+    def _set(self, plain: dict, parts: list[str | int], value: Any) -> str | None:
+        """Put ``value`` at ``parts`` of ``plain`` (this scenario's dump); why not, or None.  A key left at its
+        default is not in the dump: its current value is put there first, so its list elements can change."""
+        node: Any = plain
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            where = keys.build(parts[:depth]) or "the scenario"
+            if isinstance(part, int):
+                if not isinstance(node, list):
+                    return f"expected a key that exists: {where} is not a list"
+                if not 0 <= part < len(node):
+                    return f"expected a list position from 0 to {len(node) - 1}: {where} has {len(node)} items"
+            elif not isinstance(node, dict):
+                return f"expected a key that exists: {where} holds a value, not a table"
+            elif part not in node and not last:
+                current = self.value_at(keys.build(parts[: depth + 1]))
+                node[part] = plain_data(current) if current is not None else ({} if isinstance(parts[depth + 1], str)
+                                                                               else [])
+            if last:
+                node[part] = value
+            else:
+                node = node[part]
+        return None
+
+    def value_at(self, key: str) -> Any:
+        """The input at a key path (as on the Assumptions sheet); None where there is none."""
+        try:
+            tokens = keys.parse(key)
+        except ValueError:
+            return None
+        node: Any = self
+        for token in tokens:
+            if isinstance(token, int):
+                node = node[token] if isinstance(node, (list, tuple)) and 0 <= token < len(node) else None
+            elif isinstance(node, Mapping):
+                node = node.get(token)
+            elif isinstance(node, BaseModel):
+                name = next((n for n, f in type(node).model_fields.items() if (f.alias or n) == token), None)
+                node = getattr(node, name) if name is not None else None
+            else:
+                return None
+            if node is None:
+                return None
+        return node
+
+    def checked(self) -> Scenario:
+        """This scenario validated again, as a file is (the engine runs only what this returns).
+
+        A scenario built in Python (``model_construct``, pydantic's own constructors) has skipped the
+        loader's checks; this runs all of them and raises :class:`~valuation.errors.InputError` naming the
+        key, as for a file.
+        """
+        plain = thawed(self.model_dump(by_alias=True, exclude_unset=True, warnings=False))
+        return scenario_from_dict(plain, source=self.path or "<scenario>",
+                                  **{name: getattr(self, name) for name in PROVENANCE})
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the inputs (values and sources): equal fingerprints, equal scenarios."""
+        plain = self.model_dump(mode="json", by_alias=True, exclude_unset=True, warnings=False)
+        text = json.dumps([plain, self.sources], sort_keys=True, ensure_ascii=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def changed_since_loaded(self) -> bool:
+        """True for a copy changed in Python after its file was loaded (the file's digest no longer describes it)."""
+        return self.loaded is not None and self.fingerprint() != self.loaded
+
+    @property
+    def baseline(self) -> str:
+        return self.simulation.baseline or self.structures[0].name
+
+    def structure_names(self) -> list[str]:
+        return [s.name for s in self.structures]
+
+    def party_names(self) -> list[str]:
+        return list(self.parties)
+
+    def years(self, when: Date) -> float:
+        """Years from the valuation date (days / 365.25)."""
+        return (when - self.simulation.valuation_date).days / 365.25
+
+    @property
+    def horizon_years(self) -> float:
+        return self.years(self.simulation.horizon)
+
+
+
+# ------------------------------------------------------------ validation
+
+
+def _kept_sources(old: Scenario, new: Scenario) -> Scenario:
+    """``new`` with the sources of the inputs that kept their values: a changed value loses its old source."""
+    kept = {key: note for key, note in new.sources.items()
+            if old.sources.get(key) != note or new.value_at(key) == old.value_at(key)}
+    return new if len(kept) == len(new.sources) else BaseModel.model_copy(new, update={"sources": FrozenDict(kept)})
+
+
+def scenario_from_dict(data: dict[str, Any], source: str = "<scenario>", **provenance: Any) -> Scenario:
+    """Validate a scenario given as nested dicts (as parsed from TOML): every way to a Scenario comes here.
+
+    ``provenance``: ``path`` (default: ``source``), ``digest``, ``sources`` (more sources by key path, e.g. of a
+    copy) and ``loaded`` (default: this scenario's own fingerprint).
+    """
+    if not isinstance(data, Mapping):
+        raise InputError(source, [Problem("", "a table of the scenario's keys (a dict)", data)])
+    deep = too_deep(data)
+    if deep is not None:
+        raise InputError(source, [Problem(deep, f"expected tables and lists nested at most {MAX_DEPTH} deep",
+                                          has_value=False)])
+    sources: dict[str, str] = {}
+    stripping: list[Problem] = []
+    plain = _strip_sources(data, "", sources, stripping)
+    for key, note in (provenance.pop("sources", None) or {}).items():
+        trouble = text_problem(note) if isinstance(note, str) else "text in quotes"
+        if trouble:
+            stripping.append(Problem(keys.join(key, "source"), trouble, note))
+        sources.setdefault(key, note)
+    try:
+        scenario = Scenario.model_validate(plain)
+    except ValidationError as exc:
+        raise InputError(source, stripping + [problem(err) for err in exc.errors()]) from None
+    if stripping:
+        raise InputError(source, stripping)
+    problems = list(cross_checks(scenario))
+    if problems:
+        raise InputError(source, problems)
+    provenance.setdefault("path", source)  # the name messages use: the file, or what stands for it
+    scenario = BaseModel.model_copy(scenario, update={"sources": FrozenDict(sources), **provenance})
+    if scenario.loaded is None:
+        scenario = BaseModel.model_copy(scenario, update={"loaded": scenario.fingerprint()})
+    return scenario
+
+
+def _strip_sources(node: Any, path: str, sources: dict[str, str], problems: list[Problem]) -> Any:
+    """Replace ``{value = x, source = "..."}`` by ``x``, recording the source by key path; check every text.
+
+    No table of the schema has a key ``value``, so any table with one is a sourced number.  Every string --
+    plain, the ``value`` of a sourced entry, a source, a key -- meets :func:`text_problem` here, the one
+    check of text whatever form it is written in.
+    """
+    if isinstance(node, dict):
+        if "value" in node:
+            for extra in sorted(set(node) - {"value", "source"}, key=str):
+                problems.append(Problem(keys.join(path, str(extra)), "no such key: a sourced number has only "
+                                        "'value' and 'source'", has_value=False))
+            if "source" in node:
+                if isinstance(node["source"], str):
+                    sources[path] = _strip_sources(node["source"], keys.join(path, "source"), sources, problems)
+                else:
+                    problems.append(Problem(keys.join(path, "source"), "text in quotes", node["source"]))
+            return _strip_sources(node["value"], path, sources, problems)
+        out = {}
+        for key, value in node.items():
+            if not isinstance(key, str):
+                problems.append(Problem(path or "(top level)", f"keys that are text, got {key!r}", has_value=False))
+                continue
+            if CONTROL.search(key):
+                problems.append(Problem(keys.join(path, key), "a name without control characters",
+                                        has_value=False))
+            out[key] = _strip_sources(value, keys.join(path, key), sources, problems)
+        return out
+    if isinstance(node, (list, tuple)):
+        return [_strip_sources(v, keys.join(path, i), sources, problems) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        trouble = text_problem(node)
+        if trouble:
+            problems.append(Problem(path, trouble, node) if len(node) <= MAX_TEXT else
+                            Problem(path, f"expected {trouble}", has_value=False))
+    return node
+
+
+# ------------------------------------------------------------ cross checks
+
+
+def cross_checks(s: Scenario) -> Iterator[Problem]:
+    """Checks that need the whole scenario: names, references, cycles, dates."""
+    t0, horizon = s.simulation.valuation_date, s.simulation.horizon
+    parties = set(s.parties)
+    events = set(BUILTIN_EVENTS) | set(s.events)
+    for name in s.events:
+        if name in RESERVED_NAMES or not IDENTIFIER.fullmatch(name):
+            yield Problem(keys.join("events", name), "expected a name of letters, digits and _ (starting with a "
+                          f"letter), other than {', '.join(RESERVED_NAMES)}", has_value=False)
+    deadlines: dict[str, int] = {}
+    for i, d in enumerate(s.deadlines):
+        if d.name in deadlines:
+            yield Problem(f"deadlines[{i}].name", "a name not used by another deadline", d.name)
+        deadlines[d.name] = i
+        if not t0 < d.date <= horizon:
+            yield Problem(f"deadlines[{i}].date", f"a date after {t0} and not after the horizon {horizon}", d.date)
+        for j, ev in enumerate(d.events or []):
+            if ev not in events:
+                yield Problem(f"deadlines[{i}].events[{j}]", f"one of {sorted(events)}", ev)
+    yield from _timing_checks(s.agi.declaration, "agi.declaration", t0, absolute=True)
+    yield from _timing_checks(s.agi.verification_lag, "agi.verification_lag", t0, absolute=False)
+    for name, timing in s.events.items():
+        yield from _timing_checks(timing, keys.join("events", name), t0, absolute=True)
+    for i, d in enumerate(s.deadlines):
+        if d.completion is not None:
+            yield from _timing_checks(d.completion, f"deadlines[{i}].completion", t0, absolute=True)
+    names: dict[str, int] = {}
+    for i, st in enumerate(s.structures):
+        if st.name in names:
+            yield Problem(f"structures[{i}].name", "a name not used by another structure", st.name)
+        names[st.name] = i
+    for i, st in enumerate(s.structures):
+        if st.requires is not None and st.requires not in deadlines:
+            yield Problem(f"structures[{i}].requires", f"a deadline name, one of {sorted(deadlines)}", st.requires)
+        if st.fallback is not None:
+            if st.fallback not in names:
+                yield Problem(f"structures[{i}].fallback", f"a structure name, one of {sorted(names)}", st.fallback)
+            elif st.fallback == st.name:
+                yield Problem(f"structures[{i}].fallback", "another structure, not itself", st.fallback)
+        for j, clause in enumerate(st.clauses):
+            yield from _clause_checks(clause, f"structures[{i}].clauses[{j}]", s, parties, events, deadlines)
+    for j, clause in enumerate(s.common_clauses):
+        yield from _clause_checks(clause, f"common_clauses[{j}]", s, parties, events, deadlines)
+    yield from _fallback_cycles(s)
+    required = sorted({st.requires for st in s.structures if st.requires is not None})
+    if len(required) > MAX_REQUIRED_DEADLINES:
+        yield Problem("structures", f"expected at most {MAX_REQUIRED_DEADLINES} distinct deadlines named by "
+                      f"'requires', found {len(required)}", has_value=False)
+    if s.simulation.baseline is not None and s.simulation.baseline not in names:
+        yield Problem("simulation.baseline", f"a structure name, one of {sorted(names)}", s.simulation.baseline)
+
+
+def _timing_checks(t: Any, key: str, t0: Date, absolute: bool) -> Iterator[Problem]:
+    def years(value: Any) -> float:
+        return (value - t0).days / 365.25 if isinstance(value, Date) else float(value)
+
+    def check(value: Any, where: str, after_start: bool) -> Iterator[Problem]:
+        if absolute and isinstance(value, Date) and value < t0:
+            yield Problem(where, f"a date on or after the valuation date {t0}", value)
+        elif not absolute and isinstance(value, Date):
+            yield Problem(where, "years (a number): a lag has no calendar date", value)
+        elif isinstance(value, float) and value < 0:
+            yield Problem(where, "years >= 0", value)
+        elif after_start and t.start is not None and not years(value) > years(t.start):
+            yield Problem(where, f"a time after this table's start ({t.start})", value)
+
+    if t.start is not None:
+        yield from check(t.start, f"{key}.start", False)
+    if isinstance(t, PiecewiseTiming):
+        for i, piece in enumerate(t.pieces):
+            yield from check(piece.start, f"{key}.pieces[{i}].from", False)
+            if t.start is not None and years(piece.start) < years(t.start):
+                yield Problem(f"{key}.pieces[{i}].from", f"a time on or after this table's start ({t.start})",
+                              piece.start)
+    if isinstance(t, QuantileTiming):
+        for i, point in enumerate(t.points):
+            yield from check(point.by, f"{key}.points[{i}].by", True)
+        if t.never > 0 and t.points[-1].p >= 1 - t.never:
+            yield Problem(f"{key}.never", f"a probability below 1 - {t.points[-1].p} (the last point)", t.never)
+
+
+def _clause_checks(c: Any, key: str, s: Scenario, parties: set[str], events: set[str],
+                   deadlines: dict[str, int]) -> Iterator[Problem]:
+    kind = kind_of(c)
+    for role in kind.roles:
+        who = getattr(c, role) if role is not None else None
+        if who is not None and who not in parties:
+            yield Problem(f"{key}.{role}", f"a party, one of {sorted(parties)}", who)
+    for which in ("start", "end"):
+        for k, term in enumerate(getattr(c, which, None) or []):
+            where = f"{key}.{which}" if len(getattr(c, which)) == 1 else f"{key}.{which}[{k}]"
+            if isinstance(term, str) and term not in events and term not in TRIGGER_WORDS:
+                yield Problem(where, f"a date or one of {sorted(set(TRIGGER_WORDS) | events)}", term)
+            if isinstance(term, EventOffset) and term.event not in events:
+                yield Problem(f"{where}.event", f"one of {sorted(events)}", term.event)
+            if isinstance(term, Date) and term < s.simulation.valuation_date:
+                yield Problem(where, f"a date on or after the valuation date {s.simulation.valuation_date}", term)
+    start, end = getattr(c, "start", None), getattr(c, "end", None)
+    if start and end and all(isinstance(x, Date) for x in [*start, *end]) and min(start) >= min(end):
+        yield Problem(f"{key}.end", f"a date after the clause's start ({min(start)})", min(end))
+    t0, horizon = s.simulation.valuation_date, s.simulation.horizon
+    cond = getattr(c, "condition", None)
+    if cond is not None:
+        if cond.deadline is not None and cond.deadline not in deadlines:
+            yield Problem(f"{key}.condition.deadline", f"a deadline name, one of {sorted(deadlines)}", cond.deadline)
+        if cond.event is not None and cond.event not in events:
+            yield Problem(f"{key}.condition.event", f"one of {sorted(events)}", cond.event)
+        if cond.before is not None and not t0 < cond.before <= horizon:
+            yield Problem(f"{key}.condition.before", f"a date after {t0} and not after the horizon {horizon}",
+                          cond.before)
+    yield from kind.checks(c, key, CheckContext(t0, horizon))
+
+
+def _fallback_cycles(s: Scenario) -> Iterator[Problem]:
+    fallback = {st.name: st.fallback for st in s.structures}
+    index = {st.name: i for i, st in enumerate(s.structures)}
+    for i, st in enumerate(s.structures):
+        seen = [st.name]
+        nxt = st.fallback
+        while nxt is not None and nxt in fallback:
+            if nxt in seen:
+                if nxt == st.name and index[st.name] == min(index[n] for n in seen):
+                    chain = " -> ".join([*seen, nxt])
+                    yield Problem(f"structures[{i}].fallback", f"fallbacks without a cycle, found {chain}",
+                                  st.fallback)
+                break
+            seen.append(nxt)
+            nxt = fallback[nxt]
+
