@@ -390,6 +390,15 @@ def test_a_target_that_is_not_a_regular_file_is_refused(base, tmp_path):
 # ---------------------------------------------------------------- provenance
 
 
+def test_path_numbers_beyond_53_bits_keep_every_digit_in_the_workbook(base, tmp_path):
+    far = 2**62 - 7
+    wb = openpyxl.load_workbook(dv.simulate(base, paths=100, first_path=far).to_excel(tmp_path / "far.xlsx"))
+    ws = wb["Read me"]
+    meta = {ws.cell(r, 1).value: ws.cell(r, 2).value for r in range(1, ws.max_row + 1)}
+    assert meta["First path"] == str(far) and "from path 0" in meta["Re-run from the Assumptions sheet"]
+    assert [wb["Paths"].cell(r, 1).value for r in (2, 3)] == [str(far), str(far + 1)]
+
+
 def test_the_read_me_hashes_the_bytes_that_were_loaded(tmp_path):
     """The file edited after loading (while a run goes): the Read me recorded the hash of the edited file while
     Assumptions showed the values run."""

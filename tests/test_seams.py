@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import copy
 import re
+import typing
 from datetime import date
 from pathlib import Path
 
@@ -98,6 +99,27 @@ def test_merge_refuses_what_is_not_one_run(base):
         dv.merge([a, dv.simulate(base, paths=500, seed=1, first_path=500, keep_paths=False)])
     with pytest.raises(dv.ArgumentTypeError, match=r"merge\(\): results = .*: expected a non-empty list"):
         dv.merge(a)
+    with pytest.raises(InputError, match="the same scenario in each"):
+        dv.merge([a, dv.simulate(base.with_values({"revenue.volatility": 0.3}), paths=500, seed=1, first_path=500)])
+    s1 = dv.simulate(base, paths=500, seed=1, keep_paths=False)
+    with pytest.raises(InputError, match="the same baseline in each"):
+        dv.merge([s1, dv.simulate(base, paths=500, seed=1, first_path=500, keep_paths=False,
+                                  baseline="oct_2025_recap")])
+    spawned = np.random.SeedSequence(5, spawn_key=(1,))  # the same entropy, other numbers
+    with pytest.raises(InputError, match="the same seed in each"):
+        dv.merge([dv.simulate(base, paths=500, seed=np.random.SeedSequence(5)),
+                  dv.simulate(base, paths=500, seed=spawned, first_path=500)])
+
+
+@pytest.mark.parametrize("keep", [True, False], ids=["kept", "streaming"])
+def test_merges_of_merges_and_paths_far_out(base, keep):
+    """Merging is associative, and path numbers near 2**62 (a 64-bit counter) merge as well as small ones."""
+    far = 2**62 - 3_000
+    whole = dv.simulate(base, paths=3_000, seed=3, keep_paths=keep, first_path=far)
+    a, b, c = (dv.simulate(base, paths=n, seed=3, keep_paths=keep, first_path=far + f)
+               for f, n in ((0, 700), (700, 1), (701, 2_299)))
+    _same(dv.merge([dv.merge([a, b]), c]), whole)
+    _same(dv.merge([a, dv.merge([b, c])]), whole)
 
 
 def test_streaming_means_no_longer_move_with_the_chunk_size(base):
@@ -136,14 +158,28 @@ def test_a_source_added_removed_or_moved_leaves_the_others_numbers(change):
         d2 = copy.deepcopy(d)
         d2["events"] = dict(reversed(list(d2["events"].items())))
         after = _pvs(d2)
-    else:
+    else:  # a structure is not a random source: its name moves no number
         d2 = copy.deepcopy(d)
         d2["structures"][2]["name"] = "recap_2025"
-        d2["simulation"]["baseline"] = d2["simulation"]["baseline"]
         after = _pvs(d2)
     np.testing.assert_array_equal(after.pvs, before.pvs)
     for name in ("agi_declared", "agi_verified", "recapitalisation", "ipo"):
         np.testing.assert_array_equal(after.drivers[name].to_numpy(), before.drivers[name].to_numpy())
+
+
+def test_a_deadline_completion_keeps_its_numbers_when_events_come_and_go():
+    """A deadline with a completion time of its own (``deadline:<name>``): an event inserted before it, or the
+    deadlines reordered, leave its completion times and everything they decide as they were."""
+    d = base_case_dict()
+    d["deadlines"][0] = {k: v for k, v in d["deadlines"][0].items() if k != "events"}
+    d["deadlines"][0]["completion"] = {"family": "lognormal", "median": 1.5, "sigma": 0.5, "start": date(2025, 9, 1)}
+    before = _pvs(d)
+    moved = _with_event_first(d)
+    moved["deadlines"] = moved["deadlines"][::-1]
+    after = _pvs(moved)
+    name = f"deadline:{d['deadlines'][0]['name']}"
+    np.testing.assert_array_equal(after.drivers[name].to_numpy(), before.drivers[name].to_numpy())
+    np.testing.assert_array_equal(after.pvs, before.pvs)
 
 
 def test_a_new_event_has_numbers_of_its_own():
@@ -194,6 +230,9 @@ def test_with_values_changes_each_kind_of_key(base):
     ({"structures[1].clauses[0].interpolation": "cubic"}, r"interpolation = 'cubic': expected one of 'step' or "
                                                            "'linear'"),
     ({"simulation.horizon": "2040"}, r"simulation.horizon = '2040': expected a date such as 2030-12-31"),
+    ({"parties.microsfot.discount_rate": 0.07}, r"parties.microsfot.discount_rate: expected one of the scenario's "
+                                                r"parties, .*\(did you mean 'microsoft'\?\): with_values changes"),
+    ({"events.ipoo.sigma": 0.5}, r"events.ipoo.sigma: expected one of the scenario's events, .*did you mean 'ipo'"),
 ])
 def test_with_values_refuses_as_a_file_would(base, changes, message):
     with pytest.raises(InputError, match=message):
@@ -210,6 +249,10 @@ def test_with_values_keeps_common_random_numbers(base):
             np.testing.assert_array_equal(after.pvs[:, other], before.pvs[:, other])
     assert not np.array_equal(after.pvs[:, s], before.pvs[:, s])
     pd.testing.assert_frame_equal(after.drivers, before.drivers, check_exact=True)
+
+
+def test_a_scenario_is_hashable_like_the_frozen_value_it_is(base):
+    assert hash(base) == hash(base.checked()) and len({base, base.checked()}) == 1
 
 
 def test_a_scenario_cannot_change_in_place(base):
@@ -258,12 +301,12 @@ def test_every_summary_statistic_is_in_the_console_and_the_workbook(base, tmp_pa
         assert statistic.short in console, statistic.key
         assert statistic.short in headers, statistic.key
     ws = wb["Summary"]
-    first = {h: ws.cell(5, j + 1).value for j, h in enumerate(headers)}
-    row = summary.iloc[0]
+    compared = len(result.parties) + 1  # the second structure's first party: compared with the baseline
+    cells = {h: ws.cell(4 + compared, j + 1).value for j, h in enumerate(headers)}
+    row = summary.iloc[compared - 1]
+    assert row["p_better"] == row["p_better"] and row["diff_se"] > 0  # a real comparison, not the baseline's
     for statistic in SUMMARY:
-        value = first[statistic.short]
-        if isinstance(value, float):
-            assert value == pytest.approx(float(row[statistic.key]), rel=1e-15), statistic.key
+        assert cells[statistic.short] == pytest.approx(float(row[statistic.key]), rel=1e-15), statistic.key
     assert ws.cell(5, headers.index(SUMMARY[0].short) + 1).number_format == SUMMARY[0].excel
 
 
@@ -284,10 +327,10 @@ def test_the_registry_is_the_one_list_of_clause_kinds():
     from valuation.scenario import docs
     from valuation.scenario.clauses import Clause
 
-    members = Clause.__origin__.__args__ if hasattr(Clause, "__origin__") else ()
+    union, _ = typing.get_args(Clause)  # Annotated[Union[...], Field(discriminator="type")]
+    assert set(typing.get_args(union)) == {k.model for k in REGISTRY} and len(REGISTRY) == 5
     assert [k.name for k in REGISTRY] == list(CLAUSE_TYPES)
     assert sorted(k.code for k in REGISTRY) == list(range(len(REGISTRY)))
-    assert {m for m in members} == {k.model for k in REGISTRY} or members == ()
     titles = [title for title, _, _ in docs.SECTIONS]
     for kind in REGISTRY:
         assert f"clause: {kind.name}" in titles
@@ -399,6 +442,8 @@ def test_a_seed_sequence_is_a_seed(base):
     np.testing.assert_array_equal(a.pvs, dv.simulate(base, paths=500, seed=12345).pvs)  # the same entropy
     spawned = dv.simulate(base, paths=500, seed=ss.spawn(1)[0])
     assert a.seed is None and a.entropy == 12345 and not np.array_equal(spawned.pvs, a.pvs)
+    listed = dv.simulate(base, paths=500, seed=np.random.SeedSequence([1, 2]))  # entropy a list: it crashed
+    assert listed.entropy == [1, 2] and listed.seed is None
 
 
 def test_to_xarray_labels_every_dimension(base):
@@ -410,7 +455,8 @@ def test_to_xarray_labels_every_dimension(base):
     assert list(ds["structure"].values) == result.structures and ds["path"].values[0] == 10
     np.testing.assert_array_equal(ds["pv"].sel(structure="oct_2025_recap", party="microsoft").values,
                                   result.pv("oct_2025_recap", "microsoft"))
-    assert ds["expected_flow"].dims == ("structure", "party", "discount_class", "date")
+    assert ds["expected_flow"].dims == ("structure", "party", "discount_class", "slot")
+    assert ds["date"].dims == ("slot",) and float(ds["years"][-1]) == result.slot_time[-1]
     np.testing.assert_array_equal(ds["agi_declared"].values, result.drivers["agi_declared"].to_numpy())
     streamed = dv.simulate(base, paths=2_000, keep_paths=False).to_xarray()
     assert streamed["head_pv"].sizes["head_path"] == 1_000 and streamed.attrs["paths_kept"] == 0

@@ -20,7 +20,7 @@ from valuation.engine.sampling import SAMPLERS
 from valuation.errors import InputError, Problem
 from valuation.results import SimulationResult, year_ends
 from valuation.scenario import MAX_PATHS, Scenario, load_scenario
-from valuation.stats.accumulate import KeptPartial, Layout, StreamedPartial
+from valuation.stats.accumulate import KeptPartial, Layout, StreamedPartial, merged_partials
 
 REVENUE_SAMPLE = 2_000  # paths whose whole revenue path is kept (for the revenue fan)
 REVENUE_BYTES = 128 * 2**20  # ... fewer on a long fine grid (a daily one over decades), within this memory
@@ -113,7 +113,7 @@ def simulate(
     runner.run(_Checked(partial, scenario.path or "<scenario>", compiled), first_path, paths, progress)
     return SimulationResult(
         scenario=scenario, structures=compiled.structures, parties=compiled.parties,
-        seed=None if isinstance(seed, np.random.SeedSequence) else int(seed), entropy=int(ss.entropy),
+        seed=None if isinstance(seed, np.random.SeedSequence) else int(seed), entropy=ss.entropy,
         run_seconds=time.perf_counter() - start, compile_seconds=compile_seconds,
         threads=threads or numba.get_num_threads(), partial=partial, compiled=compiled, fits=compiled.fits,
         baseline=baseline, first_path=first_path, sampler=sampler, seed_sequence=ss)
@@ -136,7 +136,8 @@ def merge(results: Sequence[SimulationResult]) -> SimulationResult:
     head = ordered[0]
     for r in ordered[1:]:
         for what, a, b in (("scenario", head.scenario.fingerprint(), r.scenario.fingerprint()),
-                           ("seed", head.entropy, r.entropy), ("sampling", head.sampler.name, r.sampler.name),
+                           ("seed", _seed_identity(head), _seed_identity(r)),
+                           ("sampling", head.sampler.name, r.sampler.name),
                            ("keep_paths", head.kept_paths, r.kept_paths), ("baseline", head.baseline, r.baseline)):
             if a != b and not (what == "baseline" and head.kept_paths):
                 raise InputError(where, [Problem("results", f"results of one run: the same {what} in each",
@@ -148,15 +149,21 @@ def merge(results: Sequence[SimulationResult]) -> SimulationResult:
                                              has_value=False)])
     key, _ = key_from_seed(head.seed_sequence if head.seed_sequence is not None else head.seed)
     runner = Runner(head.compiled, key, head.sampler.code)
-    partial = head.partial
-    for r in ordered[1:]:
-        partial = partial.merged(r.partial, runner.block)
+    partial = merged_partials([r.partial for r in ordered], runner.block)
     return SimulationResult(
         scenario=head.scenario, structures=head.structures, parties=head.parties, seed=head.seed,
         entropy=head.entropy, run_seconds=sum(r.run_seconds for r in ordered),
         compile_seconds=max(r.compile_seconds for r in ordered), threads=max(r.threads for r in ordered),
         partial=partial, compiled=head.compiled, fits=head.fits, baseline=head.baseline,
         first_path=head.first_path, sampler=head.sampler, seed_sequence=head.seed_sequence)
+
+
+def _seed_identity(result: SimulationResult) -> tuple:
+    """What decides a run's random numbers: the SeedSequence's whole state (entropy, spawn key, pool size)."""
+    ss = result.seed_sequence
+    if ss is None:
+        return ("seed", result.seed)
+    return (repr(ss.entropy), tuple(ss.spawn_key), ss.pool_size, tuple(key_from_seed(ss)[0].tolist()))
 
 
 def _sampler(sampling: Any):

@@ -8,6 +8,7 @@ interface, whether the run kept its paths or streamed them, by the definitions o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -30,7 +31,7 @@ from valuation.stats.catalogue import (
     compare,
     describe,
 )
-from valuation.stats.columns import KeptColumn, sorted_columns
+from valuation.stats.columns import sorted_columns
 from valuation.stats.histogram import REL_ERROR, TINY
 
 __all__ = ["HEAD", "PERCENTILES", "QUANTILE_GRID", "SUMMARY_COLUMNS", "TAIL", "VERSUS_COLUMNS", "DriverStats",
@@ -66,7 +67,7 @@ class SimulationResult:
     structures: list[str]
     parties: list[str]
     seed: int | None
-    entropy: int
+    entropy: int | Sequence[int]
     run_seconds: float
     compile_seconds: float
     threads: int
@@ -329,8 +330,8 @@ class SimulationResult:
         """The run as an ``xarray.Dataset`` with named dimensions (needs ``pip install 'agi-deal-valuation[xarray]'``).
 
         ``pv`` (path, structure, party) and the per-path drivers (kept runs; a streaming run has its first
-        paths only, as ``head_pv`` ...), ``expected_flow`` (structure, party, discount_class, date: undiscounted
-        USD bn) with each class's ``rate``, and ``mean``/``se`` (structure, party).
+        paths only, as ``head_pv`` ...), ``expected_flow`` (structure, party, discount_class, slot: undiscounted
+        USD bn; each slot's ``date`` and ``years``) with each class's ``rate``, and ``mean``/``se``.
         """
         try:
             import xarray as xr
@@ -339,11 +340,10 @@ class SimulationResult:
         summary = self.summary()
         classes = [f"{self.parties[c]}" if c < len(self.parties) else f"clause rate {self.class_rates[c]:.4%}"
                    for c in range(len(self.class_rates))]
-        coords = {"structure": self.structures, "party": self.parties}
-        data = {
-            "expected_flow": (("structure", "party", "discount_class", "date"), self.cash_flows),
+        coords: dict[str, Any] = {"structure": self.structures, "party": self.parties}
+        data = {  # flows by slot: the step ends, then one-off dates (a date may come twice: a step end and a stake)
+            "expected_flow": (("structure", "party", "discount_class", "slot"), self.cash_flows),
             "rate": (("discount_class",), self.class_rates),
-            "years": (("date",), self.slot_time),
             "mean": (("structure", "party"), summary["mean"].to_numpy().reshape(len(self.structures), -1)),
             "se": (("structure", "party"), summary["se"].to_numpy().reshape(len(self.structures), -1)),
         }
@@ -354,7 +354,9 @@ class SimulationResult:
             data[f"{prefix}{name}"] = ((f"{prefix}path",), frame[name].to_numpy())
         coords[f"{prefix}path"] = frame.index.to_numpy()
         coords["discount_class"] = classes
-        coords["date"] = [np.datetime64(d, "D") for d in self.slot_dates()]
+        coords["slot"] = np.arange(len(self.slot_time))
+        coords["date"] = ("slot", np.array([np.datetime64(d, "D") for d in self.slot_dates()]))
+        coords["years"] = ("slot", self.slot_time)
         return xr.Dataset(data, coords=coords, attrs={
             "scenario": self.scenario.name, "paths": self.paths, "first_path": self.first_path,
             "seed": "" if self.seed is None else self.seed, "entropy": str(self.entropy), "sampler": self.sampler.name,
@@ -419,8 +421,3 @@ def party_tables(columns: list[Any], sampler: Sampler) -> PartyTables:
         below = c.below(edges[1:-1])
         freq[:, s] = np.diff(np.concatenate(([0], below, [c.n]))) / c.n
     return PartyTables(stats, edges, freq, grid[1:-1])
-
-
-def kept_column(values: np.ndarray) -> KeptColumn:
-    """A column of given values (e.g. for a test's reference)."""
-    return KeptColumn(np.asarray(values, float))

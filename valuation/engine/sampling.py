@@ -34,16 +34,13 @@ class Sampler:
         """
         return column.sd / math.sqrt(column.n)
 
+    def share_error(self, share: float, n: int) -> float:
+        """Standard error of a share of paths (a frequency, e.g. P(deadline met)): sqrt(p (1 - p) / paths)."""
+        return float(math.sqrt(share * (1.0 - share) / n)) if n else float("nan")
+
 
 SAMPLERS = {"pseudo": Sampler("pseudo", PSEUDO, "independent pseudo-random paths, Philox4x32-10 (Random123), "
                                                 "counter = (path, draw, stream); normals by inverse CDF (AS241)")}
-
-
-def sampler(name: Any) -> Sampler:
-    """The sampler called ``name``; ``KeyError`` naming the choices otherwise."""
-    if name not in SAMPLERS:
-        raise KeyError(name)
-    return SAMPLERS[name]
 
 
 @jit(inline="always")  # no call, no reference counts: as if the kernel called Philox itself

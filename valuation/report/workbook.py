@@ -59,7 +59,7 @@ from valuation.report.xlsx import (
     widths,
 )
 from valuation.scenario.assumptions import COLUMNS, assumption_rows
-from valuation.stats.catalogue import CONFIDENCE, DIFFERENCE_STATISTICS, HEAD, SUMMARY, Z95
+from valuation.stats.catalogue import CONFIDENCE, DIFFERENCE_STATISTICS, HEAD, SUMMARY, Z95, confidence
 
 if TYPE_CHECKING:  # the workbook reads a result; it does not import the results module
     from valuation.results import SimulationResult
@@ -109,7 +109,7 @@ def sheet_sizes(compiled, scenario, paths: int) -> dict[str, tuple[int, int]]:
     cash_top = 8 + len(compiled.class_rates) + 2 * S * P + 9 + 21 * ((S + 1) // 2)
     drivers = max(4 + years, 24) + 15 + D + K
     return {
-        "Read me": (read_me + 1, 4),
+        "Read me": (read_me + 2, 4),
         "Summary": (S * P + 2 * S + 10 + len(SUMMARY_SHEET), max(2 + len(SUMMARY_SHEET), P + 1)),
         "Distributions": (103 * P + 1, 5 + 2 * S),
         "Versus baseline": (versus, max(11, P + 1)),
@@ -189,7 +189,8 @@ def run_metadata(result: SimulationResult) -> list[tuple[str, Any]]:
         ("Horizon", s.simulation.horizon),
         ("Steps per year", s.simulation.steps_per_year),
         ("Paths", result.paths),
-        ("First path", result.first_path),
+        ("First path", _number(result.first_path)),
+        ("Re-run from the Assumptions sheet", _rerun(result)),
         ("Seed", _seed(result)),
         ("SeedSequence entropy", str(result.entropy)),
         ("Random generator", f"{result.sampler.name}: {result.sampler.description}; each event and deadline "
@@ -203,6 +204,20 @@ def run_metadata(result: SimulationResult) -> list[tuple[str, Any]]:
         ("Written", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")),
         ("Python / platform", f"{platform.python_version()} / {platform.platform(terse=True)}"),
     ]
+
+
+def _number(n: int) -> int | str:
+    """A whole number as a cell holds it: beyond a spreadsheet number's 53 bits, as text with every digit."""
+    return n if abs(n) < 2**53 else str(n)
+
+
+def _rerun(result: SimulationResult) -> str:
+    """Whether running this workbook again (``valuation run <workbook>``) gives these numbers."""
+    if result.first_path or result.seed is None:
+        why = "paths from a first path other than 0" if result.first_path else "a SeedSequence as the seed"
+        return (f"runs the scenario again from path 0 with the file's seed: this run used {why}, which the "
+                "Assumptions sheet does not hold")
+    return "gives these numbers again, bit for bit (the sheet holds the paths and the seed)"
 
 
 def _seed(result: SimulationResult) -> Any:
@@ -275,10 +290,10 @@ def _summary(ws, result: SimulationResult, names: _Names) -> None:
     summary = result.summary()
     title(ws, "Payoff distributions by structure and party",
           f"PV in USD bn at {result.scenario.simulation.valuation_date}; {result.paths:,} paths, seed "
-          f"{result.seed}; standard errors are those of the Monte Carlo mean (see Read me for the run)."
+          f"{_seed(result)}; standard errors are those of the Monte Carlo mean (see Read me for the run)."
           + ("" if result.kept_paths else f" Streaming run: percentiles, VaR and CVaR {result.quantile_error}."))
-    summary["ci_low"] = summary["mean"] - Z95 * summary["se"]
-    summary["ci_high"] = summary["mean"] + Z95 * summary["se"]
+    for key, values in confidence(summary).items():  # the catalogue's 95% interval of each mean
+        summary[key] = values
     cols = SUMMARY_SHEET
     top = 4
     row = _statistics_table(ws, top, summary, cols, result, names)
@@ -600,7 +615,7 @@ def _drivers(ws, result: SimulationResult) -> None:
         put(ws, row, 1, d.label or d.name)
         put(ws, row, 2, d.date, fmt=DATE)
         put(ws, row, 3, p, fmt=PCT)
-        put(ws, row, 4, float(np.sqrt(p * (1 - p) / n)), fmt='0.000%')
+        put(ws, row, 4, result.sampler.share_error(p, n), fmt='0.000%')
     if s.deadlines:
         table(ws, "Deadlines", dtop, row, 4)
 
@@ -683,7 +698,7 @@ def _paths(ws, result: SimulationResult) -> None:
     revenue = [c == "revenue_at_horizon" for c in drivers.columns]
     for i in range(n):
         r = i + 2
-        put(ws, r, 1, result.first_path + i)
+        put(ws, r, 1, _number(result.first_path + i))
         for j, values in enumerate(columns):
             if flags[j]:
                 put(ws, r, 2 + j, bool(values[i]))

@@ -148,6 +148,9 @@ class FrozenDict(dict):
     def __reduce__(self):  # pickling (a Dask worker) rebuilds it whole
         return (FrozenDict, (dict(self),))
 
+    def __hash__(self) -> int:  # frozen, so hashable like the scenario that holds it
+        return hash(tuple(self.items()))
+
 
 def _tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value

@@ -10,6 +10,7 @@ Any number may be written as ``{ value = 0.2, source = "..." }``; the source is 
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
@@ -169,6 +170,7 @@ class Structure(Model):
         return self
 
 
+_NAMED_TABLES = ("parties", "events")  # tables whose keys are names the scenario gives, not settings
 PROVENANCE = ("sources", "path", "digest", "loaded")  # fields of a Scenario set by the loader, not the file
 
 
@@ -276,6 +278,12 @@ class Scenario(Model):
                     return f"expected a list position from 0 to {len(node) - 1}: {where} has {len(node)} items"
             elif not isinstance(node, dict):
                 return f"expected a key that exists: {where} holds a value, not a table"
+            elif depth == 1 and parts[0] in _NAMED_TABLES and part not in node:  # a name, not a setting
+                names = sorted(node)
+                close = difflib.get_close_matches(part, names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                return (f"expected one of the scenario's {parts[0]}, {names}{hint}: with_values changes inputs, it "
+                        f"does not add {parts[0]}")
             elif part not in node and not last:
                 current = self.value_at(keys.build(parts[: depth + 1]))
                 node[part] = plain_data(current) if current is not None else ({} if isinstance(parts[depth + 1], str)

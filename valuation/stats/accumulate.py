@@ -208,16 +208,23 @@ class Partial:
     def _absorb(self, chunk: Any) -> None:
         raise NotImplementedError
 
-    def _merge_common(self, out: Partial, other: Partial, recompute: Callable[[int, int], Any]) -> None:
-        out.first, out.stop = self.first, other.stop
+    def merged(self, other: Partial, recompute: Callable[[int, int], Any]) -> Partial:
+        """This range followed by ``other``'s (see :func:`merged_partials`)."""
+        return merged_partials([self, other], recompute)
+
+    def _merge_common(self, out: Partial, parts: list[Partial], recompute: Callable[[int, int], Any]) -> None:
+        out.first, out.stop = parts[0].first, parts[-1].stop
         rows = min(self.layout.record, out.stop - out.first)
-        out.revenue_path = np.concatenate((self.revenue_path, other.revenue_path))[:rows]
+        out.revenue_path = np.concatenate([p.revenue_path for p in parts])[:rows]
 
         def piece(lo: int, hi: int) -> Piece:
             (whole,) = self.pieces(recompute(lo, hi))
             return whole
 
-        out.tree = self.tree.merged(other.tree, piece)
+        tree = parts[0].tree
+        for p in parts[1:]:
+            tree = tree.merged(p.tree, piece)
+        out.tree = tree
 
     @property
     def flows(self) -> np.ndarray:
@@ -260,14 +267,15 @@ class KeptPartial(Partial):
     def _absorb(self, chunk: Any) -> None:
         pass  # the kernel wrote into this partial's own arrays
 
-    def merged(self, other: KeptPartial, recompute: Callable[[int, int], Any]) -> KeptPartial:
-        out = KeptPartial.__new__(KeptPartial)
-        out.layout, out.kept = self.layout, True
-        out.pv = np.concatenate((self.pv.transpose(1, 2, 0), other.pv.transpose(1, 2, 0)), axis=2).transpose(2, 0, 1)
-        out.times = np.concatenate((self.times, other.times))
-        out.met = np.concatenate((self.met, other.met))
-        out.revenue = np.concatenate((self.revenue, other.revenue))
-        self._merge_common(out, other, recompute)
+    @classmethod
+    def _merged_all(cls, parts: list[KeptPartial], recompute: Callable[[int, int], Any]) -> KeptPartial:
+        out = cls.__new__(cls)
+        out.layout = parts[0].layout
+        out.pv = np.concatenate([p.pv.transpose(1, 2, 0) for p in parts], axis=2).transpose(2, 0, 1)  # copied once
+        out.times = np.concatenate([p.times for p in parts])
+        out.met = np.concatenate([p.met for p in parts])
+        out.revenue = np.concatenate([p.revenue for p in parts])
+        parts[0]._merge_common(out, parts, recompute)
         return out
 
     # ---- the finished interface
@@ -391,17 +399,23 @@ class StreamedPartial(Partial):
                 part = getattr(chunk, name)[:k].copy()
                 self._head[name] = part if name not in self._head else np.concatenate((self._head[name], part))
 
-    def merged(self, other: StreamedPartial, recompute: Callable[[int, int], Any]) -> StreamedPartial:
-        out = StreamedPartial.__new__(StreamedPartial)
-        out.layout, out.kept, out.columns = self.layout, False, self.columns
-        out.hist, out.lag_hist = self.hist + other.hist, self.lag_hist + other.lag_hist
-        out.ext = _merged_extremes(self.ext, other.ext)
-        out.lag_ext = _merged_extremes(self.lag_ext[None], other.lag_ext[None])[0]
-        out.counts = self.counts.merged(other.counts)
-        out._head = {name: np.concatenate((self._head[name], other._head[name]))[:HEAD] for name in self._head} \
-            if self._head else dict(other._head)
-        out._buffers = self._buffers
-        self._merge_common(out, other, recompute)
+    @classmethod
+    def _merged_all(cls, parts: list[StreamedPartial], recompute: Callable[[int, int], Any]) -> StreamedPartial:
+        first = parts[0]
+        out = cls.__new__(cls)
+        out.layout, out.columns, out._buffers = first.layout, first.columns, first._buffers
+        out.hist, out.lag_hist = first.hist.copy(), first.lag_hist.copy()
+        out.ext, out.lag_ext = first.ext.copy(), first.lag_ext.copy()
+        out.counts = first.counts
+        for p in parts[1:]:  # exact: counts add, extremes compare
+            out.hist += p.hist
+            out.lag_hist += p.lag_hist
+            out.ext = _merged_extremes(out.ext, p.ext)
+            out.lag_ext = _merged_extremes(out.lag_ext[None], p.lag_ext[None])[0]
+            out.counts = out.counts.merged(p.counts)
+        heads = [p._head for p in parts if p._head]
+        out._head = {name: np.concatenate([h[name] for h in heads])[:HEAD] for name in heads[0]} if heads else {}
+        first._merge_common(out, parts, recompute)
         return out
 
     # ---- the finished interface
@@ -443,9 +457,19 @@ class StreamedPartial(Partial):
         h = self._head
         return h["pv"], h["times"], h["met"], h["revenue"]
 
-    @property
-    def nbytes(self) -> int:
-        return self.hist.nbytes + self.ext.nbytes + self.lag_hist.nbytes
+
+def merged_partials(parts: list[Partial], recompute: Callable[[int, int], Any]) -> Partial:
+    """Adjacent partials of one kind, in order, as one: arrays joined once, exact counts added, block trees
+    merged (a block split between two of them computed again by ``recompute(first, stop)``, a kernel chunk)."""
+    if not parts:
+        raise ValueError("nothing to merge")
+    kind = type(parts[0])
+    if any(type(p) is not kind for p in parts):
+        raise ValueError("kept and streamed partials do not merge")
+    for a, b in zip(parts, parts[1:], strict=False):
+        if a.stop != b.first:
+            raise ValueError(f"ranges not adjacent: ..{a.stop} and {b.first}..")
+    return parts[0] if len(parts) == 1 else kind._merged_all(parts, recompute)
 
 
 def _merged_extremes(a: np.ndarray, b: np.ndarray) -> np.ndarray:

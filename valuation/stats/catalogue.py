@@ -32,7 +32,8 @@ PCT = '0.0%'
 @dataclass(frozen=True)
 class Statistic:
     """One statistic: ``key`` (a column of ``summary()`` or ``versus()``), ``short`` (table header),
-    ``description`` (what it is), ``excel`` (number format), ``text`` (console format), ``compute(facts)``."""
+    ``description`` (what it is), ``excel`` (number format), ``text`` (console format), ``compute(facts)``, and
+    ``error``: the key of its standard error where it has one (a mean's)."""
 
     key: str
     short: str
@@ -40,6 +41,7 @@ class Statistic:
     excel: str
     text: str
     compute: Callable[[dict[str, Any]], float]
+    error: str | None = None
 
 
 def _facts(column: Any, sampler: Any, quantile_levels: tuple[int, ...]) -> dict[str, Any]:
@@ -59,7 +61,7 @@ def _cvar(f: dict[str, Any]) -> float:
 
 
 PV_STATISTICS = (
-    Statistic("mean", "Mean", "Mean PV (USD bn)", BN, "{:,.2f}", lambda f: f["mean"]),
+    Statistic("mean", "Mean", "Mean PV (USD bn)", BN, "{:,.2f}", lambda f: f["mean"], error="se"),
     Statistic("se", "SE", "Standard error of the mean", BN3, "{:,.3f}", lambda f: f["se"]),
     Statistic("sd", "SD", "Standard deviation across paths", BN, "{:,.2f}", lambda f: f["sd"]),
     *[Statistic(f"p{p}", f"P{p}", "Median" if p == 50 else f"{p}th percentile", BN, "{:,.2f}",
@@ -70,7 +72,7 @@ PV_STATISTICS = (
 )
 DIFFERENCE_STATISTICS = (
     Statistic("mean", "Mean difference", "Mean of (PV - baseline PV), path by path", BN, "{:,.2f}",
-              lambda f: f["mean"]),
+              lambda f: f["mean"], error="se"),
     Statistic("se", "SE", "Standard error of that difference", BN3, "{:,.3f}", lambda f: f["se"]),
     Statistic("ci_low", "95% CI low", f"Mean difference - {Z95} standard errors", BN, "{:,.2f}", _ci(-1.0)),
     Statistic("ci_high", "95% CI high", f"Mean difference + {Z95} standard errors", BN, "{:,.2f}", _ci(1.0)),
@@ -87,7 +89,7 @@ COMPARED = {"diff_mean": "mean", "diff_se": "se", "p_better": "p_better"}
 _DIFF = {s.key: s for s in DIFFERENCE_STATISTICS}
 SUMMARY = (*PV_STATISTICS,
            Statistic("diff_mean", "vs base", "Mean of (PV - baseline PV), path by path", BN, "{:,.2f}",
-                     _DIFF["mean"].compute),
+                     _DIFF["mean"].compute, error="diff_se"),
            Statistic("diff_se", "vs base SE", "Standard error of that difference", BN3, "{:,.3f}",
                      _DIFF["se"].compute),
            Statistic("p_better", "P(better)", "P(PV > baseline PV) on the same path (blank for the baseline "
@@ -111,6 +113,6 @@ def compare(difference: Any, sampler: Any) -> dict[str, float]:
     return {s.key: float(s.compute(facts)) for s in DIFFERENCE_STATISTICS}
 
 
-def confidence(stats: dict[str, float]) -> dict[str, float]:
-    """The 95% confidence interval of a mean from its ``mean`` and ``se``."""
-    return {s.key: float(s.compute(stats)) for s in CONFIDENCE}
+def confidence(stats: Any) -> dict[str, Any]:
+    """The 95% confidence interval of a mean from its ``mean`` and ``se`` (numbers, or columns of a table)."""
+    return {s.key: s.compute(stats) for s in CONFIDENCE}
