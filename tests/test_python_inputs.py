@@ -454,18 +454,18 @@ def test_a_file_name_is_escaped_wherever_it_is_shown(tmp_path):
     """A scenario file named with a control character ran the whole simulation, then failed writing the Read me
     (IllegalCharacterError); a name that is not UTF-8 made a workbook LibreOffice cut short; an escape code in a
     name went raw to the terminal."""
-    for name in ("ctl\x01.toml", "esc\x1b[2J.toml"):
-        path = tmp_path / name
-        path.write_bytes(BASE_CASE.read_bytes())
-        done = subprocess.run([sys.executable, "-m", "valuation.cli", "run", name, "--paths", "100", "--out",
-                               "out.xlsx"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
-        ws = openpyxl.load_workbook(tmp_path / "out.xlsx")["Read me"]
-        meta = {ws.cell(r, 1).value: ws.cell(r, 2).value for r in range(1, ws.max_row + 1)}
-        assert meta["Scenario file"] == name.encode("unicode_escape").decode()
-        bad = subprocess.run([sys.executable, "-m", "valuation.cli", "run", name.replace(".toml", "-x.toml")],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
-        assert bad.returncode == 2 and "\x1b" not in bad.stderr and "\x01" not in bad.stderr, bad.stderr
+    name = "ctl\x01esc\x1b[2J.toml"  # a control character and an escape code
+    path = tmp_path / name
+    path.write_bytes(BASE_CASE.read_bytes())
+    done = subprocess.run([sys.executable, "-m", "valuation.cli", "run", name, "--paths", "100", "--out",
+                           "out.xlsx"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    ws = openpyxl.load_workbook(tmp_path / "out.xlsx")["Read me"]
+    meta = {ws.cell(r, 1).value: ws.cell(r, 2).value for r in range(1, ws.max_row + 1)}
+    assert meta["Scenario file"] == name.encode("unicode_escape").decode()
+    bad = subprocess.run([sys.executable, "-m", "valuation.cli", "run", name.replace(".toml", "-x.toml")],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "\x1b" not in bad.stderr and "\x01" not in bad.stderr, bad.stderr
     raw = os.fsencode(tmp_path) + b"/bad\xff.toml"
     with open(raw, "wb") as fh:
         fh.write(BASE_CASE.read_bytes())

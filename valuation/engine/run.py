@@ -95,10 +95,17 @@ class Runner:
         return Chunk(first, n, out["pv"], out["times"], out["met"], out["revenue"], flows)
 
 
+def pv_array(structures: int, parties: int, paths: int) -> np.ndarray:
+    """Room for per-path PVs, ``(paths, structures, parties)``, as a view of a ``(structures, parties, paths + 1)``
+    block: each party's PVs under one structure are contiguous (what statistics and sorting read), and the view
+    is never contiguous as a whole, so the kernel always meets one array layout (one compile, not two)."""
+    return np.empty((structures, parties, paths + 1))[:, :, :paths].transpose(2, 0, 1)
+
+
 def allocate(compiled: Compiled, n: int) -> dict[str, np.ndarray]:
     """Output arrays for ``n`` paths."""
     return {
-        "pv": np.empty((len(compiled.structures), len(compiled.parties), n)).transpose(2, 0, 1),
+        "pv": pv_array(len(compiled.structures), len(compiled.parties), n),
         "times": np.empty((n, len(compiled.sources))),
         "met": np.empty((n, len(compiled.deadlines)), np.uint8),
         "revenue": np.empty(n),

@@ -156,10 +156,6 @@ def _tuple(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def _frozen_dict(value: Any) -> Any:
-    return FrozenDict(value) if isinstance(value, dict) else value
-
-
 T = TypeVar("T")
 Items = Annotated[tuple[T, ...], BeforeValidator(_tuple)]  # a list in the file, a tuple in the scenario
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -169,7 +165,7 @@ Label = Annotated[str, Field(min_length=1, max_length=200)]  # a display name: h
 
 def frozen_mapping(value: dict) -> FrozenDict:
     """After validation: a table of names as a :class:`FrozenDict`."""
-    return _frozen_dict(value)
+    return FrozenDict(value) if isinstance(value, dict) else value
 
 
 # ---------------------------------------------------------------- triggers

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from valuation.engine.kernel import BLOCK
+from valuation.engine.run import pv_array
 from valuation.stats.catalogue import HEAD
 from valuation.stats.columns import KeptColumn
 from valuation.stats.histogram import (
@@ -244,9 +245,7 @@ class KeptPartial(Partial):
     def __init__(self, layout: Layout, first: int, n: int):
         super().__init__(layout, first, n)
         S, P = len(layout.structures), len(layout.parties)
-        # (paths, structures, parties) as a view of a (structures, parties, paths) block: each party's PVs
-        # under one structure are contiguous, which is what statistics and sorting read.
-        self.pv = np.empty((S, P, n)).transpose(2, 0, 1)
+        self.pv = pv_array(S, P, n)
         self.times = np.empty((n, len(layout.sources)))
         self.met = np.empty((n, len(layout.deadlines)), np.uint8)
         self.revenue = np.empty(n)
@@ -271,7 +270,8 @@ class KeptPartial(Partial):
     def _merged_all(cls, parts: list[KeptPartial], recompute: Callable[[int, int], Any]) -> KeptPartial:
         out = cls.__new__(cls)
         out.layout = parts[0].layout
-        out.pv = np.concatenate([p.pv.transpose(1, 2, 0) for p in parts], axis=2).transpose(2, 0, 1)  # copied once
+        out.pv = pv_array(len(out.layout.structures), len(out.layout.parties), sum(p.n for p in parts))
+        np.concatenate([p.pv for p in parts], out=out.pv)  # copied once
         out.times = np.concatenate([p.times for p in parts])
         out.met = np.concatenate([p.met for p in parts])
         out.revenue = np.concatenate([p.revenue for p in parts])
@@ -353,7 +353,7 @@ class StreamedPartial(Partial):
         self.counts = DriverCounts.empty(grid, len(layout.deadlines))
         self._head: dict[str, np.ndarray] = {}
         size = min(chunk_paths, n)
-        self._buffers = {"pv": np.empty((S, P, size)).transpose(2, 0, 1),
+        self._buffers = {"pv": pv_array(S, P, size),
                          "times": np.empty((size, len(layout.sources))),
                          "met": np.empty((size, len(layout.deadlines)), np.uint8), "revenue": np.empty(size)}
         self._block_moments: list[np.ndarray] = []
