@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import signal
 import subprocess
 import tomllib
 from datetime import date
@@ -22,6 +23,11 @@ except AttributeError:  # not on Linux
     _cpus = os.cpu_count() or 1
 if _cpus < 2:
     os.environ.setdefault("NUMBA_NUM_THREADS", "2")
+
+# A test runner started in the background without job control (`nohup`, `cmd &` in a script) starts with SIGINT
+# ignored, and every child inherits that: the signal tests (tests/test_nothing_lost.py) need the usual handler.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Hypothesis profiles (HYPOTHESIS_PROFILE): "default" keeps a local `pytest` quick, "ci" is what the README's
 # test command and .ci/run use (bounded: a few minutes in all), "long" is for a night.  Tests that need a
