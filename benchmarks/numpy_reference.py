@@ -22,7 +22,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from models import timing
-from models.revenue import G0, GBAR, LOG_JUMP, LOG_R0, MULTIPLE, RHO, RHO_C, SIGMA, UPLIFT
+from models.revenue import G0, GBAR, INV_MARKET, LOG_JUMP, LOG_X0, MULTIPLE, SIGMA, UPLIFT
 from valuation.engine.tables import (
     COND_DEADLINE,
     COND_EVENT,
@@ -146,24 +146,39 @@ def _drivers(c: Compiled, gen: np.random.Generator, n: int) -> tuple[np.ndarray,
     return times, met
 
 
+def _mean_rate(la: np.ndarray, lb: np.ndarray, inv_m: float) -> np.ndarray:
+    """Mean revenue rate along the log-linear path of the unbounded rate from exp(la) to exp(lb)."""
+    d = lb - la
+    small = np.abs(d) < 1e-3
+    safe = np.where(small, 1.0, d)
+    mid = np.exp(0.5 * (la + lb))
+    if inv_m == 0.0:
+        return np.where(small, mid * (1.0 + d * d / 24.0), (np.exp(lb) - np.exp(la)) / safe)
+    y2 = (mid * inv_m) ** 2
+    near = mid / np.sqrt(1.0 + y2) * (1.0 + (1.0 - 2.0 * y2) / (1.0 + y2) ** 2 * d * d / 24.0)
+    far = (np.arcsinh(np.exp(lb) * inv_m) - np.arcsinh(np.exp(la) * inv_m)) / (inv_m * safe)
+    return np.where(small, near, far)
+
+
 def _revenue(c: Compiled, gen: np.random.Generator, declared: np.ndarray, met: np.ndarray
              ) -> tuple[np.ndarray, np.ndarray]:
-    """Revenue booked in each step, (K, n) with row k-1 for step k, and the revenue rate at the horizon."""
+    """Revenue earned in each step, (K, n) with row k-1 for step k, and the revenue rate at the horizon."""
     par = c.model.revenue
+    m = c.model
     n = declared.shape[0]
     t = c.t
-    sigma, gbar, rho, rho_c = par[SIGMA], par[GBAR], par[RHO], par[RHO_C]
-    uplift = par[UPLIFT]
+    sigma, gbar = par[SIGMA], par[GBAR]
+    uplift, inv_m = par[UPLIFT], par[INV_MARKET]
     dr = c.drivers
     missed = [(float(dr.dl_haircut[d]), float(dr.dl_date[d]), float(dr.dl_haircut_end[d]), (~met[d]).astype(float))
               for d in range(len(dr.dl_date)) if dr.dl_haircut[d] > 0.0]
-    log_r = np.full(n, par[LOG_R0])
+    log_x = np.full(n, par[LOG_X0])
     g = np.full(n, par[G0])
     revenue = np.empty((c.n_steps, n))
     extra = np.empty(n)
     for k in range(1, c.n_steps + 1):
-        a, b, h = t[k - 1], t[k], c.model.dt[k]
-        z1, z2 = gen.standard_normal((2, n))
+        a, b, h = t[k - 1], t[k], m.dt[k]
+        z1, z2, z3 = gen.standard_normal((3, n))
         # growth added after AGI is declared and cut after a missed deadline, pro rata over the step
         if uplift != 0.0:
             np.clip((b - declared) / h, 0.0, 1.0, out=extra)
@@ -174,26 +189,18 @@ def _revenue(c: Compiled, gen: np.random.Generator, declared: np.ndarray, met: n
             share = max(0.0, min(b, hi) - max(a, lo)) / h
             if share > 0.0:
                 extra -= (size * share) * miss
-        # log R += (g + extra - sigma^2/2) h + sigma sqrt(h) z1, in place
-        extra += g
-        extra -= 0.5 * sigma * sigma
-        extra *= h
-        log_r += extra
-        log_r += (sigma * c.model.sqrt_dt[k]) * z1
-        if c.model.jump_prob[k] > 0.0:
-            log_r += par[LOG_JUMP] * (gen.random(n) < c.model.jump_prob[k])
-        # exact OU step of the growth rate: g = gbar + (g - gbar) e^{-kappa h} + shock (rho z1 + rho_c z2)
-        g -= gbar
-        g *= c.model.growth_decay[k]
-        g += gbar
-        z1 *= c.model.growth_shock[k] * rho
-        z2 *= c.model.growth_shock[k] * rho_c
-        g += z1
-        g += z2
-        row = revenue[k - 1]
-        np.exp(log_r, out=row)
-        row *= h
-    return revenue, np.exp(log_r)
+        # exact over the step: log X += (gbar + extra - sigma^2/2) h + (g - gbar) B + I + sigma sqrt(h) z1
+        dev = g - gbar
+        before = log_x.copy()
+        log_x += (gbar + extra - 0.5 * sigma * sigma) * h + dev * m.growth_mean[k]
+        log_x += m.int_z1[k] * z1 + m.int_z2[k] * z2 + (sigma * m.sqrt_dt[k]) * z1
+        g = gbar + dev * m.growth_decay[k] + m.growth_z1[k] * z1 + m.growth_z2[k] * z2 + m.growth_z3[k] * z3
+        if m.jump_tail[k, 0] > 0.0:  # Poisson count of jumps in the step
+            u = gen.random(n)
+            log_x += par[LOG_JUMP] * (u[None, :] < m.jump_tail[k][:, None]).sum(axis=0)
+        revenue[k - 1] = h * _mean_rate(before, log_x, inv_m)
+    x = np.exp(log_x)
+    return revenue, x / np.sqrt(1.0 + (x * inv_m) ** 2)
 
 
 def _capped_share(c: Compiled, ci: int, revenue: np.ndarray, frac: np.ndarray, steps: range,

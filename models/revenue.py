@@ -1,24 +1,40 @@
-"""Revenue of the company: log-dynamics with mean-reverting stochastic growth.
+"""Revenue of the company: log-dynamics with mean-reverting stochastic growth, bounded by a market.
 
-Per step ``k`` of length ``h`` (years), with ``z1, z2`` independent normals::
+The continuous model, for the unbounded revenue rate ``X`` (USD bn per year) and its growth rate ``g``::
 
-    log R_k = log R_{k-1} + (g_{k-1} + u_k - c_k - sigma^2 / 2) h + sigma sqrt(h) z1 + J_k
-    g_k     = gbar + (g_{k-1} - gbar) exp(-kappa h)
-              + s_g sqrt((1 - exp(-2 kappa h)) / (2 kappa)) (rho z1 + sqrt(1 - rho^2) z2)
+    d log X = (g + u(t) - c(t) - sigma^2 / 2) dt + sigma dW1 + log(1 - jump_loss) dN
+    dg      = kappa (gbar - g) dt + s_g (rho dW1 + sqrt(1 - rho^2) dW2)
 
-``u_k`` is the AGI growth uplift times the share of the step after AGI is
-declared, ``c_k`` the growth haircuts of missed deadlines (same pro-rating),
-``J_k = log(1 - jump_loss)`` with probability ``1 - exp(-lambda h)``.  The
-growth update is the exact Ornstein-Uhlenbeck transition.  Revenue booked in
-step k is ``R_k h`` (the annual rate at the step's end times its length);
-profit is that times the operating margin averaged over the step.
+``u`` is the AGI growth uplift once AGI is declared, ``c`` the growth haircuts of missed deadlines, ``N`` a
+Poisson process of intensity ``lambda``.  The revenue rate is ``R = X / sqrt(1 + (X / M)^2)`` for a market size
+``M`` (``R = X`` without one): close to ``X`` while revenue is small beside the market, never above ``M``,
+smooth in between (no pile of paths at a cap).
+
+**Exact at the step ends.**  Over a step of length ``h`` the growth rate and its integral are jointly Gaussian
+with the revenue shock (the integrated Ornstein-Uhlenbeck process)::
+
+    g_end        = gbar + (g - gbar) e + G,                           e = exp(-kappa h)
+    int g dt     = gbar h + (g - gbar) B + I,                         B = (1 - e) / kappa
+    sigma dW1    = sigma sqrt(h) z1
+
+with ``(sqrt(h) z1, I, G)`` drawn exactly from their joint covariance (:meth:`RevenueModel.step_tables`, three
+normals a step), the uplift and haircuts integrated over the part of the step they cover, and the number of
+jumps in the step Poisson (not at most one).  So ``X`` at every step end has the continuous model's law, at any
+step length.
+
+**Revenue earned over a step** is the integral of the rate along the log-linear path between the step's ends,
+``h * mean of R(l) for l from log X_a to log X_b`` (:func:`mean_rate`: ``h (X_b - X_a) / (log X_b - log X_a)``
+without a market size), not the end-of-step rate times the length; profit is that times the operating margin
+averaged over the step.  The same integral splits a step between calendar years.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats
 
 from models._jit import jit
 
@@ -38,59 +54,104 @@ class RevenueModel:
     jump_loss: float = 0.0
     agi_growth_uplift: float = 0.0
     exit_multiple: float = 1.0
+    market_size: float = math.inf
+
+    @property
+    def initial_unbounded(self) -> float:
+        """``X`` today: the unbounded rate whose saturated value is today's revenue rate."""
+        if not math.isfinite(self.market_size):
+            return self.initial
+        return self.initial / math.sqrt(1.0 - (self.initial / self.market_size) ** 2)
 
     def params(self) -> np.ndarray:
         """Scalar parameters in the kernel's layout (see :data:`PARAM_NAMES`)."""
         rho = self.correlation
         return np.array([
-            np.log(self.initial), self.initial_growth, self.long_run_growth, self.volatility, rho,
+            math.log(self.initial_unbounded), self.initial_growth, self.long_run_growth, self.volatility, rho,
             np.sqrt(max(0.0, 1.0 - rho * rho)), np.log1p(-self.jump_loss), self.agi_growth_uplift,
-            self.exit_multiple,
+            self.exit_multiple, 1.0 / self.market_size,
         ])
 
     def step_tables(self, dt: np.ndarray) -> dict[str, np.ndarray]:
-        """Per-step constants: sqrt(h), the growth decay and its shock scale, the jump probability."""
-        kappa = self.mean_reversion
-        decay = np.exp(-kappa * dt)
-        if kappa > 0:
-            shock = self.growth_volatility * np.sqrt(-np.expm1(-2.0 * kappa * dt) / (2.0 * kappa))
-        else:
-            shock = self.growth_volatility * np.sqrt(dt)
-        return {
-            "sqrt_dt": np.sqrt(dt),
-            "growth_decay": decay,
-            "growth_shock": shock,
-            "jump_prob": -np.expm1(-self.jump_intensity * dt),
-        }
-
+        """Per-step constants (entry 0 unused): ``sqrt_dt``, the growth decay ``e`` and mean factor ``B``, the
+        Cholesky factor of ``(sqrt(h) z1, I, G)`` (``int_z1, int_z2`` for I; ``growth_z1 .. growth_z3`` for G)
+        and ``jump_tail[k, n - 1] = P(N >= n)`` for the jumps of the step (as many columns as matter)."""
+        h = np.asarray(dt, np.float64)
+        kappa, s, rho = self.mean_reversion, self.growth_volatility, self.correlation
+        cov = [integrated_ou(float(x), kappa) for x in h]
+        e = np.array([c[0] for c in cov])
+        b = np.array([c[1] for c in cov])
+        v_i = s * s * np.array([c[2] for c in cov])  # Var I
+        c_ig = s * s * np.array([c[3] for c in cov])  # Cov(I, G)
+        v_g = s * s * np.array([c[4] for c in cov])  # Var G
+        c_wi = rho * s * np.array([c[5] for c in cov])  # Cov(dW1, I)
+        c_wg = rho * s * b  # Cov(dW1, G)
+        root = np.sqrt(h)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            int_z1 = np.where(h > 0, c_wi / root, 0.0)
+            growth_z1 = np.where(h > 0, c_wg / root, 0.0)
+            int_z2 = np.sqrt(np.maximum(v_i - int_z1**2, 0.0))
+            growth_z2 = np.where(int_z2 > 0, (c_ig - int_z1 * growth_z1) / int_z2, 0.0)
+        growth_z3 = np.sqrt(np.maximum(v_g - growth_z1**2 - growth_z2**2, 0.0))
+        return {"sqrt_dt": root, "growth_decay": e, "growth_mean": b, "int_z1": int_z1, "int_z2": int_z2,
+                "growth_z1": growth_z1, "growth_z2": growth_z2, "growth_z3": growth_z3,
+                "jump_tail": jump_tail(self.jump_intensity * h)}
 
     def log_envelope(self, t: np.ndarray, sds: float = 8.0) -> np.ndarray:
         """An upper envelope of log revenue on the grid ``t``: ``sds`` standard deviations above the mean path.
 
-        The mean is the discrete model's own (growth at each step's start, the AGI uplift from day one when
-        positive, no jumps or haircuts, which only lower revenue); the spread is the revenue shock's
-        ``sigma sqrt(t)`` plus the integrated growth shocks' exact OU standard deviation (``s_g^2 t^3 / 3`` with
-        no reversion), added as if perfectly correlated.  Used to reject inputs that would overflow.
+        The mean is the model's own (growth reverting from today's, the AGI uplift from day one when positive,
+        no jumps or haircuts, which only lower revenue); the spread is the revenue shock's ``sigma sqrt(t)`` plus
+        the integrated growth shocks' exact OU standard deviation, added as if perfectly correlated.  Used to
+        reject inputs that would overflow; a market size bounds revenue whatever the envelope.
         """
-        h = np.diff(t, prepend=t[0])
         kappa, gbar = self.mean_reversion, self.long_run_growth
-        start = np.concatenate(([t[0]], t[:-1]))  # each step's start
-        growth = gbar + (self.initial_growth - gbar) * np.exp(-kappa * (start - t[0]))
-        drift = growth + max(self.agi_growth_uplift, 0.0) - 0.5 * self.volatility**2
         s = t - t[0]
-        with np.errstate(over="ignore", invalid="ignore"):
-            if kappa * s[-1] < 1e-3:
-                var_g = s**3 / 3.0
-            else:
-                var_g = (s + 2.0 * np.expm1(-kappa * s) / kappa - np.expm1(-2.0 * kappa * s) / (2.0 * kappa)) \
-                    / kappa**2
+        mean_int = np.array([gbar * x + (self.initial_growth - gbar) * integrated_ou(float(x), kappa)[1] for x in s])
+        drift = mean_int + (max(self.agi_growth_uplift, 0.0) - 0.5 * self.volatility**2) * s
+        var_g = np.array([integrated_ou(float(x), kappa)[2] for x in s])
         spread = self.volatility * np.sqrt(s) + self.growth_volatility * np.sqrt(np.maximum(var_g, 0.0))
-        return np.log(self.initial) + np.cumsum(drift * h) + sds * spread
+        log_x = math.log(self.initial_unbounded) + drift + sds * spread
+        if math.isfinite(self.market_size):
+            return np.minimum(log_x, math.log(self.market_size))
+        return log_x
+
+
+def integrated_ou(h: float, kappa: float) -> tuple[float, float, float, float, float, float]:
+    """For unit growth volatility and unit correlation, over a step ``h``: ``e = exp(-kappa h)``,
+    ``B = (1 - e) / kappa``, ``Var I``, ``Cov(I, G)``, ``Var G`` and ``Cov(W1, I)`` (for ``W1`` the growth's own
+    Brownian motion), accurate to rounding for any ``kappa h`` (series where the closed forms cancel)."""
+    x = kappa * h
+    e = math.exp(-x)
+    if x < 1e-2:  # series in x: the closed forms lose digits as x -> 0
+        b = h * (1 - x / 2 + x * x / 6 - x**3 / 24 + x**4 / 120 - x**5 / 720)
+        v_i = h**3 * (1 / 3 - x / 4 + 7 * x * x / 60 - x**3 / 24 + 31 * x**4 / 2520 - x**5 / 320)
+        c_ig = h * h * (1 / 2 - x / 2 + 7 * x * x / 24 - x**3 / 8 + 31 * x**4 / 720 - x**5 / 80)
+        v_g = h * (1 - x + 2 * x * x / 3 - x**3 / 3 + 2 * x**4 / 15 - 2 * x**5 / 45)
+        c_wi = h * h * (1 / 2 - x / 6 + x * x / 24 - x**3 / 120 + x**4 / 720 - x**5 / 5040)
+        return e, b, v_i, c_ig, v_g, c_wi
+    b = -math.expm1(-x) / kappa
+    half = -math.expm1(-2 * x) / (2 * kappa)  # (1 - e^2) / (2 kappa)
+    v_i = (h - 2 * b + half) / kappa**2
+    c_ig = (b - half) / kappa
+    return e, b, v_i, c_ig, half, (h - b) / kappa
+
+
+def jump_tail(mean: np.ndarray, tiny: float = 1e-18) -> np.ndarray:
+    """``P(N >= n)`` for ``n = 1, 2, ...`` of Poisson counts with these means (one row each), up to the first
+    ``n`` beyond which every row's tail is below ``tiny``; at least one column."""
+    mean = np.asarray(mean, np.float64)
+    top = float(mean.max()) if mean.size else 0.0
+    n_max = 1
+    while n_max < 1000 and stats.poisson.sf(n_max, top) >= tiny:
+        n_max += 1
+    n = np.arange(1, n_max + 1)
+    return stats.poisson.sf(n[None, :] - 1, mean[:, None])
 
 
 PARAM_NAMES = ("log_initial", "initial_growth", "long_run_growth", "volatility", "rho", "rho_complement",
-               "log_jump_factor", "agi_uplift", "exit_multiple")
-LOG_R0, G0, GBAR, SIGMA, RHO, RHO_C, LOG_JUMP, UPLIFT, MULTIPLE = range(len(PARAM_NAMES))
+               "log_jump_factor", "agi_uplift", "exit_multiple", "inverse_market_size")
+LOG_X0, G0, GBAR, SIGMA, RHO, RHO_C, LOG_JUMP, UPLIFT, MULTIPLE, INV_MARKET = range(len(PARAM_NAMES))
 
 
 @jit
@@ -102,13 +163,28 @@ def overlap(a, b, lo, hi):
 
 
 @jit
-def log_step(log_r, g, z1, h, vol_h, extra_growth, half_var):
-    """Log revenue at the end of a step, before any jump, with ``vol_h = sigma * sqrt(h)`` and ``half_var =
-    0.5 * sigma * sigma`` given: scalars only, for loops over many paths at once."""
-    return log_r + (g + extra_growth - half_var) * h + vol_h * z1
+def saturated(x, inv_m):
+    """The revenue rate of the unbounded rate ``x`` for ``inv_m = 1 / market size`` (0: no market size)."""
+    if inv_m == 0.0:
+        return x
+    y = x * inv_m
+    return x / math.sqrt(1.0 + y * y)
 
 
 @jit
-def ou_step(g, z1, z2, decay, shock, gbar, rho, rho_c):
-    """Exact OU transition of the growth rate over one step, the parameters given as scalars."""
-    return gbar + (g - gbar) * decay + shock * (rho * z1 + rho_c * z2)
+def mean_rate(la, lb, inv_m):
+    """Mean of the revenue rate along the log-linear path of the unbounded rate from ``exp(la)`` to ``exp(lb)``:
+    ``(F(lb) - F(la)) / (lb - la)`` with ``F(l) = M asinh(exp(l) / M)`` (``exp(l)`` without a market size), and
+    near ``la == lb`` the midpoint rule with its second-order term (error below 1e-16 relative)."""
+    d = lb - la
+    if -1e-3 < d < 1e-3:
+        mid = 0.5 * (la + lb)
+        x = math.exp(mid)
+        if inv_m == 0.0:
+            return x * (1.0 + d * d / 24.0)
+        y2 = (x * inv_m) * (x * inv_m)
+        r = x / math.sqrt(1.0 + y2)
+        return r * (1.0 + (1.0 - 2.0 * y2) / ((1.0 + y2) * (1.0 + y2)) * d * d / 24.0)
+    if inv_m == 0.0:
+        return (math.exp(lb) - math.exp(la)) / d
+    return (math.asinh(math.exp(lb) * inv_m) - math.asinh(math.exp(la) * inv_m)) / (inv_m * d)

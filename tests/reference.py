@@ -10,6 +10,21 @@ Random numbers come from the public helpers of :mod:`models.rng` (Philox uniform
 and event times from the ``ppf`` of the :mod:`models.timing`
 distribution classes, so the reference sees the same random inputs as the kernel.
 
+The revenue model (continuous, sampled exactly at the step ends): the unbounded rate ``X`` and its growth ``g``
+follow ``d log X = (g + u - c - sigma^2/2) dt + sigma dW1 + log(1 - jump_loss) dN`` and
+``dg = kappa (gbar - g) dt + s_g (rho dW1 + sqrt(1 - rho^2) dW2)``.  Over a step the W1 increment, the integral
+``I`` of the growth's OU noise and its end value ``G`` are jointly Gaussian; their covariance is computed here by
+quadrature of the noise kernels (:func:`step_covariance`) and factored by :func:`cholesky3`, using the normals
+of draw ``k`` of streams SHOCKS (two) and GROWTH (one, when ``s_g > 0``).  Jumps are Poisson counts.  The revenue
+rate is ``R = X / sqrt(1 + (X / M)^2)`` for a market size ``M``; revenue booked over a step (or part of one, for
+calendar years) is the mean of ``R`` along the log-linear path of ``X`` (:func:`mean_rate`).  A step's flows are
+discounted at :func:`flow_time` (the step's middle, see :data:`STEP_FLOWS_AT`).
+
+Views: the party view discounts at each party's rate (or a clause's ``discount_rate``) and includes own value;
+the market view (scenarios with ``[market]``) discounts both legs of a clause at its risk class's rate
+(:func:`risk_class_of`) and leaves own value out.  The company's value discounts its profit and exit value at the
+rate of ``market.company_class``.
+
 Entry point: :func:`reference_simulate`.
 """
 
@@ -20,9 +35,19 @@ from dataclasses import dataclass
 from datetime import date as Date
 
 import numpy as np
+from scipy.integrate import quad
 from scipy.special import ndtri
+from scipy.stats import poisson
 
-from models.rng import STREAM_DRIVERS, STREAM_JUMPS, STREAM_SHOCKS, key_from_seed, named_counter, uniforms
+from models.rng import (
+    STREAM_DRIVERS,
+    STREAM_GROWTH,
+    STREAM_JUMPS,
+    STREAM_SHOCKS,
+    key_from_seed,
+    named_counter,
+    uniforms,
+)
 from models.timing import Exponential, Fixed, Gompertz, Lognormal, PiecewiseHazard, Weibull, fit_quantiles
 from valuation.scenario import (
     EquityStake,
@@ -132,8 +157,13 @@ class ReferenceResult:
     times : event name -> (paths,) times in years (agi_declared, agi_verified, [events] names,
         and ``completion:<deadline>`` for inline completion events).
     met : deadline name -> (paths,) booleans.
-    revenue_at_horizon : (paths,) annual revenue rate at the horizon.
+    revenue_at_horizon : (paths,) annual revenue rate R at the horizon.
     resolved : (paths, structures) index of the structure each one resolves to.
+    market_pvs : (paths, structures, parties) PVs of the market view after fallbacks (None without [market]).
+    company : (paths,) the company's value at the valuation date (nan without [market]).
+    revenue_by_year : (paths, len(years)) revenue earned in each calendar year of ``years``.
+    revenue_path : (paths, K+1) revenue rate R at the step ends ``step_time``.
+    booked : (paths, K) revenue earned over each step.
     """
 
     pvs: np.ndarray
@@ -144,6 +174,13 @@ class ReferenceResult:
     resolved: np.ndarray
     structures: list[str]
     parties: list[str]
+    market_pvs: np.ndarray | None
+    company: np.ndarray
+    revenue_by_year: np.ndarray
+    years: list[int]
+    revenue_path: np.ndarray
+    booked: np.ndarray
+    step_time: np.ndarray
 
 
 # ------------------------------------------------------------ simulation
@@ -196,9 +233,116 @@ def _margins(scenario: Scenario, t: np.ndarray) -> np.ndarray:
     return np.array([average_linear(xs, ys, t[k - 1], t[k]) for k in range(1, k_steps + 1)])
 
 
+# ---------------------------------------------------------- revenue process
+
+
+def _integral(f, h: float) -> float:
+    """``int_0^h f(u) du`` by adaptive Gauss-Kronrod (smooth integrands: accurate to rounding)."""
+    value, _ = quad(f, 0.0, h, epsabs=0.0, epsrel=1e-13, limit=200)
+    return value
+
+
+def step_covariance(h: float, kappa: float, s_g: float, rho: float) -> tuple[float, float, np.ndarray]:
+    """Over a step of length ``h``: ``e = exp(-kappa h)``, ``B = int_0^h exp(-kappa u) du`` and the covariance
+    of ``(W1 increment, I, G)``.
+
+    With ``u`` the time left to the step's end, the OU noise of the growth rate at the end is
+    ``G = s_g int exp(-kappa u) dWg`` and its integral over the step ``I = s_g int (1 - exp(-kappa u)) / kappa dWg``
+    (``u`` when ``kappa = 0``), ``Wg = rho W1 + sqrt(1 - rho^2) W2``; so every covariance is an integral of the
+    product of two kernels (times ``rho`` against ``W1``), here by quadrature, not from a closed form.
+    """
+    def k_g(u):
+        return math.exp(-kappa * u)
+
+    def k_i(u):
+        return -math.expm1(-kappa * u) / kappa if kappa > 0.0 else u
+
+    e = math.exp(-kappa * h)
+    b = _integral(k_g, h)
+    cov = np.empty((3, 3))
+    cov[0, 0] = h
+    cov[0, 1] = cov[1, 0] = rho * s_g * _integral(k_i, h)
+    cov[0, 2] = cov[2, 0] = rho * s_g * b
+    cov[1, 1] = s_g * s_g * _integral(lambda u: k_i(u) ** 2, h)
+    cov[1, 2] = cov[2, 1] = s_g * s_g * _integral(lambda u: k_i(u) * k_g(u), h)
+    cov[2, 2] = s_g * s_g * _integral(lambda u: k_g(u) ** 2, h)
+    return e, b, cov
+
+
+def cholesky3(cov: np.ndarray) -> np.ndarray:
+    """Lower-triangular ``L`` with ``L L^T = cov`` (3 x 3, positive semi-definite): ``L22 >= 0``, ``L32 = 0`` where
+    ``L22 = 0``, ``L33 = sqrt(max(0, .))``."""
+    L = np.zeros((3, 3))
+    L[0, 0] = math.sqrt(cov[0, 0])
+    L[1, 0] = cov[1, 0] / L[0, 0]
+    L[2, 0] = cov[2, 0] / L[0, 0]
+    L[1, 1] = math.sqrt(max(0.0, cov[1, 1] - L[1, 0] ** 2))
+    L[2, 1] = (cov[2, 1] - L[1, 0] * L[2, 0]) / L[1, 1] if L[1, 1] > 0.0 else 0.0
+    L[2, 2] = math.sqrt(max(0.0, cov[2, 2] - L[2, 0] ** 2 - L[2, 1] ** 2))
+    return L
+
+
+def saturated_rate(x, market: float | None):
+    """Revenue rate ``R = X / sqrt(1 + (X / M)^2)`` of the unbounded rate ``X`` (``R = X`` without a market)."""
+    if market is None:
+        return x
+    return x / np.sqrt(1.0 + (x / market) ** 2)
+
+
+_GL_NODES, _GL_WEIGHTS = np.polynomial.legendre.leggauss(20)
+_GL_NODES = 0.5 * (_GL_NODES + 1.0)  # on [0, 1]
+_GL_WEIGHTS = 0.5 * _GL_WEIGHTS
+
+
+def mean_rate(la, lb, market: float | None):
+    """Mean of ``R(exp(l))`` for ``l`` along the straight line from ``la`` to ``lb`` (arrays).
+
+    ``(F(lb) - F(la)) / (lb - la)`` with ``F(l) = M asinh(exp(l) / M)`` (``exp(l)`` without a market) where the
+    ends are at least 1 apart; closer, 20-point Gauss-Legendre quadrature of ``R`` along the line (exact to
+    rounding there: the integrand is analytic within pi/2 of the real axis), free of the difference quotient's
+    cancellation.
+    """
+    la = np.asarray(la, dtype=np.float64)
+    lb = np.asarray(lb, dtype=np.float64)
+    d = lb - la
+    far = np.abs(d) >= 1.0
+    ls = la[..., None] + _GL_NODES * d[..., None]
+    near = np.sum(_GL_WEIGHTS * saturated_rate(np.exp(ls), market), axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if market is None:
+            closed = (np.exp(lb) - np.exp(la)) / d
+        else:
+            closed = market * (np.arcsinh(np.exp(lb) / market) - np.arcsinh(np.exp(la) / market)) / d
+    return np.where(far, closed, near)
+
+
+def poisson_count(u: np.ndarray, mean: float) -> np.ndarray:
+    """Number of ``n >= 1`` with ``u < P(Poisson(mean) >= n)``."""
+    count = np.zeros(u.shape, dtype=np.int64)
+    n = 1
+    while True:
+        tail = float(poisson.sf(n - 1, mean))
+        if tail <= 0.0 or n > 1000:
+            return count
+        count += u < tail
+        n += 1
+
+
+@dataclass
+class RevenuePaths:
+    """The revenue process on every path."""
+
+    log_x: np.ndarray  # (paths, K+1) log of the unbounded rate at the step ends
+    rate: np.ndarray  # (paths, K+1) revenue rate R at the step ends
+    booked: np.ndarray  # (paths, K) revenue earned over each step (USD bn)
+    profit: np.ndarray  # (paths, K)
+    years: np.ndarray  # (paths, Y) revenue earned in each calendar year
+    year_list: list[int]
+
+
 def _revenue(scenario: Scenario, key, paths: np.ndarray, t: np.ndarray, tau_a: np.ndarray,
-             met: dict[str, np.ndarray]):
-    """Revenue (USD bn in each step), profit per step and the revenue rate at the horizon."""
+             met: dict[str, np.ndarray]) -> RevenuePaths:
+    """The unbounded rate exactly at the step ends, revenue booked over each step and in each calendar year."""
     rv = scenario.revenue
     k_steps = len(t) - 1
     n = len(paths)
@@ -206,6 +350,11 @@ def _revenue(scenario: Scenario, key, paths: np.ndarray, t: np.ndarray, tau_a: n
     shocks = uniforms(key, paths, STREAM_SHOCKS, draws)
     z1_all = ndtri(shocks[:, :, 0])
     z2_all = ndtri(shocks[:, :, 1])
+    s_g = rv.growth_volatility
+    if s_g > 0.0:
+        z3_all = ndtri(uniforms(key, paths, STREAM_GROWTH, draws)[:, :, 0])
+    else:
+        z3_all = np.zeros((n, k_steps))
     jumps = uniforms(key, paths, STREAM_JUMPS, draws)[:, :, 0] if rv.jump_intensity > 0.0 else None
 
     haircuts = []
@@ -219,34 +368,57 @@ def _revenue(scenario: Scenario, key, paths: np.ndarray, t: np.ndarray, tau_a: n
     gbar = rv.long_run_growth
     kappa = rv.mean_reversion
     rho = rv.correlation
+    market = rv.market_size
     margin = _margins(scenario, t)
+    per_step = {}  # step length -> (e, B, L)
 
-    log_r = np.full(n, math.log(rv.initial))
+    x0 = rv.initial if market is None else rv.initial / math.sqrt(1.0 - (rv.initial / market) ** 2)
+    log_x = np.empty((n, k_steps + 1))
+    log_x[:, 0] = math.log(x0)
     g = np.full(n, rv.initial_growth)
-    revenue = np.empty((n, k_steps))
-    profit = np.empty((n, k_steps))
     for k in range(1, k_steps + 1):
         a, b = t[k - 1], t[k]
         h = b - a
+        if h not in per_step:
+            e, big_b, cov = step_covariance(h, kappa, s_g, rho)
+            per_step[h] = (e, big_b, cholesky3(cov))
+        e, big_b, L = per_step[h]
         z1 = z1_all[:, k - 1]
         z2 = z2_all[:, k - 1]
+        z3 = z3_all[:, k - 1]
         extra = rv.agi_growth_uplift * overlap(a, b, tau_a, np.inf) / h
         for size, lo, hi, missed in haircuts:
             extra = extra - np.where(missed, size * overlap(a, b, lo, hi) / h, 0.0)
-        log_r = log_r + (g + extra - 0.5 * sigma * sigma) * h + sigma * math.sqrt(h) * z1
-        if rv.jump_intensity > 0.0:
-            jumped = jumps[:, k - 1] < 1.0 - math.exp(-rv.jump_intensity * h)
-            log_r = np.where(jumped, log_r + math.log(1.0 - rv.jump_loss), log_r)
-        if kappa > 0.0:
-            decay = math.exp(-kappa * h)
-            s_k = rv.growth_volatility * math.sqrt((1.0 - math.exp(-2.0 * kappa * h)) / (2.0 * kappa))
-        else:
-            decay = 1.0
-            s_k = rv.growth_volatility * math.sqrt(h)
-        g = gbar + (g - gbar) * decay + s_k * (rho * z1 + math.sqrt(1.0 - rho * rho) * z2)
-        revenue[:, k - 1] = np.exp(log_r) * h
-        profit[:, k - 1] = margin[k - 1] * revenue[:, k - 1]
-    return revenue, profit, np.exp(log_r)
+        shock = L[0, 0] * z1  # sqrt(h) z1: the increment of W1
+        integral = L[1, 0] * z1 + L[1, 1] * z2  # I
+        end = L[2, 0] * z1 + L[2, 1] * z2 + L[2, 2] * z3  # G
+        step = (gbar + extra - 0.5 * sigma * sigma) * h + (g - gbar) * big_b + integral + sigma * shock
+        if jumps is not None:
+            step = step + poisson_count(jumps[:, k - 1], rv.jump_intensity * h) * math.log(1.0 - rv.jump_loss)
+        log_x[:, k] = log_x[:, k - 1] + step
+        g = gbar + (g - gbar) * e + end
+
+    h_all = np.diff(t)
+    la, lb = log_x[:, :-1], log_x[:, 1:]
+    booked = h_all * mean_rate(la, lb, market)
+    profit = margin * booked
+
+    # calendar years: a step's part (p, q) earns (q - p) * the mean rate over its share of the log-linear path
+    t0, horizon = scenario.simulation.valuation_date, scenario.simulation.horizon
+    year_list = list(range(t0.year, horizon.year + 1))
+    new_year = [years(scenario, Date(y, 1, 1)) for y in year_list[1:]]
+    by_year = np.zeros((n, len(year_list)))
+    for k in range(1, k_steps + 1):
+        a, b = t[k - 1], t[k]
+        h = b - a
+        knots = [a] + [c for c in new_year if a < c < b] + [b]
+        for p, q in zip(knots[:-1], knots[1:], strict=True):
+            y = sum(1 for c in new_year if c <= p)
+            lp = la[:, k - 1] + (p - a) / h * (lb[:, k - 1] - la[:, k - 1])
+            lq = la[:, k - 1] + (q - a) / h * (lb[:, k - 1] - la[:, k - 1])
+            by_year[:, y] += (q - p) * mean_rate(lp, lq, market)
+    return RevenuePaths(log_x=log_x, rate=saturated_rate(np.exp(log_x), market), booked=booked, profit=profit,
+                        years=by_year, year_list=year_list)
 
 
 def _event_time(name: str, times: dict[str, np.ndarray]) -> np.ndarray:
@@ -279,18 +451,55 @@ def _condition(cond, scenario: Scenario, times, met, n: int) -> np.ndarray:
     return (_event_time(cond.event, times) <= years(scenario, cond.before)) == cond.met
 
 
+# When a step's flows (revenue and profit shares, own value, the company's profit) are discounted: "middle" of
+# the step, as valuation.engine.compile.flow_times now dates them (revenue is earned through the step), or its
+# "end" (the model before).  One-off payments fall on their date, equity stakes and the exit value at the horizon.
+STEP_FLOWS_AT = "middle"
+
+
+def flow_time(a, b):
+    """The date (years) at which the flows of the step (a, b] are discounted."""
+    if STEP_FLOWS_AT == "middle":
+        return 0.5 * (np.asarray(a) + np.asarray(b))
+    return np.asarray(b)
+
+
 def _df(rate: float, when) -> np.ndarray:
     return (1.0 + rate) ** (-np.asarray(when, dtype=np.float64))
 
 
-def _clause_pv(clause, scenario: Scenario, t, revenue, profit, value_at_horizon, times, met, pv, party_index):
-    """Add one clause's discounted flows to ``pv`` (paths, parties)."""
+def risk_class_of(clause) -> str:
+    """The market view's risk class of a clause: its own ``risk``, else by kind."""
+    if clause.risk is not None:
+        return clause.risk
+    if isinstance(clause, RevenueShare):
+        return "revenue"
+    if isinstance(clause, (ProfitShare, EquityStake)):
+        return "equity"
+    if isinstance(clause, Payment):
+        return "contractual"
+    if isinstance(clause, OwnValue):
+        return "revenue" if clause.revenue_rate is not None else "contractual"
+    raise TypeError(f"unknown clause {type(clause).__name__}")
+
+
+def _clause_pv(clause, scenario: Scenario, t, revenue, profit, value_at_horizon, times, met, pv, party_index,
+               view: str = "party"):
+    """Add one clause's discounted flows to ``pv`` (paths, parties).
+
+    ``view``: "party" (each party's own rate, or the clause's ``discount_rate``; own value included) or
+    "market" (both legs at the rate of the clause's risk class; own value is no transfer and counts nothing).
+    """
     n = pv.shape[0]
     k_steps = len(t) - 1
     horizon = t[-1]
     parties = scenario.parties
+    if view == "market" and isinstance(clause, OwnValue):
+        return
 
     def rate_of(name: str) -> float:
+        if view == "market":
+            return scenario.market.rates[risk_class_of(clause)]
         if clause.discount_rate is not None:
             return clause.discount_rate
         return parties[name].discount_rate
@@ -346,7 +555,7 @@ def _clause_pv(clause, scenario: Scenario, t, revenue, profit, value_at_horizon,
             pay = np.where(within, due, over)
             paid = np.where(active, np.where(within, paid + due, cap), paid)
             pay = np.where(active, pay, 0.0)
-            transfer(clause.payer, clause.payee, pay, b)
+            transfer(clause.payer, clause.payee, pay, flow_time(a, b))
         return
 
     if isinstance(clause, ProfitShare):
@@ -386,7 +595,7 @@ def _clause_pv(clause, scenario: Scenario, t, revenue, profit, value_at_horizon,
                     pay = np.where(go, np.where(fits, pay + rate * p, pay + room), pay)
                     basis = np.where(go, np.where(fits, basis + rate * p, until), basis)
                     p = np.where(go, np.where(fits, 0.0, rest), p)
-            transfer(clause.payer, clause.payee, pay, b)
+            transfer(clause.payer, clause.payee, pay, flow_time(a, b))
         return
 
     if isinstance(clause, OwnValue):
@@ -403,9 +612,24 @@ def _clause_pv(clause, scenario: Scenario, t, revenue, profit, value_at_horizon,
                 x = clause.revenue_rate * revenue[:, k - 1] * f
             else:
                 x = clause.amount_per_year * h * f
-            pv[:, j] += np.where(active, x, 0.0) * _df(r, b)
+            pv[:, j] += np.where(active, x, 0.0) * _df(r, flow_time(a, b))
         return
     raise TypeError(f"unknown clause {type(clause).__name__}")
+
+
+def _views(scenario: Scenario, t, rv: RevenuePaths, value_at_horizon, times, met, view: str):
+    """Raw PVs (paths, structures, parties) of one view, before fallbacks."""
+    party_names = list(scenario.parties)
+    party_index = {name: j for j, name in enumerate(party_names)}
+    paths = rv.booked.shape[0]
+    raw = np.zeros((paths, len(scenario.structures), len(party_names)))
+    for s, structure in enumerate(scenario.structures):
+        pv = np.zeros((paths, len(party_names)))
+        for clause in [*structure.clauses, *scenario.common_clauses]:
+            _clause_pv(clause, scenario, t, rv.booked, rv.profit, value_at_horizon, times, met, pv, party_index,
+                       view)
+        raw[:, s, :] = pv
+    return raw
 
 
 def reference_simulate(scenario: Scenario, paths: int, seed: int, first: int = 0) -> ReferenceResult:
@@ -424,19 +648,11 @@ def reference_simulate(scenario: Scenario, paths: int, seed: int, first: int = 0
     idx = np.arange(first, first + paths, dtype=np.int64)
     t = time_grid(scenario)
     times, met = _drivers(scenario, key, idx)
-    revenue, profit, rate_at_horizon = _revenue(scenario, key, idx, t, times["agi_declared"], met)
+    rv = _revenue(scenario, key, idx, t, times["agi_declared"], met)
+    rate_at_horizon = rv.rate[:, -1]
     value_at_horizon = scenario.revenue.exit_multiple * rate_at_horizon
 
-    party_names = list(scenario.parties)
-    party_index = {name: j for j, name in enumerate(party_names)}
     structures = scenario.structures
-    raw = np.zeros((paths, len(structures), len(party_names)))
-    for s, structure in enumerate(structures):
-        pv = np.zeros((paths, len(party_names)))
-        for clause in [*structure.clauses, *scenario.common_clauses]:
-            _clause_pv(clause, scenario, t, revenue, profit, value_at_horizon, times, met, pv, party_index)
-        raw[:, s, :] = pv
-
     index = {st.name: i for i, st in enumerate(structures)}
     resolved = np.empty((paths, len(structures)), dtype=np.int64)
     for s in range(len(structures)):
@@ -445,6 +661,18 @@ def reference_simulate(scenario: Scenario, paths: int, seed: int, first: int = 0
             while structures[r].requires is not None and not met[structures[r].requires][i]:
                 r = index[structures[r].fallback]
             resolved[i, s] = r
-    pvs = raw[np.arange(paths)[:, None], resolved, :]
+    rows = np.arange(paths)[:, None]
+
+    raw = _views(scenario, t, rv, value_at_horizon, times, met, "party")
+    pvs = raw[rows, resolved, :]
+    market_pvs = None
+    company = np.full(paths, np.nan)
+    if scenario.market is not None:
+        market_pvs = _views(scenario, t, rv, value_at_horizon, times, met, "market")[rows, resolved, :]
+        r = scenario.market.rates[scenario.market.company_class]
+        company = (rv.profit * _df(r, flow_time(t[:-1], t[1:]))).sum(axis=1) + value_at_horizon * _df(r, t[-1])
     return ReferenceResult(pvs=pvs, raw_pvs=raw, times=times, met=met, revenue_at_horizon=rate_at_horizon,
-                           resolved=resolved, structures=[st.name for st in structures], parties=party_names)
+                           resolved=resolved, structures=[st.name for st in structures],
+                           parties=list(scenario.parties), market_pvs=market_pvs, company=company,
+                           revenue_by_year=rv.years, years=rv.year_list, revenue_path=rv.rate, booked=rv.booked,
+                           step_time=t)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import sys
+import tomllib
 from datetime import date
 from pathlib import Path
 
@@ -13,22 +15,40 @@ import valuation
 from valuation.scenario import scenario_from_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference import reference_simulate  # noqa: E402
+from reference import cholesky3, mean_rate, reference_simulate, step_covariance  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CASE = ROOT / "inputs" / "base_case.toml"
 
+
+def base_case_dict() -> dict:
+    with BASE_CASE.open("rb") as fh:
+        return tomllib.load(fh)
+
 RTOL_PV = 1e-9
 RTOL_DRIVERS = 1e-12
+RTOL_REVENUE = 1e-12  # the revenue rate at the step ends and at the horizon
+RTOL_YEARS = 1e-11  # revenue earned in each calendar year (sums of positive amounts)
+MARKET_RATES = {"revenue": 0.12, "equity": 0.2, "contractual": 0.05}
+
+
+def _close_pv(kernel, expected, what: str, rtol: float = RTOL_PV) -> None:
+    """Within ``rtol`` of the value, or of the largest value over the paths (PVs are sums of signed flows)."""
+    scale = float(np.max(np.abs(expected))) if expected.size else 0.0
+    np.testing.assert_allclose(kernel, expected, rtol=rtol, atol=rtol * scale, err_msg=what)
 
 
 def _compare(scenario, paths: int, seed: int):
-    result = valuation.simulate(scenario, paths=paths, seed=seed)
+    result = valuation.simulate(scenario, paths=paths, seed=seed, keep_paths=True)
     ref = reference_simulate(scenario, paths=paths, seed=seed)
+    partial = result.partial
+    S, P = len(ref.structures), len(ref.parties)
+    views = 2 if scenario.market is not None else 1
 
     assert result.structures == ref.structures
     assert result.parties == ref.parties
-    assert result.pvs.shape == ref.pvs.shape == (paths, len(ref.structures), len(ref.parties))
+    assert ref.pvs.shape == (paths, S, P)
+    assert partial.pv.shape == (paths, views * S, P)  # the party view, then the market view
 
     drivers = result.drivers
     names = ["agi_declared", "agi_verified", *scenario.events]
@@ -42,16 +62,44 @@ def _compare(scenario, paths: int, seed: int):
         np.testing.assert_array_equal(drivers[f"met:{d.name}"].to_numpy(), ref.met[d.name],
                                       err_msg=f"met:{d.name}")
     np.testing.assert_allclose(drivers["revenue_at_horizon"].to_numpy(), ref.revenue_at_horizon,
-                               rtol=RTOL_DRIVERS, atol=0, err_msg="revenue_at_horizon")
+                               rtol=RTOL_REVENUE, atol=0, err_msg="revenue_at_horizon")
+    np.testing.assert_allclose(partial.revenue, ref.revenue_at_horizon, rtol=RTOL_REVENUE, atol=0,
+                               err_msg="partial.revenue")
+    np.testing.assert_allclose(result.step_time, ref.step_time, rtol=0, atol=0)
+    recorded = result.revenue_sample
+    assert recorded.shape == (min(paths, recorded.shape[0]), len(ref.step_time)) and recorded.shape[0] > 0
+    np.testing.assert_allclose(recorded, ref.revenue_path[: recorded.shape[0]], rtol=RTOL_REVENUE, atol=0,
+                               err_msg="recorded revenue path")
 
     for s, structure in enumerate(ref.structures):
         for p, party in enumerate(ref.parties):
-            kernel = result.pvs[:, s, p]
-            expected = ref.pvs[:, s, p]
-            scale = float(np.max(np.abs(expected))) if expected.size else 0.0
-            np.testing.assert_allclose(kernel, expected, rtol=RTOL_PV, atol=RTOL_PV * scale,
-                                       err_msg=f"PV of {structure} / {party}")
+            _close_pv(partial.pv[:, s, p], ref.pvs[:, s, p], f"PV of {structure} / {party}")
+            if ref.market_pvs is not None:
+                _close_pv(partial.pv[:, S + s, p], ref.market_pvs[:, s, p],
+                          f"market-view PV of {structure} / {party}")
+
+    assert result.compiled.years == ref.years
+    assert partial.years.shape == ref.revenue_by_year.shape == (paths, len(ref.years))
+    np.testing.assert_allclose(partial.years, ref.revenue_by_year, rtol=RTOL_YEARS, atol=0,
+                               err_msg="revenue by calendar year")
+    # the calendar years split the revenue booked over the steps, nothing more or less
+    np.testing.assert_allclose(ref.revenue_by_year.sum(axis=1), ref.booked.sum(axis=1), rtol=1e-13, atol=0)
+    if scenario.market is None:
+        assert ref.market_pvs is None and np.isnan(ref.company).all()
+        assert np.isnan(partial.company).all()
+    else:
+        assert np.isfinite(ref.company).all()
+        _close_pv(partial.company, ref.company, "company value")
     return result, ref
+
+
+def market_dict(base: dict | None = None, market_size: float | None = 1500.0, **revenue) -> dict:
+    """The base case (or ``base``) with a [market] table, a market size and other revenue inputs."""
+    spec = copy.deepcopy(base if base is not None else base_case_dict())
+    spec["market"] = {"rates": dict(MARKET_RATES)}
+    spec["revenue"]["market_size"] = market_size
+    spec["revenue"].update(revenue)
+    return spec
 
 
 def test_base_case_matches_reference():
@@ -172,3 +220,98 @@ def test_event_condition_not_met_matches_reference():
     spec = features_dict()
     spec["common_clauses"][0]["condition"]["met"] = False
     _compare(scenario_from_dict(spec), paths=200, seed=12)
+
+
+# ------------------------------------------------------------------ the new model: market view, company, years
+
+
+def test_base_case_with_market_matches_reference():
+    """The base case with a [market] table (risk classes' rates) and a market size revenue saturates against."""
+    scenario = scenario_from_dict(market_dict())
+    assert scenario.market.company_class == "equity"
+    result, ref = _compare(scenario, paths=300, seed=20250806)
+    # the market size matters on these paths, and the market view differs from the party view
+    assert (ref.revenue_path.max(axis=1) > 0.5 * scenario.revenue.market_size).any()
+    assert not np.allclose(ref.market_pvs, ref.pvs)
+
+
+@pytest.mark.parametrize(("label", "revenue"), [
+    ("high growth volatility", {"growth_volatility": 0.5, "correlation": -0.7}),
+    ("fast mean reversion", {"mean_reversion": 20.0, "growth_volatility": 0.3}),
+    ("no mean reversion", {"mean_reversion": 0.0, "initial_growth": 0.5, "long_run_growth": 0.1,
+                           "growth_volatility": 0.1, "correlation": 0.9}),
+    ("frequent jumps, market close to today's revenue", {"jump_intensity": 8.0, "jump_loss": 0.1,
+                                                          "market_size": 12.0 * 1.2}),
+])
+def test_revenue_dynamics_match_reference(label, revenue):
+    spec = market_dict(**{"market_size": 1500.0, **revenue})
+    _, ref = _compare(scenario_from_dict(spec), paths=200, seed=7)
+    assert (ref.revenue_path < spec["revenue"]["market_size"]).all(), label
+
+
+def test_features_with_market_match_reference():
+    """The feature scenario with a [market] table: clause rate overrides do not apply in the market view, own
+    value is not part of it, a clause's own risk class; monthly steps, the horizon off the grid."""
+    spec = features_dict()
+    spec["market"] = {"rates": {**MARKET_RATES, "senior": 0.03}, "company_class": "revenue"}
+    spec["revenue"]["market_size"] = 60.0
+    spec["structures"][0]["clauses"][0]["risk"] = "senior"
+    spec["structures"][1]["clauses"][1]["risk"] = "contractual"
+    scenario = scenario_from_dict(spec)
+    result, ref = _compare(scenario, paths=300, seed=13)
+    # own value counts in the party view only: the third party's market PV in "base" lacks its own value
+    third = ref.parties.index("third")
+    assert not np.allclose(ref.pvs[:, 0, third], ref.market_pvs[:, 0, third])
+
+
+def test_step_covariance_matches_the_closed_forms():
+    """The reference's quadrature against the specification's closed forms (where they keep their digits)."""
+    s_g, rho = 0.4, -0.6
+    for h, kappa in [(0.25, 2.0), (1.0 / 12.0, 20.0), (0.7, 0.9)]:
+        e, b, cov = step_covariance(h, kappa, s_g, rho)
+        big_b = (1.0 - np.exp(-kappa * h)) / kappa
+        half = (1.0 - np.exp(-2.0 * kappa * h)) / (2.0 * kappa)
+        expected = [[h, rho * s_g * (h - big_b) / kappa, rho * s_g * big_b],
+                    [0.0, s_g**2 / kappa**2 * (h - 2.0 * big_b + half), s_g**2 / kappa * (big_b - half)],
+                    [0.0, 0.0, s_g**2 * half]]
+        np.testing.assert_allclose(np.triu(cov), expected, rtol=1e-12, atol=0)
+        assert e == np.exp(-kappa * h) and abs(b / big_b - 1.0) < 1e-14
+        chol = cholesky3(cov)
+        np.testing.assert_allclose(chol @ chol.T, cov, rtol=1e-13, atol=1e-18)
+    h = 0.25  # kappa = 0: the limits
+    _, b, cov = step_covariance(h, 0.0, s_g, rho)
+    expected = [[h, rho * s_g * h * h / 2, rho * s_g * h], [0.0, s_g**2 * h**3 / 3, s_g**2 * h * h / 2],
+                [0.0, 0.0, s_g**2 * h]]
+    np.testing.assert_allclose(np.triu(cov), expected, rtol=1e-14, atol=0)
+    assert b == h
+    # no growth volatility: I = G = 0
+    np.testing.assert_array_equal(cholesky3(step_covariance(h, 0.3, 0.0, rho)[2])[1:], 0.0)
+
+
+def test_mean_rate_of_the_reference():
+    """The reference's booked revenue (the mean rate along the log-linear path) on both sides of its switch from
+    quadrature to the closed form, and for close ends."""
+    la = np.full(4, 1.5)
+    lb = la + np.array([0.999999, 1.000001, -0.999999, -1.000001])
+    for m in (None, 4.0):
+        def big_f(x, m=m):
+            return np.exp(x) if m is None else m * np.arcsinh(np.exp(x) / m)
+        np.testing.assert_allclose(mean_rate(la, lb, m), (big_f(lb) - big_f(la)) / (lb - la), rtol=1e-14)
+    d = np.array([0.0, 1e-12, 1e-6, 1e-3, 0.1])
+    la = np.full(d.shape, 2.0)
+    series = np.exp(la + d / 2) * (1 + d**2 / 24 + d**4 / 1920 + d**6 / 322560)  # exp(mid) sinh(d/2) / (d/2)
+    np.testing.assert_allclose(mean_rate(la, la + d, None), series, rtol=1e-15)
+    np.testing.assert_allclose(mean_rate(la[:1], la[:1], 4.0), np.exp(2.0) / np.sqrt(1 + (np.exp(2.0) / 4) ** 2),
+                               rtol=1e-15)
+
+
+@pytest.mark.xfail(reason="models.revenue.integrated_ou: the closed form of Var I just above its series cutoff "
+                          "(kappa h = 0.0101) keeps ~11 digits, so the growth shocks' Cholesky factors are off by "
+                          "~4e-12 relative and the horizon revenue by ~3e-11 after 150 steps", strict=False)
+def test_growth_shocks_just_above_the_series_cutoff():
+    spec = features_dict()
+    spec["revenue"].update(mean_reversion=0.1211, growth_volatility=0.15, correlation=0.0, initial_growth=0.0,
+                           long_run_growth=0.0)
+    scenario = scenario_from_dict(spec)
+    assert abs(scenario.revenue.mean_reversion / scenario.simulation.steps_per_year - 0.0101) < 1e-4
+    _compare(scenario, paths=200, seed=11)

@@ -99,8 +99,8 @@ def simulate(
     environment.check()
     compiled = compile_scenario(scenario)
     _warn_if_no_workbook(compiled, scenario, paths)
-    keep = 8 * paths * len(compiled.structures) * len(compiled.parties) <= KEEP_LIMIT if keep_paths is None \
-        else keep_paths
+    keep = 8 * paths * len(compiled.views) * len(compiled.structures) * len(compiled.parties) <= KEEP_LIMIT \
+        if keep_paths is None else keep_paths
     if keep:
         _check_memory(paths, compiled)
     key, ss = key_from_seed(seed)
@@ -178,7 +178,8 @@ def _sampler(sampling: Any):
 def _layout(compiled, baseline: str) -> Layout:
     return Layout(structures=compiled.structures, parties=compiled.parties, deadlines=compiled.deadlines,
                   sources=compiled.sources, flow_shape=compiled.flow_shape, n_times=len(compiled.t),
-                  record=_recorded(compiled), base=compiled.structures.index(baseline))
+                  record=_recorded(compiled), base=compiled.structures.index(baseline), views=len(compiled.views),
+                  years=len(compiled.years))
 
 
 class _Checked:
@@ -192,7 +193,9 @@ class _Checked:
         return self.partial.buffers(first, n)
 
     def add(self, chunk: Chunk) -> None:
-        _check_finite(self.where, chunk.pv, self.compiled.structures, self.compiled.parties, chunk.first)
+        c = self.compiled
+        _check_finite(self.where, chunk.pv, [f"{s}{'' if v == 'party' else ' (market view)'}" for v in c.views
+                                             for s in c.structures], c.parties, chunk.first)
         self.partial.add(chunk)
 
 
@@ -214,8 +217,8 @@ def _recorded(compiled) -> int:
 
 def _check_memory(paths: int, compiled) -> None:
     """Kept paths must fit in memory; otherwise suggest the streaming mode."""
-    per_path = 8 * (len(compiled.structures) * len(compiled.parties) + len(compiled.sources) + 2) \
-        + len(compiled.deadlines)
+    per_path = 8 * (len(compiled.views) * len(compiled.structures) * len(compiled.parties) + len(compiled.sources)
+                    + len(compiled.years) + 3) + len(compiled.deadlines)
     need = paths * per_path * 2  # results plus the summary's working copies
     try:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

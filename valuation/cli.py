@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import math
 import os
 import sys
 from pathlib import Path
@@ -64,9 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
                            "histograms (within 0.05%%); the default above about 6M paths of the base case")
     keep.add_argument("--keep-paths", dest="keep_paths", action="store_true", default=None,
                       help="keep every path (exact percentiles), however many")
+    run.add_argument("--view", choices=("party", "market", "both"), default=None,
+                     help="which PVs to print: each party's own rates and own-value streams (party), each flow at "
+                          "its risk class's rate (market), or both (the default where the scenario has [market])")
     check = sub.add_parser("validate", help="check a scenario file and report every problem")
     check.add_argument("file", help="scenario file (.toml) or report (.xlsx)")
-    parser.set_defaults(commands={"run": run, "validate": check})
+    cal = sub.add_parser("calibrate", help="solve one input so that the model's company value meets a market mark")
+    cal.add_argument("file", help="scenario file (.toml) or report (.xlsx) with a [market] table and marks")
+    cal.add_argument("--vary", required=True, help="key path of the number to solve, e.g. revenue.exit_multiple")
+    cal.add_argument("--mark", required=True, help="name of the mark in market.marks to meet")
+    cal.add_argument("--out", help="write the calibrated scenario here (.toml; never the input file)")
+    cal.add_argument("--paths", type=_count, help="paths of every run (default: the scenario's)")
+    cal.add_argument("--seed", type=_count, help="random seed of every run (default: the scenario's)")
+    cal.add_argument("--between", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                     help="range to search (default: the input's allowed range)")
+    parser.set_defaults(commands={"run": run, "validate": check, "calibrate": cal})
     return parser
 
 
@@ -88,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             environment.check()  # before numba starts: a bad NUMBA_* setting is bad input, not a traceback
             if args.command == "validate":
                 return _validate(args)
+            if args.command == "calibrate":
+                return _calibrate(args)
             return _run(args)
         except InputError as exc:
             _say(sys.stderr, f"error: {exc.message()}")
@@ -207,6 +222,9 @@ def _run(args: argparse.Namespace) -> int:
     from valuation.scenario import load_scenario
 
     scenario = load_scenario(args.file)
+    if args.view in ("market", "both") and scenario.market is None:
+        raise InputError("", [Problem("--view", "party: the scenario has no [market] table (rates by risk class), so "
+                                      "it has no market view", args.view)])
     if args.baseline is not None and args.baseline not in scenario.structure_names():
         raise InputError("", [Problem("--baseline", f"one of {scenario.structure_names()}", args.baseline)])
     compiled = compile_scenario(scenario)
@@ -235,12 +253,44 @@ def _run(args: argparse.Namespace) -> int:
             raise InputError(str(folder), f"cannot be created ({exc.strerror or exc}); expected a writable "
                                           "working folder (or give --out)") from None
     written = result.to_excel(out)  # before printing: a closed pipe must not cost the workbook
-    lines = _report(scenario, result) + ["", f"workbook: {printable(str(written))}"]
+    lines = _report(scenario, result, args.view) + ["", f"workbook: {printable(str(written))}"]
     if not _say(sys.stdout, "\n".join(lines)):  # a full disk, a closed pipe or no stdout: the work is done
         if sys.stdout is not None:
             _silence(sys.stdout.fileno() if _has_fileno(sys.stdout) else 1)
         _say(sys.stderr, f"note: the summary could not be printed (standard output is closed or full); the "
                          f"workbook is complete: {printable(str(written))}")
+    return EXIT_OK
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from valuation.calibrate import calibrate, write_scenario
+    from valuation.scenario import load_scenario
+
+    scenario = load_scenario(args.file)
+    out = Path(args.out) if args.out is not None else None
+    if out is not None:  # every check of the output before any path runs
+        write_check = out.resolve()
+        if write_check == Path(args.file).resolve():
+            raise InputError("", [Problem("--out", "a new file, not the input scenario (calibration never edits it)",
+                                          args.out)])
+        if out.suffix.lower() != ".toml":
+            raise InputError("", [Problem("--out", "a path ending in .toml", args.out)])
+        if not out.parent.is_dir():
+            raise InputError("", [Problem("--out", "a path in an existing folder", args.out)])
+    between = tuple(args.between) if args.between is not None else None
+    if between is not None and not (math.isfinite(between[0]) and math.isfinite(between[1]) and
+                                    between[0] < between[1]):
+        raise InputError("", [Problem("--between", "two finite numbers, the lower first", list(between))])
+    result = calibrate(scenario, args.vary, args.mark, paths=args.paths, seed=args.seed, between=between)
+    lines = [scenario.name, *result.lines()]
+    if out is not None:
+        header = (f"{scenario.name}: calibrated by `valuation calibrate` from {args.file}\n{args.vary} = "
+                  f"{result.value:.10g} (SE {result.se:.3g}) so that the model's company value meets mark "
+                  f"{args.mark!r}\n({result.paths:,} paths, seed {result.seed}); comments of the original are not "
+                  "kept, every source is")
+        written = write_scenario(result.scenario, out, header, never=Path(args.file))
+        lines.append(f"scenario: {printable(str(written))}")
+    _say(sys.stdout, "\n".join(lines))
     return EXIT_OK
 
 
@@ -252,8 +302,24 @@ def _has_fileno(stream) -> bool:
         return False
 
 
-def _report(scenario, result) -> list[str]:
-    """The console summary: the run, the table, notes about fits."""
+VIEW_TITLES = {"party": "Party view: each party's own discount rates and own-value streams (what each side believes)",
+               "market": "Market view: each flow at the rate of its risk class, transfers only (fair value)"}
+
+
+def company_lines(result) -> str:
+    """The model's company value beside the market marks, for the console."""
+    table = result.company_value()
+    model = table.loc["model"]
+    rows = [f"Company value (100% of the equity at the valuation date, at {table.attrs['rate']:.1%}): "
+            f"{model['value']:,.1f} USD bn (SE {model['se']:.1f})"]
+    for name, row in table.drop(index="model").iterrows():
+        rows.append(f"  mark {name} ({row['date']}): {row['value']:,.1f} USD bn; model / mark "
+                    f"{row['model_to_mark']:.2f}")
+    return "\n".join(rows)
+
+
+def _report(scenario, result, view: str | None = None) -> list[str]:
+    """The console summary: the run, the table(s) of each view, the company value, notes about fits."""
     import pandas as pd
 
     from valuation.report import format_summary
@@ -263,9 +329,19 @@ def _report(scenario, result) -> list[str]:
     lines = [scenario.name,
              f"{result.paths:,} paths{mode}, seed {result.seed}, {result.run_seconds:.2f} s on {result.threads} "
              f"threads (compile {result.compile_seconds:.1f} s); PV in USD bn at "
-             f"{scenario.simulation.valuation_date}; baseline {summary.attrs['baseline']}", ""]
-    with pd.option_context("display.width", 200, "display.max_columns", 30):
-        lines.append(format_summary(summary))
+             f"{scenario.simulation.valuation_date}; baseline {summary.attrs['baseline']}"]
+    view = view or ("both" if "market" in result.views else "party")
+    shown = ["party", "market"] if view == "both" else [view]
+    for v in shown:
+        lines += ["", VIEW_TITLES[v]]
+        with pd.option_context("display.width", 200, "display.max_columns", 30):
+            lines.append(format_summary(result.summary(view=v)))
+    t0 = scenario.simulation.valuation_date
+    later = [st for st in scenario.structures if st.agreed is not None and st.agreed > t0]
+    for st in later:
+        lines += [f"note: {st.name} was agreed on {st.agreed}, after the valuation date: valued as if known then"]
+    if "market" in result.views:
+        lines += ["", company_lines(result)]
     for key, fit in result.fits.items():
         if fit.residual > 1e-6:
             lines += ["", f"note: {key} fitted as {fit.distribution}; it misses the given points by up to "

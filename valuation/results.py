@@ -19,6 +19,8 @@ import pandas as pd
 
 from valuation.engine.run import expected_flows
 from valuation.engine.sampling import SAMPLERS, Sampler
+from valuation.engine.tables import CLAUSE_MOMENTS, clause_moment
+from valuation.errors import InputError, Problem
 from valuation.scenario import Scenario
 from valuation.stats.catalogue import (
     HEAD,
@@ -29,6 +31,7 @@ from valuation.stats.catalogue import (
     TAIL,
     VERSUS_COLUMNS,
     compare,
+    confidence,
     describe,
 )
 from valuation.stats.columns import sorted_columns
@@ -130,11 +133,45 @@ class SimulationResult:
     # ---------------------------------------------------------------- per path
 
     @property
+    def views(self) -> list[str]:
+        """The views of value this run has: ``"party"`` (each party's own rates and own-value streams), then
+        ``"market"`` (each flow at the rate of its risk class; transfers only) where the scenario has ``[market]``."""
+        return list(self.compiled.views)
+
+    def _view(self, view: Any) -> int:
+        """The index of a view (the project's message for one this run does not have)."""
+        if not isinstance(view, str):
+            from valuation.arguments import ArgumentTypeError
+
+            raise ArgumentTypeError("view", [Problem("view", f"one of {self.views} (text)", view)])
+        if view not in self.views:
+            why = "" if view != "market" else ": the scenario has no [market] table (rates by risk class)"
+            raise InputError(self.scenario.path or "<scenario>", [Problem("view", f"one of {self.views}{why}",
+                                                                          view)])
+        return self.views.index(view)
+
+    def _column_index(self, s: int, view: str) -> int:
+        return self._view(view) * len(self.structures) + s
+
+    @property
     def pvs(self) -> np.ndarray:
-        """Present values, USD bn at the valuation date, ``(paths, structures, parties)`` (kept runs)."""
+        """Present values in the party view, USD bn at the valuation date, ``(paths, structures, parties)``
+        (kept runs)."""
+        return self.view_pvs("party")
+
+    @property
+    def market_pvs(self) -> np.ndarray:
+        """Present values in the market view, ``(paths, structures, parties)`` (kept runs of a scenario with
+        ``[market]``): every flow at the rate of its risk class, so they sum to zero over parties on every path."""
+        return self.view_pvs("market")
+
+    def view_pvs(self, view: str = "party") -> np.ndarray:
+        """Per-path PVs of one view, ``(paths, structures, parties)`` (kept runs)."""
+        v = self._view(view)
         if not self.kept_paths:
             raise self._not_kept("per-path PVs")
-        pv = self.partial.pv
+        S = len(self.structures)
+        pv = self.partial.pv[:, v * S:(v + 1) * S]
         pv.flags.writeable = False  # results are evidence: views handed out cannot change them
         return pv
 
@@ -164,21 +201,23 @@ class SimulationResult:
                             f"(keep_paths=False). summary(), versus() and party_tables() hold the statistics, "
                             f"head() the first {n:,} paths; run with keep_paths=True to keep every path")
 
-    def head(self) -> tuple[pd.DataFrame, np.ndarray]:
+    def head(self, view: str = "party") -> tuple[pd.DataFrame, np.ndarray]:
         """The first paths of the run (all of them up to :data:`HEAD`): drivers and PVs
-        ``(paths, structures, parties)``."""
+        ``(paths, structures, parties)`` of a view."""
+        v = self._view(view)
         pv, times, met, revenue = self.partial.head()
-        return self._frame(times, met, revenue), pv
+        S = len(self.structures)
+        return self._frame(times, met, revenue), pv[:, v * S:(v + 1) * S]
 
-    def means(self) -> np.ndarray:
+    def means(self, view: str = "party") -> np.ndarray:
         """Mean PV per structure x party, ``(structures, parties)``."""
-        return np.array([[self.partial.column(s, p).mean for p in range(len(self.parties))]
+        return np.array([[self.partial.column(self._column_index(s, view), p).mean for p in range(len(self.parties))]
                          for s in range(len(self.structures))])
 
-    def pv(self, structure: str, party: str) -> np.ndarray:
+    def pv(self, structure: str, party: str, view: str = "party") -> np.ndarray:
         """Per-path PVs (USD bn) of ``party`` under ``structure``."""
-        return self.pvs[:, self._index(self.structures, structure, "structure"),
-                        self._index(self.parties, party, "party")]
+        return self.view_pvs(view)[:, self._index(self.structures, structure, "structure"),
+                                   self._index(self.parties, party, "party")]
 
     @staticmethod
     def _index(names: list[str], name: str, what: str) -> int:
@@ -189,19 +228,24 @@ class SimulationResult:
 
     # ---------------------------------------------------------------- statistics
 
-    def summary(self, baseline: str | None = None) -> pd.DataFrame:
+    def summary(self, baseline: str | None = None, view: str = "party") -> pd.DataFrame:
         """Statistics per structure x party (rows); columns as in :data:`SUMMARY_COLUMNS`.
 
         Parameters
         ----------
         baseline
             Structure the others are compared with path by path (default: the run's baseline).
+        view
+            ``"party"``: each party's own discount rates and own-value streams (what each side believes);
+            ``"market"``: each flow at the rate of its risk class, transfers only (fair value; needs ``[market]``).
+            The table's ``attrs["view"]`` says which.
         """
         base = self._base(baseline)
-        key = ("summary", base)
+        self._view(view)
+        key = ("summary", base, view)
         if key not in self._cache:
-            tables = [self.party_tables(p) for p in range(len(self.parties))]
-            versus = self.versus(base)
+            tables = [self.party_tables(p, view) for p in range(len(self.parties))]
+            versus = self.versus(base, view)
             rows = []
             for s, sname in enumerate(self.structures):
                 for p, pname in enumerate(self.parties):
@@ -212,22 +256,23 @@ class SimulationResult:
                         diff = {"diff_mean": row["mean"], "diff_se": row["se"], "p_better": row["p_better"]}
                     rows.append({"structure": sname, "party": pname, **tables[p].stats[s], **diff})
             df = pd.DataFrame(rows).set_index(["structure", "party"])
-            df.attrs.update(baseline=base, paths=self.paths)
+            df.attrs.update(baseline=base, paths=self.paths, view=view)
             self._cache[key] = df
         return self._cache[key].copy()
 
-    def versus(self, baseline: str | None = None) -> pd.DataFrame:
+    def versus(self, baseline: str | None = None, view: str = "party") -> pd.DataFrame:
         """Path-by-path difference (structure - baseline) per structure and party, the baseline omitted.
 
         Columns (:data:`VERSUS_COLUMNS`): ``mean``, ``se``, ``ci_low``/``ci_high`` (mean -/+ Z95 SE, the 95% interval),
         ``p_better``, ``p_worse`` (shares of paths; the rest are ties), ``p5``, ``p50``, ``p95`` (USD bn).
         """
         base = self._base(baseline)
-        key = ("versus", base)
+        offset = self._column_index(0, view)
+        key = ("versus", base, view)
         if key not in self._cache:
             b = self.structures.index(base)
             pairs = [(s, p) for s in range(len(self.structures)) if s != b for p in range(len(self.parties))]
-            columns = [self.partial.difference(s, p, b) for s, p in pairs]
+            columns = [self.partial.difference(offset + s, p, offset + b) for s, p in pairs]
             if self.kept_paths:
                 sorted_columns(columns)
             rows = [{"structure": self.structures[s], "party": self.parties[p], **compare(col, self.sampler)}
@@ -236,17 +281,18 @@ class SimulationResult:
                 ["structure", "party"])
         return self._cache[key].copy()
 
-    def party_tables(self, party: int | str) -> PartyTables:
-        """Distribution tables of one party (by index or name) under every structure; computed once."""
+    def party_tables(self, party: int | str, view: str = "party") -> PartyTables:
+        """Distribution tables of one party (by index or name) under every structure, in a view; computed once."""
+        offset = self._column_index(0, view)
         if isinstance(party, str):
             party = self._index(self.parties, party, "party")
         elif isinstance(party, (bool, np.bool_)) or not isinstance(party, (int, np.integer)) or \
                 not 0 <= party < len(self.parties):
             raise KeyError(f"no party {party!r}; expected a name, one of {self.parties}, or an index from 0 to "
                            f"{len(self.parties) - 1}")
-        key = ("party", int(party))
+        key = ("party", int(party), view)
         if key not in self._cache:
-            columns = [self.partial.column(s, int(party)) for s in range(len(self.structures))]
+            columns = [self.partial.column(offset + s, int(party)) for s in range(len(self.structures))]
             if self.kept_paths:
                 sorted_columns(columns)
             self._cache[key] = party_tables(columns, self.sampler)
@@ -317,6 +363,101 @@ class SimulationResult:
         dates = [t0 + timedelta(days=round(float(x) * 365.25)) for x in self.step_time]
         return pd.DataFrame(q.T, index=pd.Index(dates, name="date"), columns=["p5", "p25", "p50", "p75", "p95"])
 
+    def company_value(self) -> pd.DataFrame:
+        """The model's value of 100% of the company's equity at the valuation date, beside the market marks.
+
+        The company's own cash flows -- operating profit each step (margin x revenue earned), then its exit value
+        at the horizon (``exit_multiple`` x revenue rate) -- discounted at the rate of ``market.company_class``.
+        Rows: ``model`` (``value`` the mean, ``se`` its standard error, the 95% interval), then one per mark
+        (``value`` the mark; ``model_to_mark`` the model's value over it).  Needs a ``[market]`` table.
+        """
+        if "market" not in self.views:
+            raise InputError(self.scenario.path or "<scenario>", [Problem(
+                "market", "a [market] table with rates by risk class (the company's value is discounted at "
+                "market.rates[company_class])", has_value=False)])
+        if "company" not in self._cache:
+            col = self.partial.company_column()
+            facts = {"mean": col.mean, "se": self.sampler.standard_error(col)}
+            rows = [{"name": "model", "label": "Model (this run)", "date": self.scenario.simulation.valuation_date,
+                     "value": facts["mean"], "se": facts["se"], **confidence(facts), "model_to_mark": np.nan}]
+            for mark in self.scenario.market.marks:
+                rows.append({"name": mark.name, "label": mark.label or mark.name, "date": mark.date,
+                             "value": mark.equity_value, "se": np.nan, "ci_low": np.nan, "ci_high": np.nan,
+                             "model_to_mark": facts["mean"] / mark.equity_value})
+            df = pd.DataFrame(rows).set_index("name")
+            df.attrs.update(discount_class=self.scenario.market.company_class,
+                            rate=self.scenario.market.rates[self.scenario.market.company_class])
+            self._cache["company"] = df
+        return self._cache["company"].copy()
+
+    def revenue_by_year(self) -> pd.DataFrame:
+        """Revenue earned in each calendar year (USD bn): ``mean``, ``se`` and the percentiles over paths, and
+        ``days`` (days of the year inside the simulation: the first and last years are partial)."""
+        if "years" not in self._cache:
+            rows = []
+            t0, horizon = self.scenario.simulation.valuation_date, self.scenario.simulation.horizon
+            for y, year in enumerate(self.compiled.years):
+                col = self.partial.year_column(y)
+                q = col.quantiles(np.array(PERCENTILES, float))
+                start, stop = max(date(year, 1, 1), t0), min(date(year + 1, 1, 1), horizon)
+                rows.append({"year": year, "mean": col.mean, "se": self.sampler.standard_error(col),
+                             **{f"p{p}": float(v) for p, v in zip(PERCENTILES, q, strict=True)},
+                             "days": (stop - start).days})
+            self._cache["years"] = pd.DataFrame(rows).set_index("year")
+        return self._cache["years"].copy()
+
+    def clause_table(self) -> list[tuple[int, Any, bool]]:
+        """The clauses in the kernel's order: (structure index, clause, whether it is a common clause)."""
+        s = self.scenario
+        return [(i, c, common) for i, st in enumerate(s.structures)
+                for c, common in [*((c, False) for c in st.clauses), *((c, True) for c in s.common_clauses)]]
+
+    def by_clause(self, view: str = "party") -> pd.DataFrame:
+        """Each structure x party's mean PV split by clause, with standard errors; the clauses of a structure
+        sum to its mean PV (to rounding).
+
+        Rows ``(structure, party, clause)``: every clause whose flows reach the party on some path -- the
+        structure's own, the common clauses, and those of its fallback on paths where it falls back (``via``
+        names the structure a clause belongs to).  Columns: ``mean`` (USD bn), ``se``, ``share`` (of the
+        structure x party's mean; nan for a zero total), ``via``, ``common``, ``type``.
+        """
+        v = self._view(view)
+        key = ("clauses", view)
+        if key not in self._cache:
+            sums = self.partial.flows[..., -CLAUSE_MOMENTS:]  # (patterns, clauses, moments)
+            st_eff, cl = self.compiled.drivers.st_eff, self.compiled.clauses
+            n = self.paths
+            table = self.clause_table()
+            rows = []
+            for s, sname in enumerate(self.structures):
+                for p, pname in enumerate(self.parties):
+                    found = []
+                    for c, (owner, clause, common) in enumerate(table):
+                        legs = [leg for leg, who in ((0, cl.payer[c]), (1, cl.payee[c])) if who == p]
+                        if not legs or (v == 1 and not cl.in_market[c]):
+                            continue
+                        patterns = st_eff[:, s] == owner
+                        if not patterns.any():
+                            continue
+                        total = sum(sums[patterns, c, clause_moment(v, leg, 0)].sum() for leg in legs)
+                        square = sum(sums[patterns, c, clause_moment(v, leg, 1)].sum() for leg in legs)
+                        mean = total / n
+                        var = max(square - total * total / n, 0.0) / (n - 1) if n > 1 else np.nan
+                        se = self.sampler.standard_error(_Moments(n, float(np.sqrt(var))))
+                        who = ", ".join(self.parties[int(w)] for w in (cl.payer[c], cl.payee[c]) if w >= 0)
+                        label = clause.label or f"{clause.type} ({who})"
+                        found.append({"structure": sname, "party": pname, "clause": label, "mean": mean, "se": se,
+                                      "via": self.structures[owner], "common": common, "type": clause.type})
+                    whole = sum(r["mean"] for r in found)
+                    for r in found:
+                        r["share"] = r["mean"] / whole if whole != 0 else np.nan
+                    rows.extend(found)
+            df = pd.DataFrame(rows, columns=["structure", "party", "clause", "mean", "se", "share", "via", "common",
+                                             "type"]).set_index(["structure", "party", "clause"])
+            df.attrs.update(view=view, paths=n)
+            self._cache[key] = df
+        return self._cache[key].copy()
+
     # ---------------------------------------------------------------- out
 
     def to_excel(self, path: str | Path) -> Path:
@@ -364,6 +505,14 @@ class SimulationResult:
 
 
 HORIZON_COLUMN = "At horizon"
+
+
+@dataclass
+class _Moments:
+    """What a sampler's standard error reads of a column: its count and standard deviation."""
+
+    n: int
+    sd: float
 
 
 def annual_cash_flows(result: SimulationResult) -> pd.DataFrame:

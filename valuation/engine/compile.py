@@ -34,7 +34,7 @@ from valuation.engine.tables import (
 from valuation.errors import InputError, Problem
 from valuation.scenario import timing as timing_tables
 from valuation.scenario.base import EventOffset
-from valuation.scenario.clauses import kind_of
+from valuation.scenario.clauses import kind_of, risk_class
 from valuation.scenario.schema import Revenue, Scenario
 
 
@@ -57,13 +57,32 @@ def compile_scenario(s: Scenario, *, undiscounted: bool = False) -> Compiled:
     drivers, sources, src_index = _drivers(s, t, fits)
     parties = s.party_names()
     clauses, triggers, class_payer, class_payee, class_rates, slot_time = _clauses(s, t, src_index, undiscounted)
+    years, _, _ = calendar_years(s, t)
     return Compiled(
         structures=s.structure_names(), parties=parties, deadlines=[d.name for d in s.deadlines], sources=sources,
-        model=_model(s, model, t, dt, drivers), drivers=drivers, clauses=clauses, triggers=triggers,
+        model=_model(s, model, t, dt, drivers, undiscounted), drivers=drivers, clauses=clauses, triggers=triggers,
+        views=["party", "market"] if s.market is not None else ["party"], years=years,
         class_payer=class_payer, class_payee=class_payee, class_rates=class_rates, slot_time=slot_time, fits=fits)
 
 
-def _model(s: Scenario, model: RevenueModel, t: np.ndarray, dt: np.ndarray, drivers: DriverTables) -> ModelTables:
+def calendar_years(s: Scenario, t: np.ndarray) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """The calendar years from the valuation date's to the horizon's; per step, the index of the year it starts
+    in and where (as a fraction of the step) up to two new years start inside it (nan: none)."""
+    t0, horizon = s.simulation.valuation_date, s.simulation.horizon
+    years = list(range(t0.year, horizon.year + 1))
+    starts = np.array([s.years(Date(y, 1, 1)) for y in years[1:]])  # 1 January of each later year, model years
+    first = np.zeros(len(t), np.int64)
+    cut = np.full((len(t), 2), np.nan)
+    for k in range(1, len(t)):
+        a, b = t[k - 1], t[k]
+        first[k] = int(np.searchsorted(starts, a, side="right"))  # years begun by the step's start
+        inside = starts[(starts > a) & (starts < b)]
+        cut[k, : len(inside)] = (inside - a) / (b - a)
+    return years, first, cut
+
+
+def _model(s: Scenario, model: RevenueModel, t: np.ndarray, dt: np.ndarray, drivers: DriverTables,
+           undiscounted: bool = False) -> ModelTables:
     """The world along the grid; the uplift and haircut tables bit for bit what the kernel would compute."""
     tables = model.step_tables(dt)
     rev = s.revenue
@@ -83,9 +102,18 @@ def _model(s: Scenario, model: RevenueModel, t: np.ndarray, dt: np.ndarray, driv
         right = np.where(b < haircut_end[d], b, haircut_end[d])
         ov = np.where(right > left, right - left, 0.0)
         haircut_steps[d, 1:] = drivers.dl_haircut[d] * ov / h
+    if s.market is not None:  # a step's profit at the step's middle, then the exit value at the horizon
+        rate = 0.0 if undiscounted else s.market.rates[s.market.company_class]
+        company_df = (1.0 + rate) ** (-np.append(flow_times(t), t[-1]))
+    else:
+        company_df = np.full(len(t) + 1, np.nan)
+    _, year_first, year_cut = calendar_years(s, t)
     return ModelTables(t=t, dt=dt, sqrt_dt=tables["sqrt_dt"], growth_decay=tables["growth_decay"],
-                       growth_shock=tables["growth_shock"], jump_prob=tables["jump_prob"], margin=margin,
-                       revenue=params, uplift_full=uplift_full, haircut_steps=haircut_steps)
+                       growth_mean=tables["growth_mean"], int_z1=tables["int_z1"], int_z2=tables["int_z2"],
+                       growth_z1=tables["growth_z1"], growth_z2=tables["growth_z2"], growth_z3=tables["growth_z3"],
+                       jump_tail=tables["jump_tail"], margin=margin, revenue=params, uplift_full=uplift_full,
+                       haircut_steps=haircut_steps, company_df=company_df, year_first=year_first,
+                       year_cut=year_cut)
 
 
 def _drivers(s: Scenario, t: np.ndarray, fits: dict[str, Any]) -> tuple[DriverTables, list[str], dict[str, int]]:
@@ -181,6 +209,7 @@ def _clauses(s: Scenario, t: np.ndarray, src_index: dict[str, int], undiscounted
         return rates.index(r)
 
     party_row = [rate_row(s.parties[p].discount_rate) for p in parties]
+    market = s.market.rates if s.market is not None else None
     flat = [(i, c) for i, st in enumerate(s.structures) for c in [*st.clauses, *s.common_clauses]]
     C = len(flat)
     grid = _Grid(s, t)
@@ -188,7 +217,8 @@ def _clauses(s: Scenario, t: np.ndarray, src_index: dict[str, int], undiscounted
         "kind": np.zeros(C, np.int64), "one_off": np.zeros(C, np.uint8), "structure": np.zeros(C, np.int64),
         "payer": np.full(C, -1, np.int64), "payee": np.full(C, -1, np.int64), "df_payer": np.zeros(C, np.int64),
         "df_payee": np.zeros(C, np.int64), "cond_kind": np.zeros(C, np.int64), "cond_index": np.zeros(C, np.int64),
-        "cond_wanted": np.zeros(C, np.int64), "cond_date": np.zeros(C), **empty_params(C, len(t)),
+        "cond_wanted": np.zeros(C, np.int64), "cond_date": np.zeros(C), "df_market": np.zeros(C, np.int64),
+        "in_market": np.zeros(C, np.uint8), **empty_params(C, len(t)),
     }
     term_src = np.full((C, 2, MAX_TERMS), TERM_UNUSED, np.int64)
     term_val = np.zeros((C, 2, MAX_TERMS))
@@ -209,6 +239,9 @@ def _clauses(s: Scenario, t: np.ndarray, src_index: dict[str, int], undiscounted
         else:
             cl["df_payer"][c] = party_row[party_index[payer]] if payer is not None else 0
             cl["df_payee"][c] = party_row[party_index[payee]]
+        if market is not None:
+            cl["df_market"][c] = rate_row(market[risk_class(clause)])
+            cl["in_market"][c] = giver is not None  # a transfer; own value is what one party believes
         for w, which in enumerate(("start", "end")):
             for m, term in enumerate(getattr(clause, which, None) or ()):
                 term_src[c, w, m], term_val[c, w, m] = _term(term, s, src_index)
@@ -228,12 +261,14 @@ def _clauses(s: Scenario, t: np.ndarray, src_index: dict[str, int], undiscounted
             time_at[c] = s.years(clause.date)
 
     rates_arr = np.array(rates, np.float64)
-    df = (1.0 + rates_arr[:, None]) ** (-t[None, :])
+    df = (1.0 + rates_arr[:, None]) ** (-flow_times(t)[None, :])  # a step's flows are dated at its middle
     time_df = np.ones((C, 2))
+    time_df_market = np.ones(C)
     for c in range(C):
         if not math.isnan(time_at[c]):
             time_df[c, 0] = (1.0 + rates_arr[cl["df_payer"][c]]) ** (-time_at[c])
             time_df[c, 1] = (1.0 + rates_arr[cl["df_payee"][c]]) ** (-time_at[c])
+            time_df_market[c] = (1.0 + rates_arr[cl["df_market"][c]]) ** (-time_at[c])
 
     # Expected cash flows are kept by discount class (a party's own rate, or a clause's rate) and time slot.
     override_rates = sorted({c.discount_rate for _, c in flat if c.discount_rate is not None})
@@ -241,7 +276,7 @@ def _clauses(s: Scenario, t: np.ndarray, src_index: dict[str, int], undiscounted
     class_payer = np.zeros(C, np.int64)
     class_payee = np.zeros(C, np.int64)
     one_off_times = sorted({float(x) for x in time_at if not math.isnan(x)})
-    slot_time = np.concatenate((t, np.array(one_off_times, np.float64)))
+    slot_time = np.concatenate((flow_times(t), np.array(one_off_times, np.float64)))
     slot = np.full(C, -1, np.int64)
     for c, (_, clause) in enumerate(flat):
         if clause.discount_rate is not None:
@@ -257,7 +292,7 @@ def _clauses(s: Scenario, t: np.ndarray, src_index: dict[str, int], undiscounted
     for c, st in enumerate(cl["structure"].tolist()):
         rank[st] = rank.get(st, -1) + 1
         turns.append((rank[st], st, c))
-    clauses = ClauseTables(**cl, time_df=time_df, df=df, slot=slot, trigger=trigger,
+    clauses = ClauseTables(**cl, time_df=time_df, time_df_market=time_df_market, df=df, slot=slot, trigger=trigger,
                            order=np.array([c for _, _, c in sorted(turns)], np.int64))
     fixed = np.all((trig_src == TERM_DATE) | (trig_src == TERM_UNUSED), axis=1).astype(np.uint8)
     return clauses, TriggerTables(src=trig_src, val=trig_val, fixed=fixed), class_payer, class_payee, \
@@ -275,6 +310,15 @@ def _distinct_triggers(term_src: np.ndarray, term_val: np.ndarray):
     src = np.array([k[0] for k in index], np.int64).reshape(len(index), term_src.shape[2])
     val = np.array([k[1] for k in index], np.float64).reshape(len(index), term_src.shape[2])
     return trigger, src, val
+
+
+def flow_times(t: np.ndarray) -> np.ndarray:
+    """When the flows of each step fall, for discounting: the step's middle (revenue is earned through the step;
+    dating it at the step's end would understate its value by about half a step's interest).  Entry 0: t[0]."""
+    mid = np.empty(len(t))
+    mid[0] = t[0]
+    mid[1:] = 0.5 * (t[:-1] + t[1:])
+    return mid
 
 
 def time_grid(horizon_years: float, steps_per_year: int) -> np.ndarray:
@@ -360,6 +404,7 @@ def _check_overflow(s: Scenario, model: RevenueModel, t: np.ndarray) -> None:
     rates = [p.discount_rate for p in s.parties.values()]
     rates += [c.discount_rate for st in s.structures for c in [*st.clauses, *s.common_clauses]
               if c.discount_rate is not None]
+    rates += list(s.market.rates.values()) if s.market is not None else []
     with np.errstate(over="ignore"):
         log_pv = model.log_envelope(t, ENVELOPE_SDS) - np.log1p(min(rates)) * t \
             + math.log(t[-1] + model.exit_multiple + 1.0)
@@ -381,7 +426,8 @@ def revenue_model(rev: Revenue) -> RevenueModel:
     """The revenue process of a scenario's ``[revenue]`` table."""
     return RevenueModel(rev.initial, rev.initial_growth, rev.long_run_growth, rev.mean_reversion, rev.volatility,
                         rev.growth_volatility, rev.correlation, rev.jump_intensity, rev.jump_loss,
-                        rev.agi_growth_uplift, rev.exit_multiple)
+                        rev.agi_growth_uplift, rev.exit_multiple,
+                        math.inf if rev.market_size is None else rev.market_size)
 
 
 def _size(log_value: float) -> str:

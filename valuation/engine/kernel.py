@@ -28,10 +28,23 @@ import numpy as np
 
 from models import rng
 from models._jit import jit, pjit
-from models.revenue import G0, GBAR, LOG_JUMP, LOG_R0, MULTIPLE, RHO, RHO_C, SIGMA, UPLIFT, log_step, ou_step, overlap
+from models.revenue import (
+    G0,
+    GBAR,
+    INV_MARKET,
+    LOG_JUMP,
+    LOG_X0,
+    MULTIPLE,
+    SIGMA,
+    UPLIFT,
+    mean_rate,
+    overlap,
+    saturated,
+)
 from models.timing import sample_time
 from valuation.engine.sampling import draw_normals, draw_uniforms
 from valuation.engine.tables import (
+    CLAUSE_MOMENTS,
     COND_DEADLINE,
     COND_EVENT,
     DRAW_DECLARATION,
@@ -144,8 +157,39 @@ def _profit_share(profit, rate, until, by_profit, basis, pay):
 
 
 @jit
+def _booked(la, lb, xa, xb, inv_m):
+    """Mean revenue rate over a step from log-unbounded ``la`` to ``lb`` (``xa, xb`` their exponentials):
+    :func:`models.revenue.mean_rate`, from the exponentials already taken where it can."""
+    d = lb - la
+    if inv_m == 0.0 and not -1e-3 < d < 1e-3:
+        return (xb - xa) / d
+    return mean_rate(la, lb, inv_m)
+
+
+@jit(inline="always")
+def _book(acc, block_flows, pattern, c, s, n_struct, n_views, n_slots, payer, payee, pv_payer, pv_payee, pv_market,
+          in_market):
+    """Add one clause's leg PVs on a path to its structure's PVs (both views) and to the clause's PV sums
+    (offsets of :func:`valuation.engine.tables.clause_moment`: view, leg, sum or square)."""
+    if payer >= 0:
+        acc[s, payer] -= pv_payer
+        block_flows[pattern, c, n_slots] -= pv_payer
+        block_flows[pattern, c, n_slots + 1] += pv_payer * pv_payer
+    acc[s, payee] += pv_payee
+    block_flows[pattern, c, n_slots + 2] += pv_payee
+    block_flows[pattern, c, n_slots + 3] += pv_payee * pv_payee
+    if n_views > 1 and in_market:
+        acc[n_struct + s, payer] -= pv_market
+        acc[n_struct + s, payee] += pv_market
+        block_flows[pattern, c, n_slots + 4] -= pv_market
+        block_flows[pattern, c, n_slots + 5] += pv_market * pv_market
+        block_flows[pattern, c, n_slots + 6] += pv_market
+        block_flows[pattern, c, n_slots + 7] += pv_market * pv_market
+
+
+@jit
 def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers, n_parties, out_pv, out_times, out_met,
-                   out_revenue, block_flows, out_revenue_path, record_from):
+                   out_revenue, block_flows, out_revenue_path, record_from, out_company, out_years):
     """Paths ``first + lo .. first + hi - 1`` into rows ``lo .. hi - 1``, one path after the other; each
     path's undiscounted flows by pattern and clause are added to ``block_flows`` (zeroed here).
 
@@ -163,8 +207,16 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     dt = model.dt
     sqrt_dt = model.sqrt_dt
     growth_decay = model.growth_decay
-    growth_shock = model.growth_shock
-    jump_prob = model.jump_prob
+    growth_mean = model.growth_mean
+    int_z1 = model.int_z1
+    int_z2 = model.int_z2
+    growth_z1 = model.growth_z1
+    growth_z2 = model.growth_z2
+    growth_z3 = model.growth_z3
+    jump_tail = model.jump_tail
+    company_df = model.company_df
+    year_first = model.year_first
+    year_cut = model.year_cut
     margin = model.margin
     rev = model.revenue
     uplift_full = model.uplift_full
@@ -208,6 +260,9 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     cl_cond_wanted = clauses.cond_wanted
     cl_cond_date = clauses.cond_date
     cl_time_df = clauses.time_df
+    cl_df_market = clauses.df_market
+    cl_time_df_market = clauses.time_df_market
+    cl_in_market = clauses.in_market
     df = clauses.df
     cl_slot = clauses.slot
     cl_trigger = clauses.trigger
@@ -220,12 +275,15 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     ev_par = ev_par.copy()
     n_steps = t.shape[0] - 1
     n_struct = st_eff.shape[1]
+    n_views = out_pv.shape[1] // n_struct  # the party view, then the market view where there is one
+    n_slots = block_flows.shape[2] - CLAUSE_MOMENTS  # then each clause's PV sums (tables.clause_moment)
+    n_years = out_years.shape[1]
     n_clauses = cl_type.shape[0]
     n_deadlines = dl_date.shape[0]
     n_events = ev_code.shape[0]
     n_tiers = cl_tier_rate.shape[1]
     n_record = out_revenue_path.shape[0]
-    acc = np.zeros((n_struct, n_parties))
+    acc = np.zeros((n_views * n_struct, n_parties))
     times = np.empty(out_times.shape[1])
     met = np.empty(n_deadlines, np.uint8)
     # per SUB paths (paths in the last axis): driver draws, shocks and their normals, jump draws, drivers
@@ -237,6 +295,11 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     normals_flat = normals.reshape(2 * n_steps * SUB)
     shock1 = shocks[0]
     shock2 = shocks[1]
+    three = growth_z3[1:].max() > 0.0 if n_steps > 0 else False  # a third normal a step (growth volatility)
+    shock3 = np.full((n_steps if three else 0, SUB), 0.5)
+    normals3 = np.zeros((n_steps if three else 0, SUB))
+    shock3_flat = shock3.reshape(shock3.size)
+    normals3_flat = normals3.reshape(normals3.size)
     jump_u = np.full((n_steps, SUB), 0.5)
     no_pair = draws[:0]
     sub_times = np.zeros((SUB, times.shape[0]))
@@ -249,10 +312,13 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     g = np.zeros(SUB)
     log_r_steps = np.zeros((n_steps + 1, SUB))
     # per path
-    revenue_steps = np.zeros(n_steps + 1)
+    revenue_steps = np.zeros(n_steps + 1)  # revenue earned over each step (USD bn)
+    unbounded = np.zeros(n_steps + 1)  # the unbounded rate at each step end
     amounts = np.zeros(n_steps + 1)  # one clause's amount per step
-    jumps = jump_prob[n_steps] > 0.0
-    log_r0 = rev[LOG_R0]
+    jumps = jump_tail[n_steps, 0] > 0.0
+    n_jump_cols = jump_tail.shape[1]
+    inv_m = rev[INV_MARKET]
+    log_r0 = rev[LOG_X0]
     uplift = rev[UPLIFT]
     uplift_zero = uplift * 0.0  # the uplift over a step before the declaration (its sign kept)
     sigma = rev[SIGMA]
@@ -277,6 +343,9 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
             draw_uniforms(sampler, rk, first + sub, ev_stream[e], ev_draw[e], ev_u[e:e + 1], no_pair)
         draw_uniforms(sampler, rk, first + sub, rng.STREAM_SHOCKS, 1, shock1, shock2)
         draw_normals(sampler, shocks_flat, normals_flat)
+        if three:
+            draw_uniforms(sampler, rk, first + sub, rng.STREAM_GROWTH, 1, shock3, no_pair)
+            draw_normals(sampler, shock3_flat, normals3_flat)
         if jumps:
             draw_uniforms(sampler, rk, first + sub, rng.STREAM_JUMPS, 1, jump_u, no_pair)
 
@@ -331,20 +400,32 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
                     for ii in range(SUB):
                         extra[ii] = extra[ii] - cut if missed[dd, ii] else extra[ii]
             vol_h = sigma * sqrt_dt[k]
-            p_jump = jump_prob[k] if jumps else -1.0
             log_jump = rev[LOG_JUMP]
             decay = growth_decay[k]
-            shock = growth_shock[k]
+            mean_k = growth_mean[k]
+            i1, i2 = int_z1[k], int_z2[k]
+            g1, g2, g3 = growth_z1[k], growth_z2[k], growth_z3[k]
             gbar = rev[GBAR]
-            rho = rev[RHO]
-            rho_c = rev[RHO_C]
             for ii in range(SUB):
                 z1 = normals[0, uk, ii]
-                lr = log_step(log_r[ii], g[ii], z1, h, vol_h, extra[ii], half_var)
-                lr = lr + log_jump if jump_u[uk, ii] < p_jump else lr
-                g[ii] = ou_step(g[ii], z1, normals[1, uk, ii], decay, shock, gbar, rho, rho_c)
+                z2 = normals[1, uk, ii]
+                z3 = normals3[uk, ii] if three else 0.0
+                dev = g[ii] - gbar
+                # exact over the step: the integral of the growth rate (mean and integrated OU shock I), the
+                # revenue shock, and the growth rate at the end (shock G), jointly Gaussian
+                lr = log_r[ii] + (gbar + extra[ii] - half_var) * h + dev * mean_k + (i1 * z1 + i2 * z2) + vol_h * z1
+                g[ii] = gbar + dev * decay + (g1 * z1 + g2 * z2 + g3 * z3)
                 log_r[ii] = lr
                 log_r_steps[k, ii] = lr
+            if jumps:  # Poisson counts: n jumps where u < P(N >= n)
+                for ii in range(SUB):
+                    u = jump_u[uk, ii]
+                    n_j = 0
+                    while n_j < n_jump_cols and u < jump_tail[k, n_j]:
+                        n_j += 1
+                    if n_j > 0:
+                        log_r[ii] = log_r[ii] + n_j * log_jump
+                        log_r_steps[k, ii] = log_r[ii]
 
         for ii in range(m):
             i = sub + ii
@@ -355,15 +436,41 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
                 times[j] = sub_times[ii, j]
             for d in range(n_deadlines):
                 met[d] = sub_met[ii, d]
+            # ---- revenue earned over each step (along the log-linear path of the unbounded rate), by calendar
+            # year too; the company's own cash flows (operating profit, then its exit value) at its rate
+            unbounded[0] = math.exp(log_r0)
             for k in range(1, n_steps + 1):
-                revenue_steps[k] = math.exp(log_r_steps[k, ii]) * dt[k]
-            horizon_rate = math.exp(log_r[ii])
+                unbounded[k] = math.exp(log_r_steps[k, ii])
+            for y in range(n_years):
+                out_years[i, y] = 0.0
+            company = 0.0
+            for k in range(1, n_steps + 1):
+                la = log_r_steps[k - 1, ii] if k > 1 else log_r0
+                lb = log_r_steps[k, ii]
+                booked = dt[k] * _booked(la, lb, unbounded[k - 1], unbounded[k], inv_m)
+                revenue_steps[k] = booked
+                company += margin[k] * booked * company_df[k]
+                y = year_first[k]
+                rest = booked
+                done = 0.0
+                for j in range(2):  # a new calendar year starting inside the step
+                    cut = year_cut[k, j]
+                    if not cut == cut:
+                        break
+                    part = (cut - done) * dt[k] * mean_rate(la + done * (lb - la), la + cut * (lb - la), inv_m)
+                    out_years[i, y] += part
+                    rest -= part
+                    done = cut
+                    y += 1
+                out_years[i, y] += rest
+            horizon_rate = saturated(unbounded[n_steps], inv_m)
             out_revenue[i] = horizon_rate
+            company += rev[MULTIPLE] * horizon_rate * company_df[n_steps + 1]
+            out_company[i] = company
             row = path - record_from
             if 0 <= row < n_record:
-                out_revenue_path[row, 0] = math.exp(log_r0)
-                for k in range(1, n_steps + 1):
-                    out_revenue_path[row, k] = revenue_steps[k] / dt[k]
+                for k in range(n_steps + 1):
+                    out_revenue_path[row, k] = saturated(unbounded[k], inv_m)
 
             # ---- per-step clauses of the structures that apply, each over the steps its window touches:
             # its amount in each step, then its undiscounted flows and the payer's and payee's PVs as running
@@ -372,7 +479,7 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
             # partly covered: the others have frac == 1 exactly.  Clauses go structure by structure in turn
             # (`cl_order`): each PV still sums its own structure's clauses in their order, and the sums of
             # successive clauses are independent, so they overlap in the processor.
-            for s in range(n_struct):
+            for s in range(n_views * n_struct):
                 for p in range(n_parties):
                     acc[s, p] = 0.0
             for u in range(n_triggers):
@@ -444,27 +551,24 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
                                                    overlap(t[k_first - 1], t[k_first], start, end))
                     amounts[k_last] = _end_amount(kind, fixed, per_year, cl_rate[c, k_last], revenue_steps[k_last],
                                                   dt[k_last], overlap(t[k_last - 1], t[k_last], start, end))
+                # each leg's PV of this clause (payer's, payee's; the market view's at its risk class's rate),
+                # then added to the structure's PVs: what the clause is worth is known on its own (by_clause)
                 payer = cl_payer[c]
                 payee = cl_payee[c]
                 row_payer = np.uint64(cl_df_payer[c] if payer >= 0 else cl_df_payee[c])
                 row_payee = np.uint64(cl_df_payee[c])
-                if payer >= 0:
-                    pv_payer = acc[s, payer]
-                    pv_payee = acc[s, payee]
-                    for k in range(np.uint64(k_first), np.uint64(k_last + 1)):
-                        x = amounts[k]
-                        block_flows[upattern, uc, k] += x
-                        pv_payer -= x * df[row_payer, k]
-                        pv_payee += x * df[row_payee, k]
-                    acc[s, payer] = pv_payer
-                    acc[s, payee] = pv_payee
-                else:
-                    pv_payee = acc[s, payee]
-                    for k in range(np.uint64(k_first), np.uint64(k_last + 1)):
-                        x = amounts[k]
-                        block_flows[upattern, uc, k] += x
-                        pv_payee += x * df[row_payee, k]
-                    acc[s, payee] = pv_payee
+                row_market = np.uint64(cl_df_market[c])
+                pv_payer = 0.0
+                pv_payee = 0.0
+                pv_market = 0.0
+                for k in range(np.uint64(k_first), np.uint64(k_last + 1)):
+                    x = amounts[k]
+                    block_flows[upattern, uc, k] += x
+                    pv_payer += x * df[row_payer, k]
+                    pv_payee += x * df[row_payee, k]
+                    pv_market += x * df[row_market, k]
+                _book(acc, block_flows, pattern, c, s, n_struct, n_views, n_slots, payer, payee, pv_payer, pv_payee,
+                      pv_market, cl_in_market[c])
 
             # ---- one-off clauses: payments on their date, stakes at the horizon
             company_value = rev[MULTIPLE] * horizon_rate
@@ -484,17 +588,17 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
                 else:
                     amount = cl_amount[c] if holds else cl_amount_otherwise[c]
                 if amount != 0.0:
-                    payer = cl_payer[c]
-                    if payer >= 0:
-                        acc[s, payer] -= amount * cl_time_df[c, 0]
-                    acc[s, cl_payee[c]] += amount * cl_time_df[c, 1]
+                    _book(acc, block_flows, pattern, c, s, n_struct, n_views, n_slots, cl_payer[c], cl_payee[c],
+                          amount * cl_time_df[c, 0], amount * cl_time_df[c, 1], amount * cl_time_df_market[c],
+                          cl_in_market[c])
                     block_flows[pattern, c, cl_slot[c]] += amount
 
-            # ---- outputs: each structure's PVs are those of the structure that applies on this path
-            for s in range(n_struct):
-                applies = st_eff[pattern, s]
-                for p in range(n_parties):
-                    out_pv[i, s, p] = acc[applies, p]
+            # ---- outputs: each structure's PVs are those of the structure that applies on this path, per view
+            for v in range(n_views):
+                for s in range(n_struct):
+                    applies = st_eff[pattern, s]
+                    for p in range(n_parties):
+                        out_pv[i, v * n_struct + s, p] = acc[v * n_struct + applies, p]
             for j in range(times.shape[0]):
                 out_times[i, j] = times[j]
             for d in range(n_deadlines):
@@ -503,7 +607,7 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
 
 @pjit
 def run_block(first, n, key, sampler, model, drivers, clauses, triggers, n_parties, out_pv, out_times, out_met,
-              out_revenue, out_flows, out_revenue_path, record_from):
+              out_revenue, out_flows, out_revenue_path, record_from, out_company, out_years):
     """Paths ``first .. first + n - 1`` into rows ``0 .. n - 1`` of the outputs, one work item per block of
     ``BLOCK`` paths aligned to absolute path numbers (the first and last may be partial).
 
@@ -518,4 +622,5 @@ def run_block(first, n, key, sampler, model, drivers, clauses, triggers, n_parti
         lo = max(first, (b0 + j) * BLOCK) - first
         hi = min(first + n, (b0 + j + 1) * BLOCK) - first
         _simulate_path(first, lo, hi, rk.copy(), sampler, model, drivers, clauses, triggers, n_parties, out_pv,
-                       out_times, out_met, out_revenue, out_flows[j], out_revenue_path, record_from)
+                       out_times, out_met, out_revenue, out_flows[j], out_revenue_path, record_from, out_company,
+                       out_years)

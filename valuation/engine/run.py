@@ -34,6 +34,8 @@ class Chunk:
     met: np.ndarray  # (n, deadlines)
     revenue: np.ndarray  # (n,) revenue rate at the horizon
     flows: np.ndarray
+    company: np.ndarray  # (n,) the company's value at the valuation date (nan without [market])
+    years: np.ndarray  # (n, calendar years) revenue earned in each calendar year
     _moments: Any = None  # a streamed accumulator's per-block moments, once folded
 
 
@@ -61,7 +63,7 @@ class Runner:
         with numba.parallel_chunksize(CHUNK):
             kernel.run_block(np.int64(first), np.int64(n), self.key, np.int64(self.sampler), c.model, c.drivers,
                              c.clauses, c.triggers, len(c.parties), out["pv"], out["times"], out["met"],
-                             out["revenue"], flows, revenue_path, np.int64(record_from))
+                             out["revenue"], flows, revenue_path, np.int64(record_from), out["company"], out["years"])
 
     def run(self, sink: Any, first: int, n: int, progress: Callable[[int], None] | None = None) -> None:
         """Paths ``[first, first + n)`` into ``sink`` (``sink.buffers(first, n)`` gives the output arrays,
@@ -79,7 +81,7 @@ class Runner:
                 out = sink.buffers(start, m)
                 used = flows[: n_blocks(start, m)]
                 self._kernel(start, m, out, used, sink.revenue_path, sink.first)
-                sink.add(Chunk(start, m, out["pv"], out["times"], out["met"], out["revenue"], used))
+                sink.add(chunk_of(start, m, out, used))
                 if progress is not None:
                     progress(m)
                 start = stop
@@ -92,7 +94,11 @@ class Runner:
         out = allocate(self.compiled, n)
         flows = np.empty((n_blocks(first, n), *self.compiled.flow_shape))
         self._kernel(first, n, out, flows, np.zeros((0, len(self.compiled.t))), first)
-        return Chunk(first, n, out["pv"], out["times"], out["met"], out["revenue"], flows)
+        return chunk_of(first, n, out, flows)
+
+
+def chunk_of(first: int, n: int, out: dict[str, np.ndarray], flows: np.ndarray) -> Chunk:
+    return Chunk(first, n, out["pv"], out["times"], out["met"], out["revenue"], flows, out["company"], out["years"])
 
 
 def pv_array(structures: int, parties: int, paths: int) -> np.ndarray:
@@ -105,10 +111,12 @@ def pv_array(structures: int, parties: int, paths: int) -> np.ndarray:
 def allocate(compiled: Compiled, n: int) -> dict[str, np.ndarray]:
     """Output arrays for ``n`` paths."""
     return {
-        "pv": pv_array(len(compiled.structures), len(compiled.parties), n),
+        "pv": pv_array(len(compiled.views) * len(compiled.structures), len(compiled.parties), n),
         "times": np.empty((n, len(compiled.sources))),
         "met": np.empty((n, len(compiled.deadlines)), np.uint8),
         "revenue": np.empty(n),
+        "company": np.empty(n),
+        "years": np.empty((n, len(compiled.years))),
     }
 
 
@@ -121,12 +129,13 @@ def expected_flows(compiled: Compiled, block_sums: np.ndarray) -> np.ndarray:
     """
     S, P = len(compiled.structures), len(compiled.parties)
     st_eff, cl = compiled.drivers.st_eff, compiled.clauses
-    by_structure = np.zeros((st_eff.shape[0], S, P, len(compiled.class_rates), len(compiled.slot_time)))
+    n_slots = len(compiled.slot_time)
+    by_structure = np.zeros((st_eff.shape[0], S, P, len(compiled.class_rates), n_slots))
     for c in range(len(cl.kind)):
         s, payer, payee = cl.structure[c], cl.payer[c], cl.payee[c]
         if payer >= 0:
-            by_structure[:, s, payer, compiled.class_payer[c]] -= block_sums[:, c]
-        by_structure[:, s, payee, compiled.class_payee[c]] += block_sums[:, c]
+            by_structure[:, s, payer, compiled.class_payer[c]] -= block_sums[:, c, :n_slots]
+        by_structure[:, s, payee, compiled.class_payee[c]] += block_sums[:, c, :n_slots]
     total = np.zeros(by_structure.shape[1:])
     for pattern in range(st_eff.shape[0]):
         for s in range(S):

@@ -43,12 +43,20 @@ class ModelTables(NamedTuple):
     dt: np.ndarray  # step lengths (dt[0] = 0)
     sqrt_dt: np.ndarray
     growth_decay: np.ndarray  # exp(-kappa h)
-    growth_shock: np.ndarray  # the OU growth shock's scale per step
-    jump_prob: np.ndarray  # P(a downward jump in the step)
+    growth_mean: np.ndarray  # (1 - exp(-kappa h)) / kappa: the mean integral of (g - gbar) over a step, per unit
+    int_z1: np.ndarray  # the integrated growth shock I = int_z1 z1 + int_z2 z2 ...
+    int_z2: np.ndarray
+    growth_z1: np.ndarray  # ... and the end-of-step growth shock G = growth_z1 z1 + growth_z2 z2 + growth_z3 z3
+    growth_z2: np.ndarray
+    growth_z3: np.ndarray
+    jump_tail: np.ndarray  # (K+1, NJ): P(at least n jumps in the step), n = 1 .. NJ
     margin: np.ndarray  # operating margin averaged over each step
     revenue: np.ndarray  # revenue model scalars, models.revenue layout
     uplift_full: np.ndarray  # the AGI growth uplift over a step wholly after the declaration
     haircut_steps: np.ndarray  # (D, K+1): each deadline's growth haircut pro-rated over each step
+    company_df: np.ndarray  # (K+2,) discount factors of the company's profit in each step, then of its exit value
+    year_first: np.ndarray  # (K+1,) calendar year (index from the valuation date's) a step starts in
+    year_cut: np.ndarray  # (K+1, 2) where a new calendar year starts inside a step (fraction of it; nan: none)
 
 
 class DriverTables(NamedTuple):
@@ -85,6 +93,9 @@ _COMMON_CLAUSE_FIELDS = [
     ("cond_wanted", np.ndarray),  # (C,) 1: met / on time; 0: missed / late
     ("cond_date", np.ndarray),  # (C,) years: the event's deadline
     ("time_df", np.ndarray),  # (C, 2) discount factors of a one-off flow (payer, payee)
+    ("df_market", np.ndarray),  # (C,) row of `df` discounting the clause in the market view (its risk class)
+    ("time_df_market", np.ndarray),  # (C,) the market view's discount factor of a one-off flow
+    ("in_market", np.ndarray),  # (C,) 1: a flow of the market view (a transfer); 0: an own-value stream
     ("df", np.ndarray),  # (R, K+1) discount factors per rate row
     ("slot", np.ndarray),  # (C,) time slot of a one-off flow, -1 per step
     ("trigger", np.ndarray),  # (C, 2) trigger of the start and the end
@@ -101,6 +112,14 @@ class TriggerTables(NamedTuple):
     src: np.ndarray  # (U, MAX_TERMS) source index, TERM_DATE (a fixed time) or TERM_UNUSED
     val: np.ndarray  # (U, MAX_TERMS) the fixed time, or the delay after the source's time
     fixed: np.ndarray  # (U,) 1 when the trigger refers to dates only (the same on every path)
+
+
+CLAUSE_MOMENTS = 8  # per clause and block: (sum, sum of squares) of its PV, per view (2) and leg (payer, payee)
+
+
+def clause_moment(view: int, leg: int, square: int) -> int:
+    """Offset, after the flow slots, of one clause PV sum: ``leg`` 0 the payer's, 1 the payee's."""
+    return (view * 2 + leg) * 2 + square
 
 
 def empty_params(n_clauses: int, n_times: int) -> dict[str, np.ndarray]:
@@ -121,6 +140,8 @@ class Compiled:
     drivers: DriverTables
     clauses: ClauseTables
     triggers: TriggerTables
+    views: list[str]  # "party", then "market" where the scenario has [market] rates
+    years: list[int]  # calendar years of revenue_by_year (the valuation date's to the horizon's)
     class_payer: np.ndarray  # (C,) discount class of each leg (for expected cash flows)
     class_payee: np.ndarray
     class_rates: np.ndarray  # (n_class,) classes 0..P-1: each party's own rate; then clause rates
@@ -137,9 +158,10 @@ class Compiled:
 
     @property
     def flow_shape(self) -> tuple[int, int, int]:
-        """Shape of a block's cash-flow sums: patterns, clauses, slots (undiscounted sums of each clause's
-        flow; :func:`valuation.engine.run.expected_flows` spreads them over structures, parties and classes)."""
-        return (self.drivers.st_eff.shape[0], len(self.clauses.kind), len(self.slot_time))
+        """Shape of a block's sums by pattern and clause: each slot's undiscounted flow
+        (:func:`valuation.engine.run.expected_flows` spreads them over structures, parties and classes), then
+        :data:`CLAUSE_MOMENTS` sums of each clause's PVs (:func:`clause_moment`)."""
+        return (self.drivers.st_eff.shape[0], len(self.clauses.kind), len(self.slot_time) + CLAUSE_MOMENTS)
 
     def flow_columns(self) -> list[tuple[int, int, int]]:
         """(structure, party, discount class) that can have flows, in that order: those of the clauses of each

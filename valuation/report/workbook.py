@@ -665,13 +665,14 @@ def _assumptions(ws, result: SimulationResult) -> None:
         put(ws, i, 6, r["source"]).alignment = WRAP
         put(ws, i, 7, r["table_source"]).alignment = WRAP
         put(ws, i, 8, r["description"]).alignment = WRAP
+        put(ws, i, 9, r["source_date"] or None, fmt=DATE).alignment = TOP
         n = max(lines(str(r["source"]), 50), lines(str(r["table_source"]), 40), lines(str(r["description"]), 44),
                 lines(str(v), 24) if isinstance(v, str) else 1)
         if n > 1:  # spreadsheet programs do not grow rows for wrapped text written by openpyxl
             row_height(ws, i, n)
     table(ws, "Assumptions", 1, len(rows) + 1, len(COLUMNS))
     ws.freeze_panes = "B2"
-    widths(ws, {1: 46, 2: 24, 3: 10, 4: 14, 5: 10, 6: 50, 7: 40, 8: 44})
+    widths(ws, {1: 46, 2: 24, 3: 10, 4: 14, 5: 10, 6: 50, 7: 40, 8: 44, 9: 12})
     ws.print_title_rows = "1:1"
     print_setup(ws)
 

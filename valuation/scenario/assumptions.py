@@ -22,7 +22,8 @@ from valuation.scenario.base import EventOffset
 from valuation.scenario.schema import Scenario, scenario_from_dict
 
 TYPES = ("number", "integer", "date", "text", "true/false", "")  # "": an empty optional input
-COLUMNS = ("Key", "Value", "Type", "Unit", "Given or default", "Source", "Table source", "Description")
+COLUMNS = ("Key", "Value", "Type", "Unit", "Given or default", "Source", "Table source", "Description", "Source date")
+REQUIRED_COLUMNS = COLUMNS[:8]  # a workbook written before sources had dates has these
 
 
 def assumption_rows(scenario: Scenario, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -34,6 +35,7 @@ def assumption_rows(scenario: Scenario, overrides: dict[str, Any] | None = None)
     rows: list[dict[str, Any]] = []
     _walk(scenario, "", None, scenario.sources, rows)
     for row in rows:
+        row["source_date"] = scenario.source_dates.get(row["key"], "")
         if overrides and row["key"] in overrides:
             row["value"] = _cell(overrides[row["key"]])
             row["given"] = "given"
@@ -57,7 +59,11 @@ def _walk(model: BaseModel, prefix: str, inherited: str | None, sources: dict[st
             _walk(value, key, table_source, sources, rows)
         elif isinstance(value, dict):
             for k, v in value.items():
-                _walk(v, keys.join(key, k), table_source, sources, rows)
+                if isinstance(v, BaseModel):
+                    _walk(v, keys.join(key, k), table_source, sources, rows)
+                else:  # a table of named numbers (market.rates)
+                    rows.append(_row(keys.join(key, k), v, field, model, name, sources.get(keys.join(key, k)),
+                                     table_source))
         elif isinstance(value, tuple) and value and not all(isinstance(v, EventOffset) for v in value) and \
                 all(isinstance(v, BaseModel) for v in value):
             for i, v in enumerate(value):
@@ -131,14 +137,42 @@ def scenario_from_rows(rows: list[dict[str, Any]], where: str) -> Scenario:
         value = _parse(r, problems)
         parsed.append((r, value))
         if r["given"] == "given":
-            _assign(data, r["key"], value, r.get("source") or None, problems, r.get("cell", ""))
+            _assign(data, r["key"], value, r.get("source") or None, problems, r.get("cell", ""),
+                    _source_date(r, problems))
     if problems:
         raise InputError(where, problems)
     scenario = _with_cells(lambda: scenario_from_dict(data, source=where), where, cells)
-    edited = {r["key"]: {"value": value, "source": r["source"]} if r.get("source") else value
+    edited = {r["key"]: _sourced(value, r.get("source") or None, _source_date(r, problems))
               for r, value in parsed
               if r["given"] != "given" and value is not None and value != scenario.value_at(r["key"])}
+    if problems:
+        raise InputError(where, problems)
     return _with_cells(lambda: scenario.with_values(edited), where, cells) if edited else scenario
+
+
+def _source_date(row: dict[str, Any], problems: list[Problem]) -> Date | None:
+    """The row's Source date cell: a date, or empty."""
+    when = row.get("source_date")
+    if when is None or when == "":
+        return None
+    if isinstance(when, datetime):
+        return when.date()
+    if isinstance(when, Date):
+        return when
+    try:
+        return Date.fromisoformat(str(when).strip())
+    except ValueError:
+        cell = row.get("cell", "")
+        where = f"{row['key']} (cell I{cell[1:]})" if cell else row["key"]
+        problems.append(Problem(where, "a Source date such as 2025-07-31, or empty", when))
+        return None
+
+
+def _sourced(value: Any, source: str | None, when: Date | None) -> Any:
+    """A value as a file would write it: with its source and the source's date where there are any."""
+    if source is None and when is None:
+        return value
+    return {"value": value, **({"source": source} if source else {}), **({"date": when} if when else {})}
 
 
 def _with_cells(build: Any, where: str, cells: dict[str, str]) -> Scenario:
@@ -191,7 +225,7 @@ MAX_INDEX = 10_000  # list positions a key may name (a sheet of this tool's has 
 
 
 def _assign(data: dict[str, Any], key: str, value: Any, source: str | None, problems: list[Problem],
-            cell: str) -> None:
+            cell: str, when: Date | None = None) -> None:
     where = f"{key} (cell {cell})" if cell else key
     try:
         path = keys.parse(key)
@@ -225,7 +259,7 @@ def _assign(data: dict[str, Any], key: str, value: Any, source: str | None, prob
         return
     if value is None:
         return
-    item = {"value": value, "source": source} if source and last != "source" else value
+    item = _sourced(value, source, when) if last != "source" else value
     if isinstance(last, int):
         while len(node) <= last:
             node.append(None)

@@ -47,6 +47,11 @@ class ClauseBase(Model):
         "per year", "Discount rate for this clause's flows, for both parties (default: each party's own).",
         default=None, gt=-1.0, le=10.0,
     )
+    risk: Name | None = unit("name", "Risk class of the flows in the market view (a key of [market.rates]; default "
+                             "by kind: revenue_share and own value on revenue -> revenue, profit_share and "
+                             "equity_stake -> equity, payment and fixed amounts -> contractual).", default=None)
+    agreed: Date | None = unit("date", "When this clause was agreed, where it differs from its structure's.",
+                               default=None)
 
 
 class _Transfer(ClauseBase):
@@ -240,6 +245,12 @@ class ClauseKind:
     fill: Callable[[Any, Any], dict[str, Any]]
     parts: tuple[tuple[str, type[Model], str], ...] = ()
     checks: Callable[[Any, str, CheckContext], Iterator[Problem]] = field(default=lambda c, key, ctx: iter(()))
+    risk: Callable[[Any], str] = field(default=lambda c: "contractual")  # the default risk class of its flows
+
+
+def risk_class(clause: Any) -> str:
+    """The risk class discounting a clause's flows in the market view: its own ``risk``, else its kind's default."""
+    return clause.risk if clause.risk is not None else kind_of(clause).risk(clause)
 
 
 def _revenue_share(c: RevenueShare, grid: Any) -> dict[str, Any]:
@@ -285,15 +296,17 @@ def _payment_checks(c: Payment, key: str, ctx: CheckContext) -> Iterator[Problem
 REGISTRY: tuple[ClauseKind, ...] = (
     ClauseKind("revenue_share", 0, RevenueShare, "In `[[structures.clauses]]` or `[[common_clauses]]`.",
                roles=("payer", "payee"), books="steps", fill=_revenue_share,
-               parts=(("rate point", RatePoint, "An element of `schedule`."),)),
+               parts=(("rate point", RatePoint, "An element of `schedule`."),), risk=lambda c: "revenue"),
     ClauseKind("profit_share", 1, ProfitShare, "Paid on positive profit, tier by tier.", roles=("payer", "payee"),
-               books="steps", fill=_profit_share, parts=(("tier", Tier, "An element of `tiers`."),)),
+               books="steps", fill=_profit_share, parts=(("tier", Tier, "An element of `tiers`."),),
+               risk=lambda c: "equity"),
     ClauseKind("equity_stake", 2, EquityStake, "Valued at the horizon: fraction x exit_multiple x revenue.",
-               roles=("issuer", "holder"), books="horizon", fill=_equity_stake),
+               roles=("issuer", "holder"), books="horizon", fill=_equity_stake, risk=lambda c: "equity"),
     ClauseKind("payment", 3, Payment, "A fixed or contingent payment (e.g. funding).", roles=("payer", "payee"),
                books="date", fill=_payment, checks=_payment_checks),
     ClauseKind("own_value", 4, OwnValue, "Value to one party that is not a transfer.", roles=(None, "party"),
-               books="steps", fill=_own_value),
+               books="steps", fill=_own_value,
+               risk=lambda c: "revenue" if c.revenue_rate is not None else "contractual"),
 )
 KINDS = {kind.name: kind for kind in REGISTRY}
 CODES = {kind.name: kind.code for kind in REGISTRY}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from valuation.arguments import path as path_argument
 from valuation.errors import InputError, Problem
-from valuation.scenario.assumptions import COLUMNS, scenario_from_rows
+from valuation.scenario.assumptions import COLUMNS, REQUIRED_COLUMNS, scenario_from_rows
 from valuation.scenario.base import MAX_DEPTH
 from valuation.scenario.schema import Scenario, scenario_from_dict
 
@@ -153,10 +153,12 @@ def load_workbook_scenario(path: str | Path) -> Scenario:
         raise InputError(where, [Problem(f"cell {cell}", "a value, not a formula without a saved result (save the "
                                  "workbook in Excel or LibreOffice, or type the value)", text)
                                  for cell, text in formulas])
-    if not values or tuple(values[0][: len(COLUMNS)]) != COLUMNS:
+    if not values or tuple(values[0][: len(REQUIRED_COLUMNS)]) != REQUIRED_COLUMNS:
         found = list(values[0][: len(COLUMNS)]) if values else []
         raise InputError(where, f"row 1 = {found}: expected the headers {list(COLUMNS)}")
-    names = ("key", "value", "type", "unit", "given", "source", "table_source", "description")
+    dated = tuple(values[0][: len(COLUMNS)]) == COLUMNS  # a workbook written before sources had dates has no column
+    names = ("key", "value", "type", "unit", "given", "source", "table_source", "description",
+             *(("source_date",) if dated else ()))
     rows = []
     for number, cells in enumerate(values[1:], start=2):
         if not cells or cells[0] in (None, ""):

@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Mapping
 from datetime import date as Date
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field, ValidationError, field_validator, model_validator
@@ -50,7 +51,7 @@ from valuation.scenario.base import (
     unit,
     update_mapping,
 )
-from valuation.scenario.clauses import CheckContext, Clause, kind_of
+from valuation.scenario.clauses import CheckContext, Clause, kind_of, risk_class
 from valuation.scenario.timing import PiecewiseTiming, QuantileTiming, Timing
 
 # --------------------------------------------------------------- the world
@@ -115,6 +116,10 @@ class Revenue(Model):
     margin: Items[MarginPoint] | float = unit(
         "fraction", "Operating margin: one number, or a path of {date, margin} points (linear between, flat outside).",
     )
+    market_size: float | None = unit(
+        "USD bn per year", "Size of the market revenue cannot exceed: the rate approaches it smoothly "
+        "(X / sqrt(1 + (X / market_size)^2) of the unbounded rate X); none: unbounded.", default=None, gt=0.0,
+        le=1e7)
 
     @field_validator("margin")
     @classmethod
@@ -126,6 +131,13 @@ class Revenue(Model):
         elif not -20.0 <= margin <= 1.0:
             raise ValueError(f"a margin between -20 and 1, got {margin}")
         return margin
+
+    @model_validator(mode="after")
+    def _market_above_today(self) -> Revenue:
+        if self.market_size is not None and not self.market_size > self.initial:
+            raise bad("market_size", f"a market size above today's revenue rate (initial = {self.initial:g} USD bn "
+                      "per year): revenue can only approach it")
+        return self
 
 
 class Deadline(Model):
@@ -157,6 +169,8 @@ class Deadline(Model):
 class Structure(Model):
     name: Name = unit("name", "Identifier of the structure.")
     label: Label | None = unit("text", "Display name.", default=None)
+    agreed: Date | None = unit("date", "When these terms were agreed (or proposed); a date after the valuation date "
+                               "marks terms valued before they existed.", default=None)
     requires: Name | None = unit("deadline", "A deadline this structure needs; missed -> `fallback` applies.",
                                   default=None)
     fallback: Name | None = unit("structure", "Structure that applies where `requires` is missed.",
@@ -170,8 +184,36 @@ class Structure(Model):
         return self
 
 
-_NAMED_TABLES = ("parties", "events")  # tables whose keys are names the scenario gives, not settings
-PROVENANCE = ("sources", "path", "digest", "loaded")  # fields of a Scenario set by the loader, not the file
+class Mark(Model):
+    """A market mark: the value of 100% of the company's equity on a date (a funding round, a secondary sale)."""
+
+    name: Name = unit("name", "Identifier of the mark (`valuation calibrate --mark NAME`).")
+    label: Label | None = unit("text", "Display name.", default=None)
+    date: Date = unit("date", "When the mark was known (on or before the valuation date).")
+    equity_value: float = unit("USD bn", "Value of 100% of the equity.", gt=0.0, le=1e7)
+
+
+class Market(Model):
+    """The market view: a discount rate per risk class, the marks the model is calibrated to."""
+
+    rates: Annotated[dict[Name, float], AfterValidator(frozen_mapping)] = unit(
+        "per year", "Discount rate of each risk class, e.g. revenue, equity, contractual: (1+r)^-t.", min_length=1)
+    company_class: Name = unit("name", "Risk class discounting the company's own cash flows (its value).",
+                               default="equity")
+    marks: Items[Mark] = unit("list", "Market values of 100% of the equity, known by the valuation date.",
+                              default_factory=tuple)
+
+    @field_validator("rates")
+    @classmethod
+    def _rates_in_range(cls, rates: dict[str, float]) -> dict[str, float]:
+        for name, rate in rates.items():
+            if not -1.0 < rate <= 10.0:
+                raise bad(name, f"a discount rate > -1 and <= 10 per year, got {rate}")
+        return rates
+
+
+_NAMED_TABLES = ("parties", "events", "market.rates")  # tables whose keys are names the scenario gives
+PROVENANCE = ("sources", "source_dates", "path", "digest", "loaded")  # set by the loader, not by the file
 
 
 class Scenario(Model):
@@ -190,11 +232,15 @@ class Scenario(Model):
     common_clauses: Items[Clause] = unit("list", "Clauses added to every structure (e.g. funding rounds).",
                                           default_factory=tuple)
     structures: Items[Structure] = unit("list", "The deal structures to compare.", min_length=1)
+    market: Market | None = unit("table", "Risk classes' discount rates (the market view) and market marks.",
+                                 default=None)
 
     # Set by the loader, not by the file: sources by key path, the file it came from, the SHA-256 of the bytes
     # that were loaded, and a fingerprint of the inputs as loaded (a copy changed since has another).
     sources: Annotated[dict[str, str], AfterValidator(frozen_mapping)] = Field(default_factory=FrozenDict,
                                                                                   exclude=True)
+    source_dates: Annotated[dict[str, Date], AfterValidator(frozen_mapping)] = Field(default_factory=FrozenDict,
+                                                                                       exclude=True)
     path: str | None = Field(default=None, exclude=True)
     digest: str | None = Field(default=None, exclude=True)
     loaded: str | None = Field(default=None, exclude=True)
@@ -245,6 +291,7 @@ class Scenario(Model):
                                                            "{'revenue.volatility': 0.3}", changes)])
         plain = thawed(self.model_dump(by_alias=True, exclude_unset=True))
         sources = dict(self.sources)
+        dates = dict(self.source_dates)
         problems: list[Problem] = []
         for key, value in changes.items():
             if not isinstance(key, str):
@@ -259,10 +306,11 @@ class Scenario(Model):
             if trouble:
                 problems.append(Problem(key, trouble, has_value=False))
             sources.pop(keys.build(parts), None)  # the old value's source does not describe the new one
+            dates.pop(keys.build(parts), None)
         if problems:
             raise InputError(where, problems)
         return _kept_sources(self, scenario_from_dict(plain, source=where, path=self.path, digest=self.digest,
-                                                      loaded=self.loaded, sources=sources))
+                                                      loaded=self.loaded, sources=sources, source_dates=dates))
 
     def _set(self, plain: dict, parts: list[str | int], value: Any) -> str | None:
         """Put ``value`` at ``parts`` of ``plain`` (this scenario's dump); why not, or None.  A key left at its
@@ -278,12 +326,12 @@ class Scenario(Model):
                     return f"expected a list position from 0 to {len(node) - 1}: {where} has {len(node)} items"
             elif not isinstance(node, dict):
                 return f"expected a key that exists: {where} holds a value, not a table"
-            elif depth == 1 and parts[0] in _NAMED_TABLES and part not in node:  # a name, not a setting
+            elif keys.build(parts[:depth]) in _NAMED_TABLES and part not in node:  # a name, not a setting
                 names = sorted(node)
                 close = difflib.get_close_matches(part, names, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                return (f"expected one of the scenario's {parts[0]}, {names}{hint}: with_values changes inputs, it "
-                        f"does not add {parts[0]}")
+                return (f"expected one of the scenario's {where}, {names}{hint}: with_values changes inputs, it "
+                        f"does not add {where}")
             elif part not in node and not last:
                 current = self.value_at(keys.build(parts[: depth + 1]))
                 node[part] = plain_data(current) if current is not None else ({} if isinstance(parts[depth + 1], str)
@@ -329,7 +377,8 @@ class Scenario(Model):
     def fingerprint(self) -> str:
         """SHA-256 of the inputs (values and sources): equal fingerprints, equal scenarios."""
         plain = self.model_dump(mode="json", by_alias=True, exclude_unset=True, warnings=False)
-        text = json.dumps([plain, self.sources], sort_keys=True, ensure_ascii=True, default=str)
+        text = json.dumps([plain, self.sources, {k: str(v) for k, v in self.source_dates.items()}], sort_keys=True,
+                          ensure_ascii=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
     @property
@@ -362,9 +411,14 @@ class Scenario(Model):
 
 def _kept_sources(old: Scenario, new: Scenario) -> Scenario:
     """``new`` with the sources of the inputs that kept their values: a changed value loses its old source."""
-    kept = {key: note for key, note in new.sources.items()
-            if old.sources.get(key) != note or new.value_at(key) == old.value_at(key)}
-    return new if len(kept) == len(new.sources) else BaseModel.model_copy(new, update={"sources": FrozenDict(kept)})
+    def keep(key: str, mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> bool:
+        return theirs.get(key) != mine[key] or new.value_at(key) == old.value_at(key)
+
+    kept = {key: note for key, note in new.sources.items() if keep(key, new.sources, old.sources)}
+    dated = {key: when for key, when in new.source_dates.items() if keep(key, new.source_dates, old.source_dates)}
+    if len(kept) == len(new.sources) and len(dated) == len(new.source_dates):
+        return new
+    return BaseModel.model_copy(new, update={"sources": FrozenDict(kept), "source_dates": FrozenDict(dated)})
 
 
 def scenario_from_dict(data: dict[str, Any], source: str = "<scenario>", **provenance: Any) -> Scenario:
@@ -380,30 +434,38 @@ def scenario_from_dict(data: dict[str, Any], source: str = "<scenario>", **prove
         raise InputError(source, [Problem(deep, f"expected tables and lists nested at most {MAX_DEPTH} deep",
                                           has_value=False)])
     sources: dict[str, str] = {}
+    dates: dict[str, Date] = {}
     stripping: list[Problem] = []
-    plain = _strip_sources(data, "", sources, stripping)
+    plain = _strip_sources(data, "", sources, stripping, dates)
     for key, note in (provenance.pop("sources", None) or {}).items():
         trouble = text_problem(note) if isinstance(note, str) else "text in quotes"
         if trouble:
             stripping.append(Problem(keys.join(key, "source"), trouble, note))
         sources.setdefault(key, note)
+    for key, when in (provenance.pop("source_dates", None) or {}).items():
+        if not isinstance(when, Date) or isinstance(when, datetime):
+            stripping.append(Problem(keys.join(key, "date"), "a date such as 2025-07-31", when))
+        else:
+            dates.setdefault(key, when)
     try:
         scenario = Scenario.model_validate(plain)
     except ValidationError as exc:
         raise InputError(source, stripping + [problem(err) for err in exc.errors()]) from None
     if stripping:
         raise InputError(source, stripping)
-    problems = list(cross_checks(scenario))
+    problems = list(cross_checks(scenario)) + list(_hindsight(scenario, dates))
     if problems:
         raise InputError(source, problems)
     provenance.setdefault("path", source)  # the name messages use: the file, or what stands for it
-    scenario = BaseModel.model_copy(scenario, update={"sources": FrozenDict(sources), **provenance})
+    scenario = BaseModel.model_copy(scenario, update={"sources": FrozenDict(sources),
+                                                      "source_dates": FrozenDict(dates), **provenance})
     if scenario.loaded is None:
         scenario = BaseModel.model_copy(scenario, update={"loaded": scenario.fingerprint()})
     return scenario
 
 
-def _strip_sources(node: Any, path: str, sources: dict[str, str], problems: list[Problem]) -> Any:
+def _strip_sources(node: Any, path: str, sources: dict[str, str], problems: list[Problem],
+                   dates: dict[str, Date]) -> Any:
     """Replace ``{value = x, source = "..."}`` by ``x``, recording the source by key path; check every text.
 
     No table of the schema has a key ``value``, so any table with one is a sourced number.  Every string --
@@ -412,15 +474,23 @@ def _strip_sources(node: Any, path: str, sources: dict[str, str], problems: list
     """
     if isinstance(node, dict):
         if "value" in node:
-            for extra in sorted(set(node) - {"value", "source"}, key=str):
+            for extra in sorted(set(node) - {"value", "source", "date"}, key=str):
                 problems.append(Problem(keys.join(path, str(extra)), "no such key: a sourced number has only "
-                                        "'value' and 'source'", has_value=False))
+                                        "'value', 'source' and 'date'", has_value=False))
+            if "date" in node:
+                when = node["date"]
+                if isinstance(when, Date) and not isinstance(when, datetime):
+                    dates[path] = when
+                else:
+                    problems.append(Problem(keys.join(path, "date"), "a date such as 2025-07-31 (when the source "
+                                            "was published)", when))
             if "source" in node:
                 if isinstance(node["source"], str):
-                    sources[path] = _strip_sources(node["source"], keys.join(path, "source"), sources, problems)
+                    sources[path] = _strip_sources(node["source"], keys.join(path, "source"), sources, problems,
+                                                  dates)
                 else:
                     problems.append(Problem(keys.join(path, "source"), "text in quotes", node["source"]))
-            return _strip_sources(node["value"], path, sources, problems)
+            return _strip_sources(node["value"], path, sources, problems, dates)
         out = {}
         for key, value in node.items():
             if not isinstance(key, str):
@@ -429,10 +499,10 @@ def _strip_sources(node: Any, path: str, sources: dict[str, str], problems: list
             if CONTROL.search(key):
                 problems.append(Problem(keys.join(path, key), "a name without control characters",
                                         has_value=False))
-            out[key] = _strip_sources(value, keys.join(path, key), sources, problems)
+            out[key] = _strip_sources(value, keys.join(path, key), sources, problems, dates)
         return out
     if isinstance(node, (list, tuple)):
-        return [_strip_sources(v, keys.join(path, i), sources, problems) for i, v in enumerate(node)]
+        return [_strip_sources(v, keys.join(path, i), sources, problems, dates) for i, v in enumerate(node)]
     if isinstance(node, str):
         trouble = text_problem(node)
         if trouble:
@@ -442,6 +512,31 @@ def _strip_sources(node: Any, path: str, sources: dict[str, str], problems: list
 
 
 # ------------------------------------------------------------ cross checks
+
+ECONOMIC = ("revenue", "agi", "events", "market")  # tables of economic inputs (and each party's discount rate)
+
+
+def is_economic(key: str) -> bool:
+    """Whether an input is economic (the world and how it is valued), not a deal term: it may use only what was
+    known at the valuation date."""
+    parts = keys.parse(key) if key else []
+    if not parts:
+        return False
+    return parts[0] in ECONOMIC or (parts[0] == "parties" and parts[-1] == "discount_rate")
+
+
+def _hindsight(s: Scenario, dates: Mapping[str, Date]) -> Iterator[Problem]:
+    """Economic inputs whose source post-dates the valuation date, and marks from its future."""
+    t0 = s.simulation.valuation_date
+    for key, when in sorted(dates.items()):
+        if when > t0 and is_economic(key):
+            yield Problem(keys.join(key, "date"), f"a source dated on or before the valuation date {t0}: an economic "
+                          "input may use only what was known then (a back-test compares with later facts; terms "
+                          "agreed later belong in structures, with `agreed`)", when)
+    for i, mark in enumerate(s.market.marks if s.market is not None else ()):
+        if mark.date > t0:
+            yield Problem(f"market.marks[{i}].date", f"a mark known on or before the valuation date {t0} (a later "
+                          "value is hindsight: test against it, do not calibrate to it)", mark.date)
 
 
 def cross_checks(s: Scenario) -> Iterator[Problem]:
@@ -494,6 +589,45 @@ def cross_checks(s: Scenario) -> Iterator[Problem]:
                       f"'requires', found {len(required)}", has_value=False)
     if s.simulation.baseline is not None and s.simulation.baseline not in names:
         yield Problem("simulation.baseline", f"a structure name, one of {sorted(names)}", s.simulation.baseline)
+    yield from _market_checks(s)
+
+
+def all_clauses(s: Scenario) -> Iterator[tuple[str, Any]]:
+    """Every clause of the scenario with its key path."""
+    for i, st in enumerate(s.structures):
+        for j, clause in enumerate(st.clauses):
+            yield f"structures[{i}].clauses[{j}]", clause
+    for j, clause in enumerate(s.common_clauses):
+        yield f"common_clauses[{j}]", clause
+
+
+def _market_checks(s: Scenario) -> Iterator[Problem]:
+    """Every risk class a flow is in has a rate; marks have distinct names."""
+    market = s.market
+    if market is None:
+        for key, clause in all_clauses(s):
+            if clause.risk is not None:
+                yield Problem(f"{key}.risk", "no risk class without a [market] table giving each class's rate "
+                              "(risk classes price the market view)", clause.risk)
+        return
+    classes = sorted(market.rates)
+    if market.company_class not in market.rates:
+        yield Problem("market.company_class", f"a risk class with a rate in market.rates, one of {classes}",
+                      market.company_class)
+    for key, clause in all_clauses(s):
+        wanted = risk_class(clause)
+        if wanted not in market.rates:
+            if clause.risk is not None:
+                yield Problem(f"{key}.risk", f"a risk class with a rate in market.rates, one of {classes}", wanted)
+            else:
+                yield Problem(key, f"a rate for risk class {wanted!r} (the default of a {clause.type} clause) in "
+                              f"market.rates, which has {classes}; or a `risk` key naming one of them",
+                              has_value=False)
+    seen: dict[str, int] = {}
+    for i, mark in enumerate(market.marks):
+        if mark.name in seen:
+            yield Problem(f"market.marks[{i}].name", "a name not used by another mark", mark.name)
+        seen[mark.name] = i
 
 
 def _timing_checks(t: Any, key: str, t0: Date, absolute: bool) -> Iterator[Problem]:

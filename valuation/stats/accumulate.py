@@ -153,6 +153,8 @@ class Layout:
     n_times: int  # step ends, valuation date included
     record: int  # paths whose revenue path is kept (from the start of the range)
     base: int  # the baseline structure (a streamed partial compares with it)
+    views: int = 1  # PV columns are view-major: structure s of view v is column v * len(structures) + s
+    years: int = 0  # calendar years of revenue_by_year
 
     @property
     def declared(self) -> int:
@@ -245,14 +247,17 @@ class KeptPartial(Partial):
     def __init__(self, layout: Layout, first: int, n: int):
         super().__init__(layout, first, n)
         S, P = len(layout.structures), len(layout.parties)
-        self.pv = pv_array(S, P, n)
+        self.pv = pv_array(layout.views * S, P, n)
         self.times = np.empty((n, len(layout.sources)))
         self.met = np.empty((n, len(layout.deadlines)), np.uint8)
         self.revenue = np.empty(n)
+        self.company = np.empty(n)
+        self.years = np.empty((n, layout.years))
 
     def buffers(self, first: int, n: int) -> dict[str, np.ndarray]:
         rows = slice(first - self.first, first - self.first + n)
-        return {"pv": self.pv[rows], "times": self.times[rows], "met": self.met[rows], "revenue": self.revenue[rows]}
+        return {"pv": self.pv[rows], "times": self.times[rows], "met": self.met[rows], "revenue": self.revenue[rows],
+                "company": self.company[rows], "years": self.years[rows]}
 
     def _combine(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return a + b
@@ -270,11 +275,14 @@ class KeptPartial(Partial):
     def _merged_all(cls, parts: list[KeptPartial], recompute: Callable[[int, int], Any]) -> KeptPartial:
         out = cls.__new__(cls)
         out.layout = parts[0].layout
-        out.pv = pv_array(len(out.layout.structures), len(out.layout.parties), sum(p.n for p in parts))
+        out.pv = pv_array(out.layout.views * len(out.layout.structures), len(out.layout.parties),
+                          sum(p.n for p in parts))
         np.concatenate([p.pv for p in parts], out=out.pv)  # copied once
         out.times = np.concatenate([p.times for p in parts])
         out.met = np.concatenate([p.met for p in parts])
         out.revenue = np.concatenate([p.revenue for p in parts])
+        out.company = np.concatenate([p.company for p in parts])
+        out.years = np.concatenate([p.years for p in parts])
         parts[0]._merge_common(out, parts, recompute)
         return out
 
@@ -284,6 +292,12 @@ class KeptPartial(Partial):
 
     def difference(self, s: int, p: int, base: int) -> KeptColumn:
         return KeptColumn(self.pv[:, s, p] - self.pv[:, base, p])
+
+    def company_column(self) -> KeptColumn:
+        return KeptColumn(self.company)
+
+    def year_column(self, y: int) -> KeptColumn:
+        return KeptColumn(np.ascontiguousarray(self.years[:, y]))
 
     def driver_counts(self, grid: np.ndarray) -> DriverCounts:
         counts = DriverCounts.empty(grid, len(self.layout.deadlines))
@@ -344,8 +358,9 @@ class StreamedPartial(Partial):
 
     def __init__(self, layout: Layout, first: int, n: int, grid: np.ndarray, chunk_paths: int):
         super().__init__(layout, first, n)
-        S, P = len(layout.structures), len(layout.parties)
-        self.columns = S * P + (S - 1) * P
+        S, P, V = len(layout.structures), len(layout.parties), layout.views
+        self.pv_columns = V * S * P + V * (S - 1) * P  # PVs, then differences from the baseline, view by view
+        self.columns = self.pv_columns + 1 + layout.years  # then the company's value, revenue in each year
         self.hist = np.zeros((self.columns, BUCKETS), np.int64)
         self.ext = new_extremes(self.columns)
         self.lag_hist = np.zeros(BUCKETS, np.int64)
@@ -353,9 +368,10 @@ class StreamedPartial(Partial):
         self.counts = DriverCounts.empty(grid, len(layout.deadlines))
         self._head: dict[str, np.ndarray] = {}
         size = min(chunk_paths, n)
-        self._buffers = {"pv": pv_array(S, P, size),
+        self._buffers = {"pv": pv_array(V * S, P, size),
                          "times": np.empty((size, len(layout.sources))),
-                         "met": np.empty((size, len(layout.deadlines)), np.uint8), "revenue": np.empty(size)}
+                         "met": np.empty((size, len(layout.deadlines)), np.uint8), "revenue": np.empty(size),
+                         "company": np.empty(size), "years": np.empty((size, layout.years))}
         self._block_moments: list[np.ndarray] = []
 
     def buffers(self, first: int, n: int) -> dict[str, np.ndarray]:
@@ -373,7 +389,16 @@ class StreamedPartial(Partial):
         pv = pv if pv.flags.c_contiguous else np.ascontiguousarray(pv)
         n_blocks = len(_blocks(chunk.first, chunk.n))
         moments = np.zeros((n_blocks, self.columns, 3))
-        fold_pvs(pv, np.int64(chunk.first), np.int64(self.layout.base), hist, ext, moments)
+        k = self.pv_columns
+        pv_moments = np.zeros((n_blocks, k, 3))
+        fold_pvs(pv, np.int64(chunk.first), np.int64(self.layout.base), np.int64(self.layout.views), hist[:k],
+                 ext[:k], pv_moments)
+        moments[:, :k] = pv_moments
+        company = chunk.company
+        moments[:, k] = fold_values(company, np.isfinite(company).astype(np.uint8), chunk.first, hist[k], ext[k])
+        for y in range(self.layout.years):
+            moments[:, k + 1 + y] = fold_values(chunk.years[:, y], np.zeros(0, np.uint8), chunk.first,
+                                                hist[k + 1 + y], ext[k + 1 + y])
         declared = chunk.times[:, self.layout.declared]
         verified = chunk.times[:, self.layout.verified]
         done = np.isfinite(declared) & np.isfinite(verified)
@@ -395,7 +420,7 @@ class StreamedPartial(Partial):
         done = self.stop - self.first
         if done < HEAD:
             k = min(HEAD - done, chunk.n)
-            for name in ("pv", "times", "met", "revenue"):
+            for name in ("pv", "times", "met", "revenue", "company", "years"):
                 part = getattr(chunk, name)[:k].copy()
                 self._head[name] = part if name not in self._head else np.concatenate((self._head[name], part))
 
@@ -404,6 +429,7 @@ class StreamedPartial(Partial):
         first = parts[0]
         out = cls.__new__(cls)
         out.layout, out.columns, out._buffers = first.layout, first.columns, first._buffers
+        out.pv_columns = first.pv_columns
         out.hist, out.lag_hist = first.hist.copy(), first.lag_hist.copy()
         out.ext, out.lag_ext = first.ext.copy(), first.lag_ext.copy()
         out.counts = first.counts
@@ -436,12 +462,20 @@ class StreamedPartial(Partial):
         return self._column(c, self._moments()[0][c])
 
     def difference(self, s: int, p: int, base: int) -> StreamColumn:
+        S, P, V = len(self.layout.structures), len(self.layout.parties), self.layout.views
+        view, s, base = s // S, s % S, base - (s // S) * S
         if base != self.layout.base:
             raise ValueError("a streamed run compares with its own baseline only")
         if s == base:
             raise ValueError("the baseline is not compared with itself")
-        S, P = len(self.layout.structures), len(self.layout.parties)
-        c = S * P + (s - (s > base)) * P + p
+        c = V * S * P + view * (S - 1) * P + (s - (s > base)) * P + p
+        return self._column(c, self._moments()[0][c])
+
+    def company_column(self) -> StreamColumn:
+        return self._column(self.pv_columns, self._moments()[0][self.pv_columns])
+
+    def year_column(self, y: int) -> StreamColumn:
+        c = self.pv_columns + 1 + y
         return self._column(c, self._moments()[0][c])
 
     def driver_counts(self, grid: np.ndarray) -> DriverCounts:

@@ -108,25 +108,29 @@ def _fold_blocks(x, valid, first, hist, ext, out):
 
 
 @pjit
-def fold_pvs(pv, first, base, hist, ext, out):
-    """Fold a chunk's PVs ``pv`` (structures, parties, paths; paths from ``first``) into the columns: first
-    every structure x party, then structure - baseline for every other structure x party.  ``out``: (blocks,
-    columns, 3) block moments."""
-    S, P, n = pv.shape
+def fold_pvs(pv, first, base, views, hist, ext, out):
+    """Fold a chunk's PVs ``pv`` (views x structures, parties, paths; paths from ``first``) into the columns:
+    first every structure x party of every view, then, view by view, structure - baseline for every other
+    structure x party.  ``out``: (blocks, columns, 3) block moments."""
+    VS, P, n = pv.shape
+    S = VS // views
     n_cols = hist.shape[0]
     none = np.zeros(0, np.uint8)
     for c in numba.prange(n_cols):
         block_moments = np.empty((out.shape[0], 3))
-        if c < S * P:
+        if c < VS * P:
             _fold_blocks(pv[c // P, c % P], none, first, hist[c], ext[c], block_moments)
         else:
-            k = c - S * P
+            k = c - VS * P
+            view = k // ((S - 1) * P)
+            k = k % ((S - 1) * P)
             s = k // P
             s = s + 1 if s >= base else s  # the baseline is not compared with itself
+            s = view * S + s
             p = k % P
             diff = np.empty(n)
             for i in range(n):
-                diff[i] = pv[s, p, i] - pv[base, p, i]
+                diff[i] = pv[s, p, i] - pv[view * S + base, p, i]
             _fold_blocks(diff, none, first, hist[c], ext[c], block_moments)
         for j in range(out.shape[0]):
             for m in range(3):
