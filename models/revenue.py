@@ -120,16 +120,26 @@ class RevenueModel:
 def integrated_ou(h: float, kappa: float) -> tuple[float, float, float, float, float, float]:
     """For unit growth volatility and unit correlation, over a step ``h``: ``e = exp(-kappa h)``,
     ``B = (1 - e) / kappa``, ``Var I``, ``Cov(I, G)``, ``Var G`` and ``Cov(W1, I)`` (for ``W1`` the growth's own
-    Brownian motion), accurate to rounding for any ``kappa h`` (series where the closed forms cancel)."""
+    Brownian motion), accurate to rounding for any ``kappa h``: below ``kappa h = 1`` by their power series in
+    ``x = kappa h`` (the closed forms cancel there), above it in closed form."""
     x = kappa * h
     e = math.exp(-x)
-    if x < 1e-2:  # series in x: the closed forms lose digits as x -> 0
-        b = h * (1 - x / 2 + x * x / 6 - x**3 / 24 + x**4 / 120 - x**5 / 720)
-        v_i = h**3 * (1 / 3 - x / 4 + 7 * x * x / 60 - x**3 / 24 + 31 * x**4 / 2520 - x**5 / 320)
-        c_ig = h * h * (1 / 2 - x / 2 + 7 * x * x / 24 - x**3 / 8 + 31 * x**4 / 720 - x**5 / 80)
-        v_g = h * (1 - x + 2 * x * x / 3 - x**3 / 3 + 2 * x**4 / 15 - 2 * x**5 / 45)
-        c_wi = h * h * (1 / 2 - x / 6 + x * x / 24 - x**3 / 120 + x**4 / 720 - x**5 / 5040)
-        return e, b, v_i, c_ig, v_g, c_wi
+    if x < 1.0:
+        b = v_i = c_ig = v_g = c_wi = 0.0
+        term = 1.0  # (-x)^n / n!
+        for n in range(0, 60):
+            if n > 0:
+                term *= -x / n
+            # term = (-1)^n x^n / n!; each series below in these terms (divided by the x powers taken out)
+            b += term / (n + 1)  # (1 - e^-x) / x = sum (-x)^n / (n + 1)!
+            v_g += term * 2.0**n / (n + 1)  # (1 - e^-2x) / 2x = sum (-2x)^n / (n + 1)!
+            c_wi += term / ((n + 1) * (n + 2))  # (x - 1 + e^-x) / x^2 = sum (-x)^n / (n + 2)!
+            c_ig -= term * (1.0 - 2.0 ** (n + 1)) / ((n + 1) * (n + 2))  # ((1 - e^-x) - (1 - e^-2x) / 2) / x^2
+            # (x - 2 (1 - e^-x) + (1 - e^-2x) / 2) / x^3 = sum (-x)^n (2^(n+2) - 2) / (n + 3)!
+            v_i += term * (2.0 ** (n + 2) - 2.0) / ((n + 1) * (n + 2) * (n + 3))
+            if abs(term) < 1e-300:
+                break
+        return e, h * b, h**3 * v_i, h * h * c_ig, h * v_g, h * h * c_wi
     b = -math.expm1(-x) / kappa
     half = -math.expm1(-2 * x) / (2 * kappa)  # (1 - e^2) / (2 kappa)
     v_i = (h - 2 * b + half) / kappa**2
