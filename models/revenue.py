@@ -69,7 +69,7 @@ class RevenueModel:
         return np.array([
             math.log(self.initial_unbounded), self.initial_growth, self.long_run_growth, self.volatility, rho,
             np.sqrt(max(0.0, 1.0 - rho * rho)), np.log1p(-self.jump_loss), self.agi_growth_uplift,
-            self.exit_multiple, 1.0 / self.market_size,
+            self.exit_multiple, 1.0 / self.market_size, self.market_size,
         ])
 
     def step_tables(self, dt: np.ndarray) -> dict[str, np.ndarray]:
@@ -160,8 +160,8 @@ def jump_tail(mean: np.ndarray, tiny: float = 1e-18) -> np.ndarray:
 
 
 PARAM_NAMES = ("log_initial", "initial_growth", "long_run_growth", "volatility", "rho", "rho_complement",
-               "log_jump_factor", "agi_uplift", "exit_multiple", "inverse_market_size")
-LOG_X0, G0, GBAR, SIGMA, RHO, RHO_C, LOG_JUMP, UPLIFT, MULTIPLE, INV_MARKET = range(len(PARAM_NAMES))
+               "log_jump_factor", "agi_uplift", "exit_multiple", "inverse_market_size", "market_size")
+LOG_X0, G0, GBAR, SIGMA, RHO, RHO_C, LOG_JUMP, UPLIFT, MULTIPLE, INV_MARKET, MARKET = range(len(PARAM_NAMES))
 
 
 @jit
@@ -174,11 +174,24 @@ def overlap(a, b, lo, hi):
 
 @jit
 def saturated(x, inv_m):
-    """The revenue rate of the unbounded rate ``x`` for ``inv_m = 1 / market size`` (0: no market size)."""
+    """The revenue rate of the unbounded rate ``x`` for ``inv_m = 1 / market size`` (0: no market size); the
+    market size itself once ``x`` is beyond 1e8 of it (where ``y * y`` would overflow, or ``x`` has)."""
     if inv_m == 0.0:
         return x
     y = x * inv_m
+    if y > 1e8:
+        return 1.0 / inv_m
     return x / math.sqrt(1.0 + y * y)
+
+
+@jit
+def _asinh_exp(log_x, inv_m):
+    """``asinh(exp(log_x) * inv_m)`` without overflow: ``log_x + log(inv_m) + log 2`` once the argument passes
+    1e8."""
+    z = log_x + math.log(inv_m)
+    if z > 18.42:  # exp(z) > 1e8: asinh(u) = log(2u) + 1/(4u^2) - ..., the rest below rounding
+        return z + 0.6931471805599453
+    return math.asinh(math.exp(z))
 
 
 @jit
@@ -192,9 +205,11 @@ def mean_rate(la, lb, inv_m):
         x = math.exp(mid)
         if inv_m == 0.0:
             return x * (1.0 + d * d / 24.0)
+        if x * inv_m > 1e8:
+            return 1.0 / inv_m
         y2 = (x * inv_m) * (x * inv_m)
         r = x / math.sqrt(1.0 + y2)
         return r * (1.0 + (1.0 - 2.0 * y2) / ((1.0 + y2) * (1.0 + y2)) * d * d / 24.0)
     if inv_m == 0.0:
         return (math.exp(lb) - math.exp(la)) / d
-    return (math.asinh(math.exp(lb) * inv_m) - math.asinh(math.exp(la) * inv_m)) / (inv_m * d)
+    return (_asinh_exp(lb, inv_m) - _asinh_exp(la, inv_m)) / (inv_m * d)

@@ -166,9 +166,13 @@ def wide_scenario(structures: int, parties: int) -> str:
     return "\n".join(out).replace('baseline = "terms_2019_2023"', 'baseline = "s0"')
 
 
+LATER_POINTS = "".join(f"{line}\n" for line in TEXT.splitlines()  # the declaration's second and third points
+                       if line.startswith(("  { by = 2032-12-31", "  { by = 2047-12-31")))
+IPO_SIGMA = 'sigma = { value = 0.8, source = "Assumption", date = 2025-08-06 }'
+MARKET_SIZE = next(f"{line}\n" for line in TEXT.splitlines() if line.startswith("market_size = "))
 IPO = ('family = "lognormal"\nstart = 2026-01-01\n'
-       'median = { value = 3.5, source = "Assumption: IPO median mid-2029" }\n'
-       'sigma = { value = 0.8, source = "Assumption" }\n')
+       'median = { value = 3.5, source = "Assumption: IPO median mid-2029", date = 2025-08-06 }\n'
+       'sigma = { value = 0.8, source = "Assumption", date = 2025-08-06 }\n')
 RATE_2030 = "{ date = 2030-12-31, rate = { value = 0.08"
 PIECE = 'family = "piecewise_hazard"\nstart = 2027-01-01\npieces = [{ from = 2026-01-01, hazard = 0.2 }]\n'
 CYCLE = ('name = "terms_2019_2023"\nlabel = "2019/2023 terms (status quo)"\nrequires = "notes_conversion"\n'
@@ -190,25 +194,25 @@ CATALOGUE = [
     Mistake("wrong-type", "scenario file", "Text where a number belongs", "simulation.steps_per_year",
             scenario(_replace("steps_per_year = 4", 'steps_per_year = "four"'))),
     Mistake("nan-value", "scenario file", "`nan` for a number", "revenue.initial_growth",
-            scenario(_replace("initial_growth = { value = 0.95", "initial_growth = { value = nan"))),
+            scenario(_replace("initial_growth = { value = 1.0", "initial_growth = { value = nan"))),
     Mistake("inf-value", "scenario file", "`inf` for a number", "revenue.initial_growth",
-            scenario(_replace("initial_growth = { value = 0.95", "initial_growth = { value = inf"))),
+            scenario(_replace("initial_growth = { value = 1.0", "initial_growth = { value = inf"))),
     Mistake("negative-volatility", "scenario file", "A negative volatility", "revenue.volatility",
             scenario(_replace("volatility = { value = 0.20", "volatility = { value = -0.20"))),
     Mistake("absurd-volatility", "scenario file", "An absurd volatility (5,000% a year)", "revenue.volatility",
             scenario(_replace("volatility = { value = 0.20", "volatility = { value = 50"))),
     Mistake("explosive-growth", "scenario file",
-            "Growth that would overflow (500% a year, no mean reversion, to 2220)", "revenue",
+            "Growth that would overflow (500% a year, no mean reversion, no market size, to 2220)", "revenue",
             scenario(_replace("horizon = 2040-12-31", "horizon = 2220-12-31")
-                     .replace("initial_growth = { value = 0.95", "initial_growth = { value = 5.0")
-                     .replace("mean_reversion = { value = 0.275", "mean_reversion = { value = 0.0"))),
+                     .replace(MARKET_SIZE, "")
+                     .replace("initial_growth = { value = 1.0", "initial_growth = { value = 5.0")
+                     .replace("mean_reversion = { value = 0.30", "mean_reversion = { value = 0.0"))),
     Mistake("negative-discount-rate", "scenario file", "A discount rate of -100%", "parties.microsoft.discount_rate",
             scenario(_replace("discount_rate = { value = 0.09", "discount_rate = { value = -1.0"))),
     Mistake("probability-above-one", "scenario file", "A probability above 1", "agi.never_verified",
             scenario(_replace("never_verified = { value = 0.10", "never_verified = { value = 1.10"))),
     Mistake("never-is-certain", "scenario file", "An event that never happens with probability 1",
-            "events.ipo.never", scenario(_replace('sigma = { value = 0.8, source = "Assumption" }',
-                                                  'sigma = { value = 0.8, source = "Assumption" }\nnever = 1.0'))),
+            "events.ipo.never", scenario(_replace(IPO_SIGMA, f"{IPO_SIGMA}\nnever = 1.0"))),
     Mistake("horizon-before-start", "scenario file", "A horizon before the valuation date", "simulation.horizon",
             scenario(_replace("horizon = 2040-12-31", "horizon = 2020-12-31"))),
     Mistake("horizon-too-far", "scenario file", "A horizon 7,974 years out (the time grid would not fit)",
@@ -266,10 +270,10 @@ CATALOGUE = [
                 '"ipo", "agi_declared"', '"revenue_at_horizon", "agi_declared"'))),
     Mistake("quantile-point-before-start", "scenario file", "A quantile point before its table's start",
             "agi.declaration.points[0].by",
-            scenario(_replace("{ by = 2029-12-31, p = 0.24 }", "{ by = 2025-12-31, p = 0.24 }"))),
+            scenario(_replace("{ by = 2029-12-31, p = { value = 0.25", "{ by = 2025-12-31, p = { value = 0.25"))),
     Mistake("too-few-points-for-fit", "scenario file", "One quantile point for a two-parameter fit",
             "agi.declaration.points", scenario(_replace(
-                "  { by = 2032-12-31, p = 0.55 },\n  { by = 2047-12-31, p = 0.88 },\n", ""))),
+                LATER_POINTS, ""))),
     Mistake("tail-without-piecewise", "scenario file", "A `tail` option on a fitted (not piecewise) table",
             "agi.declaration.tail", scenario(_replace('fit = "lognormal"\n', 'fit = "lognormal"\ntail = "never"\n'))),
     Mistake("piece-before-start", "scenario file", "A hazard piece before its table's start", "events.ipo",

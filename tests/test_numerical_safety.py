@@ -17,6 +17,13 @@ from valuation.errors import InputError
 from valuation.scenario import scenario_from_dict
 
 
+def _unbounded() -> dict:
+    """The base case without its market size: revenue as the unbounded process (what can overflow)."""
+    d = base_case_dict()
+    d["revenue"].pop("market_size")
+    return d
+
+
 def _explosive(d: dict) -> dict:
     """Growth of 500% a year that never reverts, for 60 years: revenue exp(300) and more."""
     d["simulation"]["horizon"] = d["simulation"]["horizon"].replace(year=2085)
@@ -27,7 +34,7 @@ def _explosive(d: dict) -> dict:
 
 
 def test_explosive_growth_is_rejected_before_any_path_runs():
-    scenario = scenario_from_dict(_explosive(base_case_dict()), source="explosive.toml")
+    scenario = scenario_from_dict(_explosive(_unbounded()), source="explosive.toml")
     with pytest.raises(InputError) as err:
         compile_scenario(scenario)
     message = err.value.message()
@@ -37,7 +44,7 @@ def test_explosive_growth_is_rejected_before_any_path_runs():
 
 @pytest.mark.parametrize(("field", "value"), [("growth_volatility", 3.0), ("initial", 1e6)])
 def test_absurd_values_within_the_schema_are_rejected(field, value):
-    d = base_case_dict()
+    d = _unbounded()
     d["revenue"][field] = {"value": value}
     with pytest.raises(InputError, match="PVs could overflow"):
         compile_scenario(scenario_from_dict(d))
@@ -54,7 +61,7 @@ def test_the_envelope_bounds_simulated_revenue():
     """The envelope's parts bound the simulation: its mean path is above the mean log revenue (jumps and
     haircuts only lower it, the uplift is assumed from day one), its spread above the simulated standard
     deviation (it adds the two shocks as if perfectly correlated), and no path ends above 6 SD."""
-    d = base_case_dict()
+    d = _unbounded()
     d["revenue"]["volatility"] = {"value": 0.5}
     d["revenue"]["growth_volatility"] = {"value": 0.05}
     scenario = scenario_from_dict(d)
@@ -71,7 +78,7 @@ def test_the_envelope_bounds_simulated_revenue():
 def _unguarded(monkeypatch, **revenue) -> object:
     """A 60-year scenario with the up-front check switched off."""
     monkeypatch.setattr(compile_module, "_check_overflow", lambda *args: None)
-    d = _explosive(base_case_dict())
+    d = _explosive(_unbounded())
     for key, value in revenue.items():
         d["revenue"][key] = {"value": value}
     return scenario_from_dict(d, source="overflow.toml")
@@ -84,7 +91,7 @@ def test_a_huge_pv_is_named_not_averaged(monkeypatch, keep):
     scenario = _unguarded(monkeypatch, initial_growth=0.5, long_run_growth=0.5, volatility=1.0,
                           growth_volatility=0.0)
     monkeypatch.setattr(api_module, "_check_finite", lambda *args: None)
-    pv = simulate(scenario, paths=4_000, seed=5, keep_paths=True).pvs
+    pv = simulate(scenario, paths=4_000, seed=5, keep_paths=True).partial.pv  # both views
     monkeypatch.undo()
     scenario = _unguarded(monkeypatch, initial_growth=0.5, long_run_growth=0.5, volatility=1.0,
                           growth_volatility=0.0)
@@ -102,10 +109,29 @@ def test_a_huge_pv_is_named_not_averaged(monkeypatch, keep):
 def test_an_infinite_revenue_is_named_not_averaged(monkeypatch):
     """Growth of 500% a year for 155 years: exp(775) overflows to inf on every path; no NaN is averaged."""
     scenario = _unguarded(monkeypatch)
-    d = _explosive(base_case_dict())
+    d = _explosive(_unbounded())
     d["simulation"]["horizon"] = d["simulation"]["horizon"].replace(year=2180)
     scenario = scenario_from_dict(d, source="inf.toml")
     with pytest.raises(InputError) as err:
         simulate(scenario, paths=100, seed=5)
     message = err.value.message()
     assert "inf.toml: PV " in message and "on path 0" in message and "not finite" in message, message
+
+
+def test_a_market_size_bounds_even_explosive_growth():
+    """The same explosive growth under the base case's market size: nothing overflows, every path's revenue rate
+    (at every step end of the recorded paths, and at the horizon) stays below the market size, and the rate
+    approaches it smoothly rather than piling up at it."""
+    d = _explosive(base_case_dict())
+    scenario = scenario_from_dict(d)
+    result = simulate(scenario, paths=2_000, seed=5)
+    size = scenario.revenue.market_size
+    horizon = result.drivers["revenue_at_horizon"].to_numpy()
+    assert np.all(np.isfinite(result.pvs)) and horizon.max() <= size and result.revenue_sample.max() <= size
+    shipped = simulate(scenario_from_dict(base_case_dict()), paths=20_000, seed=1)
+    rate = shipped.drivers["revenue_at_horizon"].to_numpy()
+    assert rate.max() < size and shipped.revenue_sample.max() < size
+    # smooth, not a clip: a hard cap would put every path whose unbounded rate X passes the market size on it
+    # (R = X / sqrt(1 + (X/M)^2) >= M / sqrt 2); here none is on it and far fewer come within 0.1% of it
+    assert not np.any(rate == size)
+    assert np.mean(rate >= 0.999 * size) < 0.1 * np.mean(rate >= size / math.sqrt(2.0))

@@ -459,7 +459,10 @@ def run(d: dict, paths: int, seed: int, *, undiscounted: bool = False, threads: 
         chunk_size: int = 65_536) -> tuple[dict, object]:
     compiled = compile_scenario(scenario_from_dict(d), undiscounted=undiscounted)
     key, _ = key_from_seed(seed)
-    return engine.simulate_arrays(compiled, key, paths, chunk_size=chunk_size, threads=threads), compiled
+    arrays = engine.simulate_arrays(compiled, key, paths, chunk_size=chunk_size, threads=threads)
+    S = len(compiled.structures)  # the party view's PVs; the market view's (a scenario with [market]) apart
+    arrays["market_pv"], arrays["pv"] = arrays["pv"][:, S:], arrays["pv"][:, :S]
+    return arrays, compiled
 
 
 def all_clauses(d: dict) -> list[dict]:

@@ -134,7 +134,7 @@ def test_chunking_changes_nothing():
 
 def test_default_streams_beyond_the_keep_limit(monkeypatch):
     scenario = valuation.load_scenario(BASE_CASE)
-    monkeypatch.setattr(api, "KEEP_LIMIT", 8 * 20 * 1_000)
+    monkeypatch.setattr(api, "KEEP_LIMIT", 8 * 2 * 20 * 1_000)  # two views x 4 structures x 5 parties
     assert valuation.simulate(scenario, paths=1_000, seed=1).kept_paths
     assert not valuation.simulate(scenario, paths=1_001, seed=1).kept_paths
 

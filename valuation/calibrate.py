@@ -24,6 +24,7 @@ from valuation import keys
 from valuation.errors import InputError, Problem
 from valuation.scenario import Scenario
 from valuation.scenario.base import Model, thawed
+from valuation.stats.catalogue import Z95
 
 Z_ROOT = 1e-7  # the root finder's tolerance, relative to the input's scale (far below its standard error)
 
@@ -58,7 +59,7 @@ class Calibration:
     def lines(self) -> list[str]:
         """What ``valuation calibrate`` prints."""
         return [f"{self.key}: {self.original:g} -> {self.value:.6g} (SE {self.se:.3g}; 95% interval "
-                f"{self.value - 1.96 * self.se:.6g} to {self.value + 1.96 * self.se:.6g})",
+                f"{self.value - Z95 * self.se:.6g} to {self.value + Z95 * self.se:.6g})",
                 f"company value at the root: {self.implied:,.2f} USD bn (SE {self.implied_se:.2f}) against mark "
                 f"{self.mark!r} of {self.mark_value:,.2f} USD bn",
                 f"slope: {self.slope:,.4g} USD bn per unit of {self.key}; searched {self.low[0]:g} (implied "
@@ -132,7 +133,7 @@ def calibrate(scenario: Scenario, vary: str, mark: str, *, paths: int | None = N
     se = value_se / abs(slope) if slope != 0 else math.inf
     note = (f"calibrated to {mark} ({marks[mark].label or mark}, {target:g} USD bn on {marks[mark].date}): "
             f"{paths:,} paths, seed {seed}, SE {se:.3g}; was {original:g}")
-    calibrated = scenario.with_values({vary: {"value": float(root), "source": note}})
+    calibrated = scenario.with_values({vary: {"value": float(root), "source": note, "date": marks[mark].date}})
     return Calibration(key=vary, mark=mark, mark_value=target, original=float(original), value=float(root), se=se,
                        implied=value, implied_se=value_se, slope=slope, low=(lo, v_lo), high=(hi, v_hi), paths=paths,
                        seed=seed, evaluations=runs["n"], scenario=calibrated)

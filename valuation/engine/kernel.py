@@ -34,6 +34,7 @@ from models.revenue import (
     INV_MARKET,
     LOG_JUMP,
     LOG_X0,
+    MARKET,
     MULTIPLE,
     SIGMA,
     UPLIFT,
@@ -318,6 +319,7 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     jumps = jump_tail[n_steps, 0] > 0.0
     n_jump_cols = jump_tail.shape[1]
     inv_m = rev[INV_MARKET]
+    size = rev[MARKET]  # rates and means are clamped to it: below it in exact arithmetic, at most an ulp above
     log_r0 = rev[LOG_X0]
     uplift = rev[UPLIFT]
     uplift_zero = uplift * 0.0  # the uplift over a step before the declaration (its sign kept)
@@ -447,7 +449,7 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
             for k in range(1, n_steps + 1):
                 la = log_r_steps[k - 1, ii] if k > 1 else log_r0
                 lb = log_r_steps[k, ii]
-                booked = dt[k] * _booked(la, lb, unbounded[k - 1], unbounded[k], inv_m)
+                booked = dt[k] * min(_booked(la, lb, unbounded[k - 1], unbounded[k], inv_m), size)
                 revenue_steps[k] = booked
                 company += margin[k] * booked * company_df[k]
                 y = year_first[k]
@@ -463,14 +465,14 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
                     done = cut
                     y += 1
                 out_years[i, y] += rest
-            horizon_rate = saturated(unbounded[n_steps], inv_m)
+            horizon_rate = min(saturated(unbounded[n_steps], inv_m), size)
             out_revenue[i] = horizon_rate
             company += rev[MULTIPLE] * horizon_rate * company_df[n_steps + 1]
             out_company[i] = company
             row = path - record_from
             if 0 <= row < n_record:
                 for k in range(n_steps + 1):
-                    out_revenue_path[row, k] = saturated(unbounded[k], inv_m)
+                    out_revenue_path[row, k] = min(saturated(unbounded[k], inv_m), size)
 
             # ---- per-step clauses of the structures that apply, each over the steps its window touches:
             # its amount in each step, then its undiscounted flows and the payer's and payee's PVs as running
