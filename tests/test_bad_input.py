@@ -71,11 +71,32 @@ def workbook(edit: Callable[[Path], None]) -> Callable[[Path, Path], list[str]]:
     return setup
 
 
+def without_market(*args: str) -> Callable[[Path, Path], list[str]]:
+    """The base case without its [market] table as ``nomarket.toml``, and these arguments."""
+
+    def setup(folder: Path, report: Path) -> list[str]:
+        text = TEXT.split("\n[market]\n")[0]
+        (folder / "nomarket.toml").write_text(text, encoding="utf-8")
+        return list(args)
+
+    return setup
+
+
+def copied(*args: str) -> Callable[[Path, Path], list[str]]:
+    """The base case copied as ``bc.toml``, and these arguments."""
+
+    def setup(folder: Path, report: Path) -> list[str]:
+        shutil.copyfile(BASE_CASE, folder / "bc.toml")
+        return list(args)
+
+    return setup
+
+
 def arguments(*args: str, out: str | None = "out.xlsx") -> Callable[[Path, Path], list[str]]:
     """The shipped base case with these command-line arguments."""
 
     def setup(folder: Path, report: Path) -> list[str]:
-        if args and args[0] in ("run", "validate", "frobnicate"):
+        if args and args[0] in ("run", "validate", "calibrate", "frobnicate"):
             return list(args)
         return ["run", str(BASE_CASE), *args, *(["--out", out] if out else [])]
 
@@ -168,6 +189,7 @@ def wide_scenario(structures: int, parties: int) -> str:
 
 LATER_POINTS = "".join(f"{line}\n" for line in TEXT.splitlines()  # the declaration's second and third points
                        if line.startswith(("  { by = 2032-12-31", "  { by = 2047-12-31")))
+CONTRACTUAL_RATE = next(f"{line}\n" for line in TEXT.splitlines() if line.startswith("contractual = "))
 IPO_SIGMA = 'sigma = { value = 0.8, source = "Assumption", date = 2025-08-06 }'
 MARKET_SIZE = next(f"{line}\n" for line in TEXT.splitlines() if line.startswith("market_size = "))
 IPO = ('family = "lognormal"\nstart = 2026-01-01\n'
@@ -308,6 +330,29 @@ CATALOGUE = [
             "columns than Excel has", "sheet Paths", scenario(wide_scenario(255, 65))),
     Mistake("too-many-parties-for-charts", "scenario file", "256 parties: more series than an Excel chart holds",
             "charts", scenario(wide_scenario(2, 256))),
+    Mistake("mark-in-the-future", "scenario file", "A market mark dated after the valuation date (hindsight)",
+            "market.marks[0].date", scenario(_replace("date = 2025-03-31\nequity_value", "date = 2025-09-01\n"
+                                                                                             "equity_value"))),
+    Mistake("source-after-valuation-date", "scenario file", "An economic input whose source is dated after the "
+            "valuation date (hindsight)", "revenue.initial.date",
+            scenario(_replace("(Reuters/Investing.com, ~31 Jul 2025)\", date = 2025-08-04",
+                              "(Reuters/Investing.com, ~31 Jul 2025)\", date = 2026-01-31"))),
+    Mistake("source-date-not-a-date", "scenario file", "A source date that is not a date", "revenue.initial.date",
+            scenario(_replace("(Reuters/Investing.com, ~31 Jul 2025)\", date = 2025-08-04",
+                              "(Reuters/Investing.com, ~31 Jul 2025)\", date = \"last summer\""))),
+    Mistake("market-size-below-revenue", "scenario file", "A market size below today's revenue", "revenue.market_size",
+            scenario(_replace("market_size = { value = 1100.0", "market_size = { value = 10.0"))),
+    Mistake("risk-class-without-rate", "scenario file", "A clause's risk class that no rate is given for",
+            "structures[0].clauses[0].risk", scenario(_replace(
+                'label = "OpenAI -> Microsoft revenue share"\n',
+                'label = "OpenAI -> Microsoft revenue share"\nrisk = "venture"\n'))),
+    Mistake("default-risk-class-without-rate", "scenario file", "No rate for the risk class of a kind's flows "
+            "(payments are contractual)", "common_clauses[0]",
+            scenario(_replace(CONTRACTUAL_RATE, ""))),
+    Mistake("risk-without-market", "scenario file", "A risk class in a scenario without a [market] table",
+            "structures[0].clauses[0].risk", scenario(_replace(
+                'label = "OpenAI -> Microsoft revenue share"\n',
+                'label = "OpenAI -> Microsoft revenue share"\nrisk = "revenue"\n').split("\n[market]\n")[0])),
     # ------------------------------------------------------------ workbooks
     Mistake("not-a-workbook", "workbook", "A text file named `.xlsx`", "not an Excel workbook",
             workbook(lambda path: path.write_text("name,value\nvolatility,0.2\n"))),
@@ -377,6 +422,21 @@ CATALOGUE = [
             arguments("run", str(BASE_CASE), "--path", "100")),
     Mistake("no-file", "command line", "`valuation run` without a file", "file", arguments("run")),
     Mistake("unknown-command", "command line", "An unknown command", "frobnicate", arguments("frobnicate")),
+    Mistake("view-market-without-market", "command line", "`--view market` for a scenario without [market]",
+            "--view", without_market("run", "nomarket.toml", "--view", "market", *RUN)),
+    Mistake("calibrate-unknown-mark", "command line", "`calibrate --mark` naming no mark of the scenario", "--mark",
+            arguments("calibrate", str(BASE_CASE), "--vary", "revenue.exit_multiple", "--mark", "ipo_2027",
+                      "--paths", "100")),
+    Mistake("calibrate-not-a-number", "command line", "`calibrate --vary` naming an input that is not a number",
+            "--vary", arguments("calibrate", str(BASE_CASE), "--vary", "structures[0].name", "--mark",
+                                "softbank_round_2025", "--paths", "100")),
+    Mistake("calibrate-no-root", "command line", "A calibration with no root in the range searched",
+            "revenue.exit_multiple", arguments("calibrate", str(BASE_CASE), "--vary", "revenue.exit_multiple",
+                                               "--mark", "softbank_round_2025", "--paths", "200", "--between",
+                                               "1", "2")),
+    Mistake("calibrate-onto-the-input", "command line", "`calibrate --out` naming the input scenario", "--out",
+            copied("calibrate", "bc.toml", "--vary", "revenue.exit_multiple", "--mark", "softbank_round_2025",
+                   "--out", "bc.toml")),
 ]
 
 

@@ -91,8 +91,25 @@ def calibrate(scenario: Scenario, vary: str, mark: str, *, paths: int | None = N
         No mark of that name, an input that is not a number, or no root in the range (with the implied values at
         both ends).
     """
+    from valuation import arguments
     from valuation.api import simulate
 
+    if not isinstance(scenario, Scenario):
+        raise arguments.ArgumentTypeError("calibrate()", [Problem("scenario", "a Scenario (load_scenario(...))",
+                                                                  scenario)])
+    for name, value in (("vary", vary), ("mark", mark)):
+        if not isinstance(value, str):
+            raise arguments.ArgumentTypeError("calibrate()", [Problem(name, "text", value)])
+    if paths is not None:
+        paths = arguments.count("calibrate()", "paths", paths, 2)
+    if seed is not None:
+        seed = arguments.count("calibrate()", "seed", seed, 0, 2**63 - 1)
+    if between is not None:
+        lo_hi = tuple(float(x) for x in between) if isinstance(between, (tuple, list)) and len(between) == 2 \
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in between) else None
+        if lo_hi is None or not (math.isfinite(lo_hi[0]) and math.isfinite(lo_hi[1]) and lo_hi[0] < lo_hi[1]):
+            raise InputError("calibrate()", [Problem("between", "two finite numbers, the lower first", between)])
+        between = lo_hi
     where = scenario.path or "<scenario>"
     if scenario.market is None:
         raise InputError(where, [Problem("market", "a [market] table with rates and marks to calibrate to",

@@ -419,7 +419,8 @@ class SimulationResult:
         Rows ``(structure, party, clause)``: every clause whose flows reach the party on some path -- the
         structure's own, the common clauses, and those of its fallback on paths where it falls back (``via``
         names the structure a clause belongs to).  Columns: ``mean`` (USD bn), ``se``, ``share`` (of the
-        structure x party's mean; nan for a zero total), ``via``, ``common``, ``type``.
+        structure x party's mean; nan for a zero total), ``via``, ``common``, ``type``, ``order`` (the clause's
+        place in the structure x party: fallback's clauses, then its own and the common ones, as evaluated).
         """
         v = self._view(view)
         key = ("clauses", view)
@@ -447,13 +448,15 @@ class SimulationResult:
                         who = ", ".join(self.parties[int(w)] for w in (cl.payer[c], cl.payee[c]) if w >= 0)
                         label = clause.label or f"{clause.type} ({who})"
                         found.append({"structure": sname, "party": pname, "clause": label, "mean": mean, "se": se,
-                                      "via": self.structures[owner], "common": common, "type": clause.type})
+                                      "via": self.structures[owner], "common": common, "type": clause.type,
+                                      "order": len(found)})
                     whole = sum(r["mean"] for r in found)
                     for r in found:
                         r["share"] = r["mean"] / whole if whole != 0 else np.nan
                     rows.extend(found)
             df = pd.DataFrame(rows, columns=["structure", "party", "clause", "mean", "se", "share", "via", "common",
-                                             "type"]).set_index(["structure", "party", "clause"])
+                                             "type", "order"]).set_index(["structure", "party", "clause"])
+            df = df.sort_index()  # by name (MultiIndex lookups need it); ``order``: the kernel's order in each
             df.attrs.update(view=view, paths=n)
             self._cache[key] = df
         return self._cache[key].copy()

@@ -239,9 +239,9 @@ def _clauses(s: Scenario, t: np.ndarray, src_index: dict[str, int], undiscounted
         else:
             cl["df_payer"][c] = party_row[party_index[payer]] if payer is not None else 0
             cl["df_payee"][c] = party_row[party_index[payee]]
-        if market is not None:
+        if market is not None and giver is not None:  # a transfer; own value is what one party believes
             cl["df_market"][c] = rate_row(market[risk_class(clause)])
-            cl["in_market"][c] = giver is not None  # a transfer; own value is what one party believes
+            cl["in_market"][c] = 1
         for w, which in enumerate(("start", "end")):
             for m, term in enumerate(getattr(clause, which, None) or ()):
                 term_src[c, w, m], term_val[c, w, m] = _term(term, s, src_index)

@@ -66,8 +66,8 @@ if TYPE_CHECKING:  # the workbook reads a result; it does not import the results
 
 __all__ = ["SHEETS", "check_fits", "estimated_bytes", "sheet_sizes", "write_workbook"]
 
-SHEETS = ("Read me", "Summary", "Distributions", "Versus baseline", "Cash flows", "Drivers", "Assumptions",
-          "Paths")
+SHEETS = ("Read me", "Summary", "Market view", "Value by clause", "Distributions", "Versus baseline", "Cash flows",
+          "Drivers", "Assumptions", "Paths")
 
 # The Summary sheet's columns: the catalogue's summary statistics, the mean's 95% interval after its SE.
 SUMMARY_SHEET = (*SUMMARY[:2], *CONFIDENCE, *SUMMARY[2:])
@@ -83,6 +83,8 @@ def write_workbook(result: SimulationResult, path: str | Path) -> Path:
     names = _Names(result)
     _read_me(sheets["Read me"], result)
     _summary(sheets["Summary"], result, names)
+    _market_view(sheets["Market view"], result, names)
+    _by_clause(sheets["Value by clause"], result, names)
     _distributions(sheets["Distributions"], result, names)
     _versus_baseline(sheets["Versus baseline"], result, names)
     _cash_flows(sheets["Cash flows"], result, names)
@@ -107,10 +109,16 @@ def sheet_sizes(compiled, scenario, paths: int) -> dict[str, tuple[int, int]]:
     read_me = 31 + (2 if scenario.description else 0) + (2 + F if F else 0)
     versus = 8 + (S - 1) * (P + 2) if S > 1 else 5
     cash_top = 8 + len(compiled.class_rates) + 2 * S * P + 9 + 21 * ((S + 1) // 2)
-    drivers = max(4 + years, 24) + 15 + D + K
+    drivers = max(4 + years, 24) + 15 + D + K + 4 + years
+    summary = (S * P + 2 * S + 10 + len(SUMMARY_SHEET) + 2 + len(later_terms(scenario)),
+               max(2 + len(SUMMARY_SHEET), P + 1))
+    marks = len(scenario.market.marks) if scenario.market is not None else 0
+    clauses = sum(len(st.clauses) + len(scenario.common_clauses) for st in scenario.structures)
     return {
         "Read me": (read_me + 2, 4),
-        "Summary": (S * P + 2 * S + 10 + len(SUMMARY_SHEET), max(2 + len(SUMMARY_SHEET), P + 1)),
+        "Summary": summary,
+        "Market view": (summary[0] + 34 + marks, summary[1]) if scenario.market is not None else (4, 1),
+        "Value by clause": (8 + 2 * 2 * (S * clauses + S * P), 9),
         "Distributions": (103 * P + 1, 5 + 2 * S),
         "Versus baseline": (versus, max(11, P + 1)),
         "Cash flows": (cash_top + 6 + len(compiled.slot_time), max(3 + years, 2 + len(compiled.flow_columns()))),
@@ -156,6 +164,7 @@ def estimated_bytes(compiled, scenario, paths: int) -> int:
 
 
 _HINTS = {"Read me": "fewer fitted distributions", "Summary": "fewer structures x parties",
+          "Market view": "fewer structures x parties", "Value by clause": "fewer structures or clauses",
           "Distributions": "fewer parties or structures", "Versus baseline": "fewer structures x parties",
           "Cash flows": "fewer steps (steps_per_year, horizon), structures x parties or discount rates",
           "Drivers": "fewer steps or deadlines", "Assumptions": "fewer inputs",
@@ -231,6 +240,11 @@ _TOUR = [
     ("Summary", "Each party's present value under each structure: mean with its Monte Carlo standard error "
                 "and 95% confidence interval, spread (SD, percentiles) and risk (VaR and CVaR at 5%, the chance "
                 "of a loss). The chart shows the means with 95% error bars."),
+    ("Market view", "The same table in the market view: every transfer discounted at the rate of its risk class, "
+                    "the same for payer and payee, so transfers net to zero and own-value streams are left out "
+                    "(fair value). Below it, the model's value of 100% of the company against the market marks."),
+    ("Value by clause", "Each party's mean PV under each structure split by clause (own, common, and the "
+                        "fallback's where it applies), with standard errors, in both views."),
     ("Distributions", "For each party, how PVs are distributed under each structure: histogram frequencies on "
                       "shared bins, and the cumulative distribution (S-curve) from the 1st to 99th percentile."),
     ("Versus baseline", "Path by path, how much better or worse each structure is than the baseline for each "
@@ -239,7 +253,8 @@ _TOUR = [
     ("Cash flows", "Expected cash flows by calendar year, and a live PV: change the yellow discount rates and "
                    "the PVs re-discount in the workbook. At the scenario's rates they equal the simulated means."),
     ("Drivers", "What drove the results: AGI declaration and verification timing against the model, the "
-                "verification lag, how often each deadline was met, and a fan of revenue paths."),
+                "verification lag, how often each deadline was met, a fan of revenue paths and the revenue "
+                "earned in each calendar year."),
     ("Assumptions", "Every input with its unit, whether it was given or left at its default, and its source. "
                     "Edit a value here and run `valuation run <this workbook>` to get a new report."),
     ("Paths", "The first 1,000 simulated paths: drivers and every PV, for your own checks."),
@@ -285,19 +300,32 @@ def _read_me(ws, result: SimulationResult) -> None:
 # ------------------------------------------------------------------ summary
 
 
-def _summary(ws, result: SimulationResult, names: _Names) -> None:
+VIEW_TEXT = {"party": "Party view: each party's own discount rates and own-value streams (what each side believes)",
+             "market": "Market view: each transfer at the rate of its risk class, the same for payer and payee "
+                       "(fair value; own-value streams left out)"}
+
+
+def later_terms(scenario) -> list[str]:
+    """Notes on the structures agreed after the valuation date (valued as if known then)."""
+    t0 = scenario.simulation.valuation_date
+    return [f"{st.label or st.name}: agreed {st.agreed}, after the valuation date; valued as if known then"
+            for st in scenario.structures if st.agreed is not None and st.agreed > t0]
+
+
+def _summary(ws, result: SimulationResult, names: _Names, view: str = "party") -> int:
+    """The statistics of one view, its notes and its chart; returns the last row used."""
     ws.sheet_view.showGridLines = False
-    summary = result.summary()
-    title(ws, "Payoff distributions by structure and party",
-          f"PV in USD bn at {result.scenario.simulation.valuation_date}; {result.paths:,} paths, seed "
-          f"{_seed(result)}; standard errors are those of the Monte Carlo mean (see Read me for the run)."
+    summary = result.summary(view=view)
+    title(ws, f"Payoff distributions by structure and party -- {view} view",
+          f"{VIEW_TEXT[view]}. PV in USD bn at {result.scenario.simulation.valuation_date}; {result.paths:,} "
+          f"paths, seed {_seed(result)}; standard errors are those of the Monte Carlo mean (see Read me for the run)."
           + ("" if result.kept_paths else f" Streaming run: percentiles, VaR and CVaR {result.quantile_error}."))
     for key, values in confidence(summary).items():  # the catalogue's 95% interval of each mean
         summary[key] = values
     cols = SUMMARY_SHEET
     top = 4
     row = _statistics_table(ws, top, summary, cols, result, names)
-    table(ws, "SummaryTable", top, row, 2 + len(cols))
+    table(ws, "SummaryTable" if view == "party" else "MarketTable", top, row, 2 + len(cols))
     ws.freeze_panes = ws.cell(row=top + 1, column=3)
     row += 2
     put(ws, row, 1, "Columns", font=LABEL_FONT)
@@ -305,14 +333,83 @@ def _summary(ws, result: SimulationResult, names: _Names) -> None:
         row += 1
         put(ws, row, 1, c.short)
         put(ws, row, 2, c.description)
+    for note in later_terms(result.scenario):
+        row += 1
+        put(ws, row, 1, "Note")
+        put(ws, row, 2, note)
     row += 2
     means = summary["mean"].unstack()[result.parties].loc[result.structures].to_numpy()
     half = (Z95 * summary["se"]).unstack()[result.parties].loc[result.structures].to_numpy()
     _means_chart(ws, row, names, names.structure, means, half, "Mean PV",
-                 "Mean PV by structure and party (95% confidence bars)", "PV, USD bn")
+                 f"Mean PV by structure and party, {view} view (95% confidence bars)", "PV, USD bn")
     widths(ws, {1: 46, 2: 26, **{3 + j: 12 for j in range(len(cols))}})
     ws.row_dimensions[top].height = 32
     print_setup(ws, one_page=True)
+    return row + 2 * len(result.structures) + 4
+
+
+def _market_view(ws, result: SimulationResult, names: _Names) -> None:
+    """The market view's statistics, and the company's value against the marks."""
+    if "market" not in result.views:
+        ws.sheet_view.showGridLines = False
+        title(ws, "Market view", "The scenario has no [market] table (a discount rate per risk class), so it has "
+                                 "no market view and no company value.")
+        return
+    _summary(ws, result, names, "market")
+    company = result.company_value()
+    row = ws.max_row + 28  # below the means chart (12 cm: some 24 rows)
+    model = company.loc["model"]
+    put(ws, row, 1, f"Company value: 100% of the equity at the valuation date, at {company.attrs['rate']:.1%} "
+                    f"({company.attrs['discount_class']})", font=LABEL_FONT)
+    top = row + 1
+    header(ws, top, ["Value", "Date", "USD bn", "SE", "95% CI low", "95% CI high", "Model / mark"])
+    row = top + 1
+    put(ws, row, 1, "Model (operating profit each step, exit value at the horizon)")
+    put(ws, row, 2, model["date"], fmt=DATE)
+    for j, key in enumerate(("value", "se", "ci_low", "ci_high")):
+        put(ws, row, 3 + j, float(model[key]), fmt=BN)
+    for _, mark in company.drop(index="model").iterrows():
+        row += 1
+        put(ws, row, 1, f"Mark: {mark['label']}")
+        put(ws, row, 2, mark["date"], fmt=DATE)
+        put(ws, row, 3, float(mark["value"]), fmt=BN)
+        put(ws, row, 7, float(mark["model_to_mark"]), fmt='0.00"x"')
+    table(ws, "CompanyValue", top, row, 7)
+
+
+def _by_clause(ws, result: SimulationResult, names: _Names) -> None:
+    """Each structure x party's mean PV by clause, both views."""
+    ws.sheet_view.showGridLines = False
+    title(ws, "Value by clause", "Mean PV (USD bn) of each clause for each party under each structure, with its "
+                                 "standard error; the clauses of a structure x party sum to its mean PV. 'Via': the "
+                                 "structure a clause belongs to (its fallback on the paths where it falls back).")
+    row = 3
+    for view in result.views:
+        frame = result.by_clause(view=view).reset_index()
+        frame["s"] = frame["structure"].map(result.structures.index)  # the scenario's order, not by name
+        frame["p"] = frame["party"].map(result.parties.index)
+        frame = frame.sort_values(["s", "p", "order"], kind="stable")
+        row += 1
+        put(ws, row, 1, VIEW_TEXT[view], font=LABEL_FONT)
+        top = row + 1
+        header(ws, top, ["Structure", "Party", "Clause", "Via", "Common", "Mean (USD bn)", "SE", "Share"])
+        row = top
+        for _, r in frame.iterrows():
+            row += 1
+            put(ws, row, 1, names.structure[result.structures.index(r["structure"])])
+            put(ws, row, 2, names.party[result.parties.index(r["party"])])
+            put(ws, row, 3, r["clause"])
+            put(ws, row, 4, names.structure[result.structures.index(r["via"])])
+            put(ws, row, 5, "yes" if r["common"] else "")
+            put(ws, row, 6, float(r["mean"]), fmt=BN)
+            put(ws, row, 7, float(r["se"]), fmt=BN3)
+            put(ws, row, 8, float(r["share"]), fmt=PCT, nan="-")
+        if row > top:
+            table(ws, f"Clauses{view.title()}", top, row, 8)
+        row += 1
+    widths(ws, {1: 52, 2: 24, 3: 50, 4: 52, 5: 9, 6: 14, 7: 10, 8: 9})
+    ws.freeze_panes = "A3"
+    print_setup(ws, landscape=True)
 
 
 def _statistics_table(ws, top: int, frame: pd.DataFrame, cols: tuple, result: SimulationResult, names: _Names
@@ -640,7 +737,20 @@ def _drivers(ws, result: SimulationResult) -> None:
     fan_chart.set_categories(ref(ws, 1, ftop + 1, flast))
     fan_chart.x_axis.number_format = 'yyyy'
     ws.add_chart(fan_chart, f"G{ftop}")
-    widths(ws, {1: 40, 2: 22, 3: 22, 4: 22, 5: 12, 6: 12})
+
+    # revenue earned in each calendar year
+    years = result.revenue_by_year()
+    row = flast + 3
+    put(ws, row, 1, "Revenue earned in each calendar year (USD bn), over all paths", font=LABEL_FONT)
+    ytop = row + 1
+    header(ws, ytop, ["Year", "Days simulated", "Mean", "SE", "P5", "P50", "P95"])
+    for i, (year, values) in enumerate(years.iterrows(), start=1):
+        put(ws, ytop + i, 1, int(year))
+        put(ws, ytop + i, 2, int(values["days"]))
+        for j, key in enumerate(("mean", "se", "p5", "p50", "p95")):
+            put(ws, ytop + i, 3 + j, float(values[key]), fmt=BN3 if key == "se" else BN)
+    table(ws, "RevenueByYear", ytop, ytop + len(years), 7)
+    widths(ws, {1: 40, 2: 22, 3: 22, 4: 22, 5: 12, 6: 12, 7: 12})
     ws.freeze_panes = "A4"
     print_setup(ws, one_page=True)
 

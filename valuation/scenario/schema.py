@@ -615,13 +615,15 @@ def _market_checks(s: Scenario) -> Iterator[Problem]:
         yield Problem("market.company_class", f"a risk class with a rate in market.rates, one of {classes}",
                       market.company_class)
     for key, clause in all_clauses(s):
+        if kind_of(clause).roles[0] is None and clause.risk is None:
+            continue  # own value: not a flow of the market view
         wanted = risk_class(clause)
         if wanted not in market.rates:
             if clause.risk is not None:
                 yield Problem(f"{key}.risk", f"a risk class with a rate in market.rates, one of {classes}", wanted)
             else:
-                yield Problem(key, f"a rate for risk class {wanted!r} (the default of a {clause.type} clause) in "
-                              f"market.rates, which has {classes}; or a `risk` key naming one of them",
+                yield Problem(key, f"a rate for risk class {wanted!r} (the default of {clause.type} clauses) in "
+                              f"market.rates, which has {classes}; or a 'risk' key naming one of them",
                               has_value=False)
     seen: dict[str, int] = {}
     for i, mark in enumerate(market.marks):
