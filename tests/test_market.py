@@ -242,3 +242,21 @@ def test_the_back_test_is_as_documented():
         data = tomllib.load(fh)
     assert data["simulation"]["valuation_date"] == date(2024, 1, 1)
     assert data["revenue"]["initial"]["date"] <= date(2024, 1, 1)
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_no_path_of_a_shipped_scenario_exceeds_its_market_size(path):
+    s = load_scenario(path)
+    r = simulate(s, paths=20_000, seed=6, keep_paths=True)
+    size = s.revenue.market_size
+    assert size is not None
+    assert r.drivers["revenue_at_horizon"].max() < size and r.revenue_sample.max() < size
+    assert r.revenue_by_year()["p95"].max() < size
+
+
+def test_calibrating_the_equity_rate_moves_the_company_value():
+    """Another input of the issue's list: the equity discount rate of the market view (market.rates.equity)."""
+    s = load_scenario(BASE_CASE)
+    cal = calibrate(s, "market.rates.equity", "secondary_talks_2025", paths=5_000, seed=1, between=(0.05, 0.3))
+    assert 0.05 < cal.value < 0.20 and abs(cal.implied - 500.0) < 1e-3  # a higher value needs a lower rate
+    assert cal.scenario.market.rates["equity"] == cal.value

@@ -294,7 +294,7 @@ def test_the_room_check_counts_long_text_and_lets_a_workbook_that_fits(tmp_path,
         assert "has no room for the workbook: it needs about" in err and "No space left on device" in err, err
         assert time.monotonic() - started < 30  # refused before the run, not after it
         _untouched(out)
-    with mounted_tmpfs(tmp_path / "room", "450k") as room:
+    with mounted_tmpfs(tmp_path / "room", "600k") as room:
         assert main(["run", str(BASE_CASE), "--paths", "200", "--out", str(room / "base.xlsx")]) == 0
         assert (room / "base.xlsx").stat().st_size > 100_000
 

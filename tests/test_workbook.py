@@ -148,7 +148,7 @@ def test_assumptions_list_every_input_with_its_source(run):
     out, result = run
     rows = {r["Key"]: r for r in _rows(openpyxl.load_workbook(out)["Assumptions"], "Assumptions")}
     initial = rows["revenue.initial"]
-    assert initial["Value"] == 12.0 and initial["Unit"] == "USD bn per year" and initial["Given or default"] == "given"
+    assert initial["Value"] == 13.0 and initial["Unit"] == "USD bn per year" and initial["Given or default"] == "given"
     assert "Information" in initial["Source"]
     assert rows["structures[3].clauses[0].cap"]["Value"] == 38.0
     assert rows["structures[0].clauses[0].rate_after_cap"]["Given or default"] == "default"

@@ -430,30 +430,30 @@ class SimulationResult:
             n = self.paths
             table = self.clause_table()
             rows = []
-            for s, sname in enumerate(self.structures):
-                for p, pname in enumerate(self.parties):
-                    found = []
-                    for c, (owner, clause, common) in enumerate(table):
-                        legs = [leg for leg, who in ((0, cl.payer[c]), (1, cl.payee[c])) if who == p]
-                        if not legs or (v == 1 and not cl.in_market[c]):
-                            continue
-                        patterns = st_eff[:, s] == owner
-                        if not patterns.any():
-                            continue
-                        total = sum(sums[patterns, c, clause_moment(v, leg, 0)].sum() for leg in legs)
-                        square = sum(sums[patterns, c, clause_moment(v, leg, 1)].sum() for leg in legs)
-                        mean = total / n
-                        var = max(square - total * total / n, 0.0) / (n - 1) if n > 1 else np.nan
-                        se = self.sampler.standard_error(_Moments(n, float(np.sqrt(var))))
-                        who = ", ".join(self.parties[int(w)] for w in (cl.payer[c], cl.payee[c]) if w >= 0)
-                        label = clause.label or f"{clause.type} ({who})"
-                        found.append({"structure": sname, "party": pname, "clause": label, "mean": mean, "se": se,
-                                      "via": self.structures[owner], "common": common, "type": clause.type,
-                                      "order": len(found)})
-                    whole = sum(r["mean"] for r in found)
-                    for r in found:
-                        r["share"] = r["mean"] / whole if whole != 0 else np.nan
-                    rows.extend(found)
+            by_pair: dict[tuple[int, int], list] = {}
+            for s, p, c, legs in self.compiled.clause_legs(v):
+                by_pair.setdefault((s, p), []).append((c, legs))
+            for (s, p), members in by_pair.items():
+                found = []
+                for c, legs in members:
+                    owner, clause, common = table[c]
+                    patterns = st_eff[:, s] == owner
+                    total = sum(sums[patterns, c, clause_moment(v, leg, 0)].sum() for leg in legs)
+                    square = sum(sums[patterns, c, clause_moment(v, leg, 1)].sum() for leg in legs)
+                    mean = total / n
+                    var = max(square - total * total / n, 0.0) / (n - 1) if n > 1 else np.nan
+                    se = self.sampler.standard_error(_Moments(n, float(np.sqrt(var))))
+                    who = ", ".join(self.parties[int(w)] for w in (cl.payer[c], cl.payee[c]) if w >= 0)
+                    label = clause.label or f"{clause.type} ({who})"
+                    if owner != s:  # a fallback's clause (on the paths where the structure falls back)
+                        label = f"{label} [via {self.structures[owner]}]"
+                    found.append({"structure": self.structures[s], "party": self.parties[p], "clause": label,
+                                  "mean": mean, "se": se, "via": self.structures[owner], "common": common,
+                                  "type": clause.type, "order": len(found)})
+                whole = sum(r["mean"] for r in found)
+                for r in found:
+                    r["share"] = r["mean"] / whole if whole != 0 else np.nan
+                rows.extend(found)
             df = pd.DataFrame(rows, columns=["structure", "party", "clause", "mean", "se", "share", "via", "common",
                                              "type", "order"]).set_index(["structure", "party", "clause"])
             df = df.sort_index()  # by name (MultiIndex lookups need it); ``order``: the kernel's order in each

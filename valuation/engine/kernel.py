@@ -158,13 +158,25 @@ def _profit_share(profit, rate, until, by_profit, basis, pay):
 
 
 @jit
-def _booked(la, lb, xa, xb, inv_m):
-    """Mean revenue rate over a step from log-unbounded ``la`` to ``lb`` (``xa, xb`` their exponentials):
-    :func:`models.revenue.mean_rate`, from the exponentials already taken where it can."""
+def _antiderivative(log_x, x, inv_m, log_inv_m):
+    """``asinh(x inv_m)`` for ``x = exp(log_x)`` (the rate's antiderivative in ``log x``, over the market size),
+    as :func:`models.revenue.mean_rate` takes it: ``log_x + log inv_m + log 2`` beyond 1e8."""
+    z = log_x + log_inv_m
+    if z > 18.42:
+        return z + 0.6931471805599453
+    return math.asinh(x * inv_m)
+
+
+@jit
+def _booked(la, lb, xa, xb, fa, fb, inv_m):
+    """Mean revenue rate over a step from log-unbounded ``la`` to ``lb``: :func:`models.revenue.mean_rate`, from
+    the exponentials ``xa, xb`` and antiderivatives ``fa, fb`` already taken at the step ends where it can."""
     d = lb - la
-    if inv_m == 0.0 and not -1e-3 < d < 1e-3:
+    if -1e-3 < d < 1e-3:
+        return mean_rate(la, lb, inv_m)
+    if inv_m == 0.0:
         return (xb - xa) / d
-    return mean_rate(la, lb, inv_m)
+    return (fb - fa) / (inv_m * d)
 
 
 @jit(inline="always")
@@ -319,6 +331,8 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     jumps = jump_tail[n_steps, 0] > 0.0
     n_jump_cols = jump_tail.shape[1]
     inv_m = rev[INV_MARKET]
+    log_inv_m = math.log(inv_m) if inv_m > 0.0 else 0.0
+    antider = np.zeros(n_steps + 1)  # per path: the rate's antiderivative at each step end (with a market size)
     size = rev[MARKET]  # rates and means are clamped to it: below it in exact arithmetic, at most an ulp above
     log_r0 = rev[LOG_X0]
     uplift = rev[UPLIFT]
@@ -443,13 +457,18 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
             unbounded[0] = math.exp(log_r0)
             for k in range(1, n_steps + 1):
                 unbounded[k] = math.exp(log_r_steps[k, ii])
+            if inv_m > 0.0:  # the antiderivative at each step end, once (two steps share it)
+                antider[0] = _antiderivative(log_r0, unbounded[0], inv_m, log_inv_m)
+                for k in range(1, n_steps + 1):
+                    antider[k] = _antiderivative(log_r_steps[k, ii], unbounded[k], inv_m, log_inv_m)
             for y in range(n_years):
                 out_years[i, y] = 0.0
             company = 0.0
             for k in range(1, n_steps + 1):
                 la = log_r_steps[k - 1, ii] if k > 1 else log_r0
                 lb = log_r_steps[k, ii]
-                booked = dt[k] * min(_booked(la, lb, unbounded[k - 1], unbounded[k], inv_m), size)
+                booked = dt[k] * min(_booked(la, lb, unbounded[k - 1], unbounded[k], antider[k - 1], antider[k],
+                                             inv_m), size)
                 revenue_steps[k] = booked
                 company += margin[k] * booked * company_df[k]
                 y = year_first[k]

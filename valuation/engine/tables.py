@@ -163,6 +163,23 @@ class Compiled:
         :data:`CLAUSE_MOMENTS` sums of each clause's PVs (:func:`clause_moment`)."""
         return (self.drivers.st_eff.shape[0], len(self.clauses.kind), len(self.slot_time) + CLAUSE_MOMENTS)
 
+    def clause_legs(self, view: int) -> list[tuple[int, int, int, list[int]]]:
+        """(structure, party, clause, legs) of every clause whose flows reach the party under the structure on
+        some paths (its own, common or a fallback's clause; legs 0 payer, 1 payee), in the kernel's order: the
+        rows of ``SimulationResult.by_clause`` for view ``view`` (the market view has transfers only)."""
+        st_eff, cl = self.drivers.st_eff, self.clauses
+        out = []
+        for s in range(len(self.structures)):
+            owners = set(st_eff[:, s].tolist())
+            for p in range(len(self.parties)):
+                for c in range(len(cl.kind)):
+                    if int(cl.structure[c]) not in owners or (view == 1 and not cl.in_market[c]):
+                        continue
+                    legs = [leg for leg, who in ((0, cl.payer[c]), (1, cl.payee[c])) if who == p]
+                    if legs:
+                        out.append((s, p, c, legs))
+        return out
+
     def flow_columns(self) -> list[tuple[int, int, int]]:
         """(structure, party, discount class) that can have flows, in that order: those of the clauses of each
         structure that applies under some pattern of deadlines met (known before any path runs)."""

@@ -106,23 +106,24 @@ def sheet_sizes(compiled, scenario, paths: int) -> dict[str, tuple[int, int]]:
     S, P, D, K = len(compiled.structures), len(compiled.parties), len(compiled.deadlines), compiled.n_steps
     years = scenario.simulation.horizon.year - scenario.simulation.valuation_date.year + 1
     F = len(compiled.fits)
-    read_me = 31 + (2 if scenario.description else 0) + (2 + F if F else 0)
+    read_me = 33 + (2 if scenario.description else 0) + (2 + F if F else 0)
     versus = 8 + (S - 1) * (P + 2) if S > 1 else 5
     cash_top = 8 + len(compiled.class_rates) + 2 * S * P + 9 + 21 * ((S + 1) // 2)
     drivers = max(4 + years, 24) + 15 + D + K + 4 + years
-    summary = (S * P + 2 * S + 10 + len(SUMMARY_SHEET) + 2 + len(later_terms(scenario)),
+    summary = (S * P + 2 * S + 10 + len(SUMMARY_SHEET) + len(later_terms(scenario)),
                max(2 + len(SUMMARY_SHEET), P + 1))
     marks = len(scenario.market.marks) if scenario.market is not None else 0
-    clauses = sum(len(st.clauses) + len(scenario.common_clauses) for st in scenario.structures)
+    views = len(compiled.views)
+    clause_rows = sum(2 + len(compiled.clause_legs(v)) for v in range(views)) + views - 1
     return {
         "Read me": (read_me + 2, 4),
         "Summary": summary,
-        "Market view": (summary[0] + 34 + marks, summary[1]) if scenario.market is not None else (4, 1),
-        "Value by clause": (8 + 2 * 2 * (S * clauses + S * P), 9),
+        "Market view": (summary[0] + 30 + marks, max(summary[1], 7)) if scenario.market is not None else (2, 1),
+        "Value by clause": (3 + clause_rows, 8),
         "Distributions": (103 * P + 1, 5 + 2 * S),
         "Versus baseline": (versus, max(11, P + 1)),
         "Cash flows": (cash_top + 6 + len(compiled.slot_time), max(3 + years, 2 + len(compiled.flow_columns()))),
-        "Drivers": (drivers, 6),
+        "Drivers": (drivers, 7),
         "Assumptions": (len(assumption_rows(scenario)) + 1, len(COLUMNS)),
         "Paths": (min(HEAD, paths) + 3, 2 + len(compiled.sources) + D + S * P),
     }
