@@ -474,14 +474,18 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
                 y = year_first[k]
                 rest = booked
                 done = 0.0
-                for j in range(2):  # a new calendar year starting inside the step
+                l0, x0, f0 = la, unbounded[k - 1], antider[k - 1]
+                for j in range(2):  # a new calendar year starting inside the step: the part before it
                     cut = year_cut[k, j]
                     if not cut == cut:
                         break
-                    part = (cut - done) * dt[k] * mean_rate(la + done * (lb - la), la + cut * (lb - la), inv_m)
+                    l1 = la + cut * (lb - la)
+                    x1 = math.exp(l1)
+                    f1 = _antiderivative(l1, x1, inv_m, log_inv_m) if inv_m > 0.0 else 0.0
+                    part = (cut - done) * dt[k] * min(_booked(l0, l1, x0, x1, f0, f1, inv_m), size)
                     out_years[i, y] += part
                     rest -= part
-                    done = cut
+                    done, l0, x0, f0 = cut, l1, x1, f1
                     y += 1
                 out_years[i, y] += rest
             horizon_rate = min(saturated(unbounded[n_steps], inv_m), size)
