@@ -226,13 +226,15 @@ def targets(runs: dict, ratios: dict) -> list[dict]:
 
 WHY = {  # shown when a target is missed: what the gap is made of
     "full_over_quantlib_all_threads": (
-        "QuantLib's step is a bare GBM step (one normal, one exp); ours is the whole base case per step (two normals, "
-        "a jump draw, mean-reverting growth, AGI uplift and deadline haircuts, 46 clauses over 4 structures and 5 "
-        "parties booked into PVs and expected flows). 10x QuantLib per path-step would need the full model at or "
+        "QuantLib's step is a bare GBM step (one normal, one exp); ours is the whole base case per step (three "
+        "normals, a Poisson jump count, the exact integrated mean-reverting growth, AGI uplift and deadline haircuts, "
+        "the market size's saturation (an asinh), 46 clauses over 4 structures and 5 parties booked into PVs of "
+        "both views, clause sums and expected flows). 10x QuantLib per path-step would need the full model at or "
         "above the floor's own speed: the floor itself ran at {floor_over_quantlib:.1f}x QuantLib in this run."),
     "full_over_floor_all_threads": (
-        "the floor draws one normal per step; the model draws two normals and a jump uniform, and then evaluates every "
-        "clause of every structure on the step."),
+        "the floor draws one normal per step (and one exp); the model draws three normals and a jump uniform, takes "
+        "an exp and an asinh (the market size), and then evaluates every clause of every structure on the step, in "
+        "both views, with each clause's PV sums for value by clause."),
     "full_over_floor_1_thread": (
         "as above, at one thread."),
     "speed_up_1_to_all_threads": (

@@ -33,8 +33,7 @@ _SHIFT32 = np.uint64(32)
 # a driver never shifts the numbers another driver sees.
 STREAM_DRIVERS = 0  # per-path AGI drivers: declaration, verification lag, whether it is ever verified
 STREAM_SHOCKS = 1  # per-step revenue and growth shocks
-STREAM_JUMPS = 2  # per-step jump indicator
-STREAM_GROWTH = 3  # per-step third normal of the growth process (its integral and end value with the revenue shock)
+STREAM_JUMPS = 2  # per step: the jump count's uniform, and (its pair) the growth process's third normal
 STREAM_NAMED = 0x80000000  # top bit of the stream word: a named source (an event, a deadline's completion)
 
 

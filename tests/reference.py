@@ -41,7 +41,6 @@ from scipy.stats import poisson
 
 from models.rng import (
     STREAM_DRIVERS,
-    STREAM_GROWTH,
     STREAM_JUMPS,
     STREAM_SHOCKS,
     key_from_seed,
@@ -352,7 +351,7 @@ def _revenue(scenario: Scenario, key, paths: np.ndarray, t: np.ndarray, tau_a: n
     z2_all = ndtri(shocks[:, :, 1])
     s_g = rv.growth_volatility
     if s_g > 0.0:
-        z3_all = ndtri(uniforms(key, paths, STREAM_GROWTH, draws)[:, :, 0])
+        z3_all = ndtri(uniforms(key, paths, STREAM_JUMPS, draws)[:, :, 1])  # the jump draw's second uniform
     else:
         z3_all = np.zeros((n, k_steps))
     jumps = uniforms(key, paths, STREAM_JUMPS, draws)[:, :, 0] if rv.jump_intensity > 0.0 else None

@@ -359,11 +359,10 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
             draw_uniforms(sampler, rk, first + sub, ev_stream[e], ev_draw[e], ev_u[e:e + 1], no_pair)
         draw_uniforms(sampler, rk, first + sub, rng.STREAM_SHOCKS, 1, shock1, shock2)
         draw_normals(sampler, shocks_flat, normals_flat)
+        if three or jumps:  # the jump stream's pair: the jump uniform, and the growth's third normal
+            draw_uniforms(sampler, rk, first + sub, rng.STREAM_JUMPS, 1, jump_u, shock3)  # (shock3: no rows if not)
         if three:
-            draw_uniforms(sampler, rk, first + sub, rng.STREAM_GROWTH, 1, shock3, no_pair)
             draw_normals(sampler, shock3_flat, normals3_flat)
-        if jumps:
-            draw_uniforms(sampler, rk, first + sub, rng.STREAM_JUMPS, 1, jump_u, no_pair)
 
         # ---- drivers, path by path
         for ii in range(m):
