@@ -581,18 +581,28 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
                 payee = cl_payee[c]
                 row_payer = np.uint64(cl_df_payer[c] if payer >= 0 else cl_df_payee[c])
                 row_payee = np.uint64(cl_df_payee[c])
-                row_market = np.uint64(cl_df_market[c])
+                in_market = n_views > 1 and cl_in_market[c] > 0
+                row_market = np.uint64(cl_df_market[c]) if in_market else row_payer
+                # one running sum per distinct discount row (a clause at one rate for both legs sums once)
                 pv_payer = 0.0
                 pv_payee = 0.0
                 pv_market = 0.0
-                for k in range(np.uint64(k_first), np.uint64(k_last + 1)):
-                    x = amounts[k]
-                    block_flows[upattern, uc, k] += x
-                    pv_payer += x * df[row_payer, k]
-                    pv_payee += x * df[row_payee, k]
-                    pv_market += x * df[row_market, k]
+                if row_payee == row_payer and row_market == row_payer:
+                    for k in range(np.uint64(k_first), np.uint64(k_last + 1)):
+                        x = amounts[k]
+                        block_flows[upattern, uc, k] += x
+                        pv_payer += x * df[row_payer, k]
+                    pv_payee = pv_payer
+                    pv_market = pv_payer
+                else:
+                    for k in range(np.uint64(k_first), np.uint64(k_last + 1)):
+                        x = amounts[k]
+                        block_flows[upattern, uc, k] += x
+                        pv_payer += x * df[row_payer, k]
+                        pv_payee += x * df[row_payee, k]
+                        pv_market += x * df[row_market, k]
                 _book(acc, block_flows, pattern, c, s, n_struct, n_views, n_slots, payer, payee, pv_payer, pv_payee,
-                      pv_market, cl_in_market[c])
+                      pv_market, in_market)
 
             # ---- one-off clauses: payments on their date, stakes at the horizon
             company_value = rev[MULTIPLE] * horizon_rate
