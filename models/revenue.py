@@ -78,7 +78,7 @@ class RevenueModel:
         and ``jump_tail[k, n - 1] = P(N >= n)`` for the jumps of the step (as many columns as matter)."""
         h = np.asarray(dt, np.float64)
         kappa, s, rho = self.mean_reversion, self.growth_volatility, self.correlation
-        cov = [integrated_ou(float(x), kappa) for x in h]
+        cov = integrated_ou_table(h, kappa)
         e = np.array([c[0] for c in cov])
         b = np.array([c[1] for c in cov])
         v_i = s * s * np.array([c[2] for c in cov])  # Var I
@@ -107,14 +107,35 @@ class RevenueModel:
         """
         kappa, gbar = self.mean_reversion, self.long_run_growth
         s = t - t[0]
-        mean_int = np.array([gbar * x + (self.initial_growth - gbar) * integrated_ou(float(x), kappa)[1] for x in s])
+        table = integrated_ou_table(s, kappa)
+        mean_int = gbar * s + (self.initial_growth - gbar) * np.array([c[1] for c in table])
         drift = mean_int + (max(self.agi_growth_uplift, 0.0) - 0.5 * self.volatility**2) * s
-        var_g = np.array([integrated_ou(float(x), kappa)[2] for x in s])
+        var_g = np.array([c[2] for c in table])
         spread = self.volatility * np.sqrt(s) + self.growth_volatility * np.sqrt(np.maximum(var_g, 0.0))
         log_x = math.log(self.initial_unbounded) + drift + sds * spread
         if math.isfinite(self.market_size):
             return np.minimum(log_x, math.log(self.market_size))
         return log_x
+
+
+def integrated_ou_table(h: np.ndarray, kappa: float) -> list[tuple[float, float, float, float, float, float]]:
+    """:func:`integrated_ou` of each step length, computed once per distinct length (a grid has few)."""
+    h = np.asarray(h, np.float64)
+    values, inverse = np.unique(h, return_inverse=True)
+    if len(values) > 64:  # an envelope's elapsed times (all distinct): the closed forms where they are exact
+        return [integrated_ou(float(x), kappa) for x in h] if len(h) <= 4096 else _integrated_ou_fast(h, kappa)
+    rows = [integrated_ou(float(x), kappa) for x in values]
+    return [rows[j] for j in inverse.ravel()]
+
+
+def _integrated_ou_fast(h: np.ndarray, kappa: float) -> list[tuple[float, float, float, float, float, float]]:
+    """The envelope's long grids: B and Var I only matter there (an upper bound), to a few digits."""
+    x = kappa * h
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b = np.where(x > 1e-6, -np.expm1(-x) / np.where(kappa > 0, kappa, 1.0), h)
+        v_i = np.where(x > 1e-2, (h - 2 * b - np.expm1(-2 * x) / (2 * np.where(kappa > 0, kappa, 1.0)))
+                       / np.where(kappa > 0, kappa, 1.0) ** 2, h**3 / 3 * (1 - 3 * x / 4))
+    return [(0.0, float(bb), float(vv), 0.0, 0.0, 0.0) for bb, vv in zip(b, v_i, strict=True)]
 
 
 def integrated_ou(h: float, kappa: float) -> tuple[float, float, float, float, float, float]:

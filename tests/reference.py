@@ -30,6 +30,7 @@ Entry point: :func:`reference_simulate`.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from datetime import date as Date
@@ -316,15 +317,22 @@ def mean_rate(la, lb, market: float | None):
 
 
 def poisson_count(u: np.ndarray, mean: float) -> np.ndarray:
-    """Number of ``n >= 1`` with ``u < P(Poisson(mean) >= n)``."""
+    """Number of ``n >= 1`` with ``u < P(Poisson(mean) >= n)`` (the tails fall with n: once one is at or below
+    the smallest uniform, no path counts more)."""
     count = np.zeros(u.shape, dtype=np.int64)
-    n = 1
-    while True:
-        tail = float(poisson.sf(n - 1, mean))
-        if tail <= 0.0 or n > 1000:
-            return count
+    smallest = float(u.min()) if u.size else 1.0
+    for n, tail in enumerate(_poisson_tails(float(mean)), start=1):
+        if tail <= smallest or n > 1000:
+            break
         count += u < tail
-        n += 1
+    return count
+
+
+@functools.lru_cache(maxsize=256)
+def _poisson_tails(mean: float) -> tuple[float, ...]:
+    """P(Poisson(mean) >= n) for n = 1, 2, ... while positive (at most 1000 terms)."""
+    tails = poisson.sf(np.arange(0, 1000), mean)
+    return tuple(float(x) for x in tails[tails > 0.0])
 
 
 @dataclass
