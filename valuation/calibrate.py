@@ -23,7 +23,7 @@ from scipy.optimize import brentq
 from valuation import keys
 from valuation.errors import InputError, Problem
 from valuation.scenario import Scenario
-from valuation.scenario.base import Model, thawed
+from valuation.scenario.base import thawed
 from valuation.stats.catalogue import Z95
 
 Z_ROOT = 1e-7  # the root finder's tolerance, relative to the input's scale (far below its standard error)
@@ -233,18 +233,24 @@ def _attach(plain: Any, parts: list[str | int], source: str | None, when: Date |
     node[last] = {"value": value, **({"source": source} if source else {}), **({"date": when} if when else {})}
 
 
-def write_scenario(scenario: Scenario, out: Path, header: str, *, never: Path | None = None) -> Path:
-    """Write ``scenario`` to ``out`` whole or not at all (a temporary file renamed over it); never onto ``never``
-    (the input file)."""
+def check_output(out: str | Path, never: str | Path | None = None) -> Path:
+    """Where a calibrated scenario may go: a new ``.toml`` in an existing folder, never ``never`` (the input)."""
     out = Path(out)
-    if never is not None and out.exists() and os.path.samefile(out, never) or \
-            never is not None and out.resolve() == Path(never).resolve():
+    if never is not None and (out.resolve() == Path(never).resolve() or
+                              out.exists() and os.path.samefile(out, never)):
         raise InputError("", [Problem("--out", "a new file, not the input scenario (calibration never edits it)",
                                       str(out))])
     if out.suffix.lower() != ".toml":
         raise InputError("", [Problem("--out", "a path ending in .toml", str(out))])
     if not out.parent.is_dir():
         raise InputError("", [Problem("--out", "a path in an existing folder", str(out))])
+    return out
+
+
+def write_scenario(scenario: Scenario, out: Path, header: str, *, never: Path | None = None) -> Path:
+    """Write ``scenario`` to ``out`` whole or not at all (a temporary file renamed over it); never onto ``never``
+    (the input file)."""
+    out = check_output(out, never)
     text = scenario_toml(scenario, header)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     try:
@@ -259,4 +265,4 @@ def write_scenario(scenario: Scenario, out: Path, header: str, *, never: Path | 
     return out
 
 
-__all__ = ["Calibration", "Model", "calibrate", "scenario_toml", "search_range", "write_scenario"]
+__all__ = ["Calibration", "calibrate", "check_output", "scenario_toml", "search_range", "write_scenario"]

@@ -263,20 +263,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from valuation.calibrate import calibrate, write_scenario
+    from valuation.calibrate import calibrate, check_output, write_scenario
     from valuation.scenario import load_scenario
 
     scenario = load_scenario(args.file)
     out = Path(args.out) if args.out is not None else None
     if out is not None:  # every check of the output before any path runs
-        write_check = out.resolve()
-        if write_check == Path(args.file).resolve():
-            raise InputError("", [Problem("--out", "a new file, not the input scenario (calibration never edits it)",
-                                          args.out)])
-        if out.suffix.lower() != ".toml":
-            raise InputError("", [Problem("--out", "a path ending in .toml", args.out)])
-        if not out.parent.is_dir():
-            raise InputError("", [Problem("--out", "a path in an existing folder", args.out)])
+        check_output(out, never=Path(args.file))
     between = tuple(args.between) if args.between is not None else None
     if between is not None and not (math.isfinite(between[0]) and math.isfinite(between[1]) and
                                     between[0] < between[1]):
