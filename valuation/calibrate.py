@@ -24,6 +24,7 @@ from valuation import keys
 from valuation.errors import InputError, Problem
 from valuation.scenario import Scenario
 from valuation.scenario.base import thawed
+from valuation.scenario.ranges import bounds
 from valuation.stats.catalogue import Z95
 
 Z_ROOT = 1e-7  # the root finder's tolerance, relative to the input's scale (far below its standard error)
@@ -159,7 +160,7 @@ def calibrate(scenario: Scenario, vary: str, mark: str, *, paths: int | None = N
 def search_range(scenario: Scenario, key: str, value: float) -> tuple[float, float]:
     """Where :func:`calibrate` looks by default: the input's allowed range (its schema bounds; an open bound a
     hair inside), each unbounded side ten times the input's size (at least 10) from it."""
-    lo, hi, open_lo, open_hi = _bounds(scenario, key)
+    lo, hi, open_lo, open_hi = bounds(scenario, key)
     size = 10.0 * max(abs(value), 1.0)
     lo = value - size if lo is None else lo
     hi = value + size if hi is None else hi
@@ -167,55 +168,26 @@ def search_range(scenario: Scenario, key: str, value: float) -> tuple[float, flo
     return (lo + nudge if open_lo else lo), (hi - nudge if open_hi else hi)
 
 
-def _bounds(scenario: Scenario, key: str) -> tuple[float | None, float | None, bool, bool]:
-    """The schema's bounds of the number at ``key``: (low, high, low excluded, high excluded)."""
-    parts = keys.parse(key)
-    if parts[:2] == ["market", "rates"]:
-        return -1.0, 10.0, True, False
-    node: Any = scenario
-    field = None
-    for part in parts:
-        if isinstance(node, BaseModel):
-            name = next((n for n, f in type(node).model_fields.items() if (f.alias or n) == part), None)
-            if name is None:
-                return None, None, False, False
-            field = type(node).model_fields[name]
-            node = getattr(node, name)
-        elif isinstance(node, dict):
-            node = node.get(part)
-        elif isinstance(node, tuple) and isinstance(part, int):
-            node = node[part]
-    lo = hi = None
-    open_lo = open_hi = False
-    for meta in getattr(field, "metadata", []) if field is not None else []:
-        for attr, is_low, is_open in (("ge", True, False), ("gt", True, True), ("le", False, False),
-                                      ("lt", False, True)):
-            bound = getattr(meta, attr, None)
-            if bound is not None:
-                if is_low:
-                    lo, open_lo = float(bound), is_open
-                else:
-                    hi, open_hi = float(bound), is_open
-    return lo, hi, open_lo, open_hi
-
-
 # ------------------------------------------------------------------ writing
 
 
 def scenario_toml(scenario: Scenario, header: str = "") -> str:
-    """A scenario as a TOML file that loads back to it: every given input, each with its source and its date."""
+    """A scenario as a TOML file that loads back to it: every given input, each with its source, its date and its
+    range."""
     import tomli_w
 
     plain = thawed(scenario.model_dump(by_alias=True, exclude_unset=True))
-    for key in sorted(set(scenario.sources) | set(scenario.source_dates), key=lambda k: -len(keys.parse(k))):
-        _attach(plain, keys.parse(key), scenario.sources.get(key), scenario.source_dates.get(key))
+    for key in sorted(set(scenario.sources) | set(scenario.source_dates) | set(scenario.ranges),
+                      key=lambda k: -len(keys.parse(k))):
+        _attach(plain, keys.parse(key), scenario.sources.get(key), scenario.source_dates.get(key),
+                scenario.ranges.get(key))
     text = tomli_w.dumps(plain, multiline_strings=False)
     lines = [f"# {line}" if line else "#" for line in header.splitlines()]
     return ("\n".join(lines) + "\n\n" if lines else "") + text
 
 
-def _attach(plain: Any, parts: list[str | int], source: str | None, when: Date | None) -> None:
-    """Write ``{value, source, date}`` at a key path of a dumped scenario."""
+def _attach(plain: Any, parts: list[str | int], source: str | None, when: Date | None, span: Any = None) -> None:
+    """Write ``{value, source, date, low, high, dist}`` at a key path of a dumped scenario."""
     node = plain
     for part in parts[:-1]:
         if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int) and \
@@ -230,7 +202,8 @@ def _attach(plain: Any, parts: list[str | int], source: str | None, when: Date |
     value = node[last]
     if isinstance(value, (dict, list)):
         return
-    node[last] = {"value": value, **({"source": source} if source else {}), **({"date": when} if when else {})}
+    node[last] = {"value": value, **({"source": source} if source else {}), **({"date": when} if when else {}),
+                  **(span.as_dict() if span is not None else {})}
 
 
 def check_output(out: str | Path, never: str | Path | None = None) -> Path:

@@ -22,8 +22,11 @@ from valuation.scenario.base import EventOffset
 from valuation.scenario.schema import Scenario, scenario_from_dict
 
 TYPES = ("number", "integer", "date", "text", "true/false", "")  # "": an empty optional input
-COLUMNS = ("Key", "Value", "Type", "Unit", "Given or default", "Source", "Table source", "Description", "Source date")
-REQUIRED_COLUMNS = COLUMNS[:8]  # a workbook written before sources had dates has these
+COLUMNS = ("Key", "Value", "Type", "Unit", "Given or default", "Source", "Table source", "Description", "Source date",
+           "Low", "High", "Distribution")
+REQUIRED_COLUMNS = COLUMNS[:8]  # a workbook written before sources had dates (or inputs ranges) has these
+FIELDS = ("key", "value", "type", "unit", "given", "source", "table_source", "description", "source_date", "low",
+          "high", "dist")  # the row dict's name of each column
 
 
 def assumption_rows(scenario: Scenario, overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -36,6 +39,8 @@ def assumption_rows(scenario: Scenario, overrides: dict[str, Any] | None = None)
     _walk(scenario, "", None, scenario.sources, rows)
     for row in rows:
         row["source_date"] = scenario.source_dates.get(row["key"], "")
+        span = scenario.ranges.get(row["key"])
+        row["low"], row["high"], row["dist"] = (span.low, span.high, span.dist or "") if span else ("", "", "")
         if overrides and row["key"] in overrides:
             row["value"] = _cell(overrides[row["key"]])
             row["given"] = "given"
@@ -68,7 +73,7 @@ def _walk(model: BaseModel, prefix: str, inherited: str | None, sources: dict[st
                 all(isinstance(v, BaseModel) for v in value):
             for i, v in enumerate(value):
                 _walk(v, f"{key}[{i}]", table_source, sources, rows)
-        elif isinstance(value, tuple) and name in ("start", "end", "events"):
+        elif isinstance(value, tuple) and name in ("start", "end", "events", "between"):
             for i, v in enumerate(value):
                 if isinstance(v, EventOffset):
                     rows.append(_row(f"{key}[{i}].event", v.event, field, model, name, None, table_source))
@@ -131,6 +136,11 @@ def scenario_from_rows(rows: list[dict[str, Any]], where: str) -> Scenario:
     """
     problems: list[Problem] = []
     cells = {r["key"]: r.get("cell", "") for r in rows}
+    for r in rows:  # the range's cells, for messages about them
+        number = r.get("cell", "")[1:]
+        if number:
+            cells.update({f"{r['key']}.low": f"J{number}", f"{r['key']}.high": f"K{number}",
+                          f"{r['key']}.dist": f"L{number}"})
     data: dict[str, Any] = {}
     parsed = []
     for r in rows:
@@ -138,11 +148,11 @@ def scenario_from_rows(rows: list[dict[str, Any]], where: str) -> Scenario:
         parsed.append((r, value))
         if r["given"] == "given":
             _assign(data, r["key"], value, r.get("source") or None, problems, r.get("cell", ""),
-                    _source_date(r, problems))
+                    _source_date(r, problems), _range(r, problems))
     if problems:
         raise InputError(where, problems)
     scenario = _with_cells(lambda: scenario_from_dict(data, source=where), where, cells)
-    edited = {r["key"]: _sourced(value, r.get("source") or None, _source_date(r, problems))
+    edited = {r["key"]: _sourced(value, r.get("source") or None, _source_date(r, problems), _range(r, problems))
               for r, value in parsed
               if r["given"] != "given" and value is not None and value != scenario.value_at(r["key"])}
     if problems:
@@ -168,11 +178,31 @@ def _source_date(row: dict[str, Any], problems: list[Problem]) -> Date | None:
         return None
 
 
-def _sourced(value: Any, source: str | None, when: Date | None) -> Any:
-    """A value as a file would write it: with its source and the source's date where there are any."""
-    if source is None and when is None:
+def _range(row: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
+    """The row's Low, High and Distribution cells, as a file would write them (empty cells left out)."""
+    out: dict[str, Any] = {}
+    number = row.get("cell", "")[1:]
+    for name, column in (("low", "J"), ("high", "K"), ("dist", "L")):
+        cell = row.get(name)
+        if cell is None or (isinstance(cell, str) and not cell.strip()):
+            continue
+        if name != "dist" and isinstance(cell, str):
+            try:
+                cell = float(cell.strip())
+            except ValueError:
+                where = f"{row['key']}.{name} (cell {column}{number})" if number else f"{row['key']}.{name}"
+                problems.append(Problem(where, "a number, or empty", cell))
+                continue
+        out[name] = cell.strip() if isinstance(cell, str) else cell
+    return out
+
+
+def _sourced(value: Any, source: str | None, when: Date | None, span: dict[str, Any] | None = None) -> Any:
+    """A value as a file would write it: with its source, the source's date and its range where there are any."""
+    if source is None and when is None and not span:
         return value
-    return {"value": value, **({"source": source} if source else {}), **({"date": when} if when else {})}
+    return {"value": value, **({"source": source} if source else {}), **({"date": when} if when else {}),
+            **(span or {})}
 
 
 def _with_cells(build: Any, where: str, cells: dict[str, str]) -> Scenario:
@@ -225,7 +255,7 @@ MAX_INDEX = 10_000  # list positions a key may name (a sheet of this tool's has 
 
 
 def _assign(data: dict[str, Any], key: str, value: Any, source: str | None, problems: list[Problem],
-            cell: str, when: Date | None = None) -> None:
+            cell: str, when: Date | None = None, span: dict[str, Any] | None = None) -> None:
     where = f"{key} (cell {cell})" if cell else key
     try:
         path = keys.parse(key)
@@ -259,7 +289,7 @@ def _assign(data: dict[str, Any], key: str, value: Any, source: str | None, prob
         return
     if value is None:
         return
-    item = _sourced(value, source, when) if last != "source" else value
+    item = _sourced(value, source, when, span) if last != "source" else value
     if isinstance(last, int):
         while len(node) <= last:
             node.append(None)

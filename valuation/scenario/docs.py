@@ -38,6 +38,8 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("[[structures]]", schema.Structure, "A named list of clauses."),
     *[section for kind in REGISTRY
       for section in ((f"clause: {kind.name}", kind.model, kind.summary), *kind.parts)],
+    ("[[correlations]]", schema.Correlation, "A rank correlation between two uncertain inputs, or an uncertain "
+                                             "input and a driver (see \"Uncertain inputs\")."),
     ("condition", base.Condition, "For payments and stakes."),
     ("trigger { event, plus_years }", base.EventOffset, "A trigger term: an event time plus a delay."),
 ]
@@ -78,7 +80,9 @@ def _default(field: Any) -> str:
 def reference() -> str:
     """Markdown tables: key, unit, default, allowed values, meaning."""
     out = [
-        "Every number may be written as `{ value = ..., source = \"...\" }`; every table may carry a `source`. "
+        "Every number may be written as `{ value = ..., source = \"...\" }` (with `date`, the source's date, and "
+        "`low`, `high`, its range; an input of the world may add `dist`: see \"Uncertain inputs\"); every table "
+        "may carry a `source`. "
         "Dates are TOML dates (`2030-12-31`). A trigger (`start`, `end`) is a date, `valuation_date`, `never`, "
         "`agi_declared`, `agi_verified`, an event name, `{ event = ..., plus_years = ... }`, or a list of these "
         "(the earliest applies). Unknown keys are errors.",

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from valuation.arguments import path as path_argument
 from valuation.errors import InputError, Problem
-from valuation.scenario.assumptions import COLUMNS, REQUIRED_COLUMNS, scenario_from_rows
+from valuation.scenario.assumptions import COLUMNS, FIELDS, REQUIRED_COLUMNS, scenario_from_rows
 from valuation.scenario.base import MAX_DEPTH
 from valuation.scenario.schema import Scenario, scenario_from_dict
 
@@ -156,9 +156,10 @@ def load_workbook_scenario(path: str | Path) -> Scenario:
     if not values or tuple(values[0][: len(REQUIRED_COLUMNS)]) != REQUIRED_COLUMNS:
         found = list(values[0][: len(COLUMNS)]) if values else []
         raise InputError(where, f"row 1 = {found}: expected the headers {list(COLUMNS)}")
-    dated = tuple(values[0][: len(COLUMNS)]) == COLUMNS  # a workbook written before sources had dates has no column
-    names = ("key", "value", "type", "unit", "given", "source", "table_source", "description",
-             *(("source_date",) if dated else ()))
+    present = 8  # the columns this workbook has: older ones lack the source date, then the range
+    while present < len(COLUMNS) and len(values[0]) > present and values[0][present] == COLUMNS[present]:
+        present += 1
+    names = FIELDS[:present]
     rows = []
     for number, cells in enumerate(values[1:], start=2):
         if not cells or cells[0] in (None, ""):

@@ -5,7 +5,8 @@ the same messages (file, key path, value, what was expected).
 
 Any number may be written as ``{ value = 0.2, source = "..." }``; the source is kept (see
 :attr:`Scenario.sources`) and shown on the workbook's Assumptions sheet.  Every table may also carry a
-``source`` of its own.
+``source`` of its own.  A number may also carry a range, ``low`` and ``high``, and an input of the world a
+distribution, ``dist`` (see :mod:`valuation.scenario.ranges`, kept in :attr:`Scenario.ranges`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 from collections.abc import Iterator, Mapping
 from datetime import date as Date
 from datetime import datetime
@@ -52,6 +54,15 @@ from valuation.scenario.base import (
     update_mapping,
 )
 from valuation.scenario.clauses import CheckContext, Clause, kind_of, risk_class
+from valuation.scenario.ranges import (
+    DISTS,
+    RANGE_KEYS,
+    InputRange,
+    correlation_checks,
+    dist_inputs,
+    is_number,
+    range_checks,
+)
 from valuation.scenario.timing import PiecewiseTiming, QuantileTiming, Timing
 
 # --------------------------------------------------------------- the world
@@ -67,6 +78,11 @@ class Simulation(Model):
     paths: int = unit("count", "Default number of Monte Carlo paths.", default=100_000, ge=1, le=MAX_PATHS)
     seed: int = unit("integer", "Default seed of the random generator.", default=20250806, ge=0, lt=2**63)
     baseline: Name | None = unit("name", "Structure others are compared with (default: the first).", default=None)
+    uncertain: bool = unit("true/false", "Sample the inputs that have a distribution (dist), one draw per path, "
+                           "unless the run says otherwise (--uncertain / --fixed).", default=False)
+    repair_correlations: bool = unit(
+        "true/false", "Where the [[correlations]] cannot hold together (not positive semi-definite), use the "
+        "nearest valid matrix (Frobenius norm) instead of refusing the scenario.", default=False)
 
     @model_validator(mode="after")
     def _horizon_after_start(self) -> Simulation:
@@ -184,6 +200,16 @@ class Structure(Model):
         return self
 
 
+class Correlation(Model):
+    """A rank (Spearman) correlation between two uncertain inputs, or an uncertain input and a driver."""
+
+    between: Items[Annotated[str, Field(min_length=1, max_length=400)]] = unit(
+        "names", "Two names: key paths of inputs with a dist, or drivers (agi_declared, revenue_growth, an "
+        "[events] name).")
+    rank: float = unit("1", "Target rank correlation (Spearman), from -1 to 1.", ge=-1.0, le=1.0)
+    label: Label | None = unit("text", "Display name.", default=None)
+
+
 class Mark(Model):
     """A market mark: the value of 100% of the company's equity on a date (a funding round, a secondary sale)."""
 
@@ -213,7 +239,7 @@ class Market(Model):
 
 
 _NAMED_TABLES = ("parties", "events", "market.rates")  # tables whose keys are names the scenario gives
-PROVENANCE = ("sources", "source_dates", "path", "digest", "loaded")  # set by the loader, not by the file
+PROVENANCE = ("sources", "source_dates", "ranges", "path", "digest", "loaded")  # set by the loader, not by the file
 
 
 class Scenario(Model):
@@ -234,12 +260,16 @@ class Scenario(Model):
     structures: Items[Structure] = unit("list", "The deal structures to compare.", min_length=1)
     market: Market | None = unit("table", "Risk classes' discount rates (the market view) and market marks.",
                                  default=None)
+    correlations: Items[Correlation] = unit("list", "Rank correlations among uncertain inputs and drivers.",
+                                            default_factory=tuple)
 
     # Set by the loader, not by the file: sources by key path, the file it came from, the SHA-256 of the bytes
     # that were loaded, and a fingerprint of the inputs as loaded (a copy changed since has another).
     sources: Annotated[dict[str, str], AfterValidator(frozen_mapping)] = Field(default_factory=FrozenDict,
                                                                                   exclude=True)
     source_dates: Annotated[dict[str, Date], AfterValidator(frozen_mapping)] = Field(default_factory=FrozenDict,
+                                                                                       exclude=True)
+    ranges: Annotated[dict[str, InputRange], AfterValidator(frozen_mapping)] = Field(default_factory=FrozenDict,
                                                                                        exclude=True)
     path: str | None = Field(default=None, exclude=True)
     digest: str | None = Field(default=None, exclude=True)
@@ -258,6 +288,10 @@ class Scenario(Model):
             else:
                 field = type(self).model_fields.get(name)
                 plain[(field.alias or name) if field is not None else name] = plain_data(value)
+        if "ranges" not in update:  # a changed value loses its range (as its source), and so its correlations
+            provenance["ranges"] = {k: r for k, r in self.ranges.items() if _plain_at(plain, k) == self.value_at(k)}
+            if "correlations" not in update:
+                _drop_correlations(plain, self, provenance["ranges"])
         copy = scenario_from_dict(plain, source=f"{provenance['path'] or '<scenario>'} (a copy changed in Python)",
                                   **provenance)
         return _kept_sources(self, copy)
@@ -292,6 +326,7 @@ class Scenario(Model):
         plain = thawed(self.model_dump(by_alias=True, exclude_unset=True))
         sources = dict(self.sources)
         dates = dict(self.source_dates)
+        ranges = dict(self.ranges)
         problems: list[Problem] = []
         for key, value in changes.items():
             if not isinstance(key, str):
@@ -307,10 +342,14 @@ class Scenario(Model):
                 problems.append(Problem(key, trouble, has_value=False))
             sources.pop(keys.build(parts), None)  # the old value's source does not describe the new one
             dates.pop(keys.build(parts), None)
+            ranges.pop(keys.build(parts), None)  # nor its range: a value given without one is fixed
         if problems:
             raise InputError(where, problems)
+        if "correlations" not in changes:
+            _drop_correlations(plain, self, ranges)
         return _kept_sources(self, scenario_from_dict(plain, source=where, path=self.path, digest=self.digest,
-                                                      loaded=self.loaded, sources=sources, source_dates=dates))
+                                                      loaded=self.loaded, sources=sources, source_dates=dates,
+                                                      ranges=ranges))
 
     def _set(self, plain: dict, parts: list[str | int], value: Any) -> str | None:
         """Put ``value`` at ``parts`` of ``plain`` (this scenario's dump); why not, or None.  A key left at its
@@ -377,8 +416,9 @@ class Scenario(Model):
     def fingerprint(self) -> str:
         """SHA-256 of the inputs (values and sources): equal fingerprints, equal scenarios."""
         plain = self.model_dump(mode="json", by_alias=True, exclude_unset=True, warnings=False)
-        text = json.dumps([plain, self.sources, {k: str(v) for k, v in self.source_dates.items()}], sort_keys=True,
-                          ensure_ascii=True, default=str)
+        text = json.dumps([plain, self.sources, {k: str(v) for k, v in self.source_dates.items()},
+                           {k: r.as_dict() for k, r in self.ranges.items()}], sort_keys=True, ensure_ascii=True,
+                          default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
     @property
@@ -389,6 +429,10 @@ class Scenario(Model):
     @property
     def baseline(self) -> str:
         return self.simulation.baseline or self.structures[0].name
+
+    def ranges_with_dist(self) -> list[str]:
+        """Key paths of the inputs with a distribution (uncertain when a run asks for it), sorted."""
+        return dist_inputs(self)
 
     def structure_names(self) -> list[str]:
         return [s.name for s in self.structures]
@@ -409,6 +453,30 @@ class Scenario(Model):
 # ------------------------------------------------------------ validation
 
 
+def _plain_at(plain: Any, key: str) -> Any:
+    """The value at a key path of a scenario's plain data (a sourced entry's value); None where there is none."""
+    node = plain
+    for part in keys.parse(key):
+        if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
+            node = node[part]
+        elif isinstance(part, str) and isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return None
+    return node.get("value") if isinstance(node, dict) else node
+
+
+def _drop_correlations(plain: dict, old: Scenario, ranges: Mapping[str, InputRange]) -> None:
+    """A copy's correlations without those naming an input that lost its distribution (a value changed in Python
+    fixes the input: it no longer moves with others)."""
+    if "correlations" not in plain:
+        return
+    kept_dist = {k for k, r in ranges.items() if r.dist is not None}
+    lost = set(old.ranges_with_dist()) - kept_dist
+    if lost:
+        plain["correlations"] = [c for c in plain["correlations"] if not set(c.get("between", ())) & lost]
+
+
 def _kept_sources(old: Scenario, new: Scenario) -> Scenario:
     """``new`` with the sources of the inputs that kept their values: a changed value loses its old source."""
     def keep(key: str, mine: Mapping[str, Any], theirs: Mapping[str, Any]) -> bool:
@@ -416,9 +484,11 @@ def _kept_sources(old: Scenario, new: Scenario) -> Scenario:
 
     kept = {key: note for key, note in new.sources.items() if keep(key, new.sources, old.sources)}
     dated = {key: when for key, when in new.source_dates.items() if keep(key, new.source_dates, old.source_dates)}
-    if len(kept) == len(new.sources) and len(dated) == len(new.source_dates):
+    ranged = {key: r for key, r in new.ranges.items() if keep(key, new.ranges, old.ranges)}
+    if len(kept) == len(new.sources) and len(dated) == len(new.source_dates) and len(ranged) == len(new.ranges):
         return new
-    return BaseModel.model_copy(new, update={"sources": FrozenDict(kept), "source_dates": FrozenDict(dated)})
+    return BaseModel.model_copy(new, update={"sources": FrozenDict(kept), "source_dates": FrozenDict(dated),
+                                             "ranges": FrozenDict(ranged)})
 
 
 def scenario_from_dict(data: dict[str, Any], source: str = "<scenario>", **provenance: Any) -> Scenario:
@@ -435,8 +505,9 @@ def scenario_from_dict(data: dict[str, Any], source: str = "<scenario>", **prove
                                           has_value=False)])
     sources: dict[str, str] = {}
     dates: dict[str, Date] = {}
+    ranges: dict[str, InputRange] = {}
     stripping: list[Problem] = []
-    plain = _strip_sources(data, "", sources, stripping, dates)
+    plain = _strip_sources(data, "", sources, stripping, dates, ranges)
     for key, note in (provenance.pop("sources", None) or {}).items():
         trouble = text_problem(note) if isinstance(note, str) else "text in quotes"
         if trouble:
@@ -447,26 +518,36 @@ def scenario_from_dict(data: dict[str, Any], source: str = "<scenario>", **prove
             stripping.append(Problem(keys.join(key, "date"), "a date such as 2025-07-31", when))
         else:
             dates.setdefault(key, when)
+    for key, r in (provenance.pop("ranges", None) or {}).items():
+        if not isinstance(r, InputRange):
+            stripping.append(Problem(key, "a range (low, high, dist)", r))
+        else:
+            ranges.setdefault(key, r)
     try:
         scenario = Scenario.model_validate(plain)
     except ValidationError as exc:
         raise InputError(source, stripping + [problem(err) for err in exc.errors()]) from None
     if stripping:
         raise InputError(source, stripping)
-    problems = list(cross_checks(scenario)) + list(_hindsight(scenario, dates))
+    problems = list(cross_checks(scenario)) + list(_hindsight(scenario, dates)) + list(range_checks(scenario, ranges))
     if problems:
         raise InputError(source, problems)
     provenance.setdefault("path", source)  # the name messages use: the file, or what stands for it
     scenario = BaseModel.model_copy(scenario, update={"sources": FrozenDict(sources),
-                                                      "source_dates": FrozenDict(dates), **provenance})
+                                                      "source_dates": FrozenDict(dates),
+                                                      "ranges": FrozenDict(ranges), **provenance})
+    problems = list(correlation_checks(scenario))
+    if problems:
+        raise InputError(source, problems)
     if scenario.loaded is None:
         scenario = BaseModel.model_copy(scenario, update={"loaded": scenario.fingerprint()})
     return scenario
 
 
 def _strip_sources(node: Any, path: str, sources: dict[str, str], problems: list[Problem],
-                   dates: dict[str, Date]) -> Any:
-    """Replace ``{value = x, source = "..."}`` by ``x``, recording the source by key path; check every text.
+                   dates: dict[str, Date], ranges: dict[str, InputRange]) -> Any:
+    """Replace ``{value = x, source = "..."}`` by ``x``, recording the source (and a date, a range) by key path;
+    check every text.
 
     No table of the schema has a key ``value``, so any table with one is a sourced number.  Every string --
     plain, the ``value`` of a sourced entry, a source, a key -- meets :func:`text_problem` here, the one
@@ -474,9 +555,10 @@ def _strip_sources(node: Any, path: str, sources: dict[str, str], problems: list
     """
     if isinstance(node, dict):
         if "value" in node:
-            for extra in sorted(set(node) - {"value", "source", "date"}, key=str):
+            for extra in sorted(set(node) - {"value", "source", "date", *RANGE_KEYS}, key=str):
                 problems.append(Problem(keys.join(path, str(extra)), "no such key: a sourced number has only "
-                                        "'value', 'source' and 'date'", has_value=False))
+                                        "'value', 'source', 'date', 'low', 'high' and 'dist'", has_value=False))
+            _strip_range(node, path, problems, ranges)
             if "date" in node:
                 when = node["date"]
                 if isinstance(when, Date) and not isinstance(when, datetime):
@@ -487,10 +569,10 @@ def _strip_sources(node: Any, path: str, sources: dict[str, str], problems: list
             if "source" in node:
                 if isinstance(node["source"], str):
                     sources[path] = _strip_sources(node["source"], keys.join(path, "source"), sources, problems,
-                                                  dates)
+                                                  dates, ranges)
                 else:
                     problems.append(Problem(keys.join(path, "source"), "text in quotes", node["source"]))
-            return _strip_sources(node["value"], path, sources, problems, dates)
+            return _strip_sources(node["value"], path, sources, problems, dates, ranges)
         out = {}
         for key, value in node.items():
             if not isinstance(key, str):
@@ -499,16 +581,40 @@ def _strip_sources(node: Any, path: str, sources: dict[str, str], problems: list
             if CONTROL.search(key):
                 problems.append(Problem(keys.join(path, key), "a name without control characters",
                                         has_value=False))
-            out[key] = _strip_sources(value, keys.join(path, key), sources, problems, dates)
+            out[key] = _strip_sources(value, keys.join(path, key), sources, problems, dates, ranges)
         return out
     if isinstance(node, (list, tuple)):
-        return [_strip_sources(v, keys.join(path, i), sources, problems, dates) for i, v in enumerate(node)]
+        return [_strip_sources(v, keys.join(path, i), sources, problems, dates, ranges) for i, v in enumerate(node)]
     if isinstance(node, str):
         trouble = text_problem(node)
         if trouble:
             problems.append(Problem(path, trouble, node) if len(node) <= MAX_TEXT else
                             Problem(path, f"expected {trouble}", has_value=False))
     return node
+
+
+def _strip_range(node: dict, path: str, problems: list[Problem], ranges: dict[str, InputRange]) -> None:
+    """A sourced number's ``low``, ``high`` and ``dist``: both ends or neither, numbers, a known distribution."""
+    if not any(k in node for k in RANGE_KEYS):
+        return
+    ends = {}
+    for end in ("low", "high"):
+        if end not in node:
+            other = "high" if end == "low" else "low"
+            problems.append(Problem(keys.join(path, end), f"expected a {end} beside the {other} (a range has both "
+                                    "ends)", has_value=False))
+        elif not is_number(node[end]) or not math.isfinite(node[end]):
+            problems.append(Problem(keys.join(path, end), "a finite number", node[end]))
+        else:
+            ends[end] = float(node[end])
+    dist = node.get("dist")
+    if dist is not None and dist not in DISTS:
+        close = difflib.get_close_matches(str(dist), DISTS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        problems.append(Problem(keys.join(path, "dist"), f"one of {', '.join(DISTS)}{hint}", dist))
+        return
+    if len(ends) == 2:
+        ranges[path] = InputRange(ends["low"], ends["high"], dist)
 
 
 # ------------------------------------------------------------ cross checks
