@@ -40,6 +40,7 @@ def simulate(
     baseline: str | None = None,
     first_path: int = 0,
     sampling: str = "pseudo",
+    uncertain: bool | None = None,
 ) -> SimulationResult:
     """Run the Monte Carlo: every structure, every party, on the same paths.
 
@@ -72,6 +73,10 @@ def simulate(
         machines, in batches), that :func:`merge` joins into the run over their union, bit for bit.
     sampling
         Where the random numbers come from (:data:`valuation.engine.sampling.SAMPLERS`; ``"pseudo"``).
+    uncertain
+        True draws every input that has a distribution (``dist``) once per path, correlated as the scenario's
+        ``[[correlations]]`` say (:mod:`valuation.engine.uncertain`); False holds every input at its value
+        (bit for bit the run without distributions).  Default: the scenario's ``simulation.uncertain``.
 
     Returns
     -------
@@ -93,11 +98,13 @@ def simulate(
     progress = arguments.optional_callable(where, "progress", progress, "a function called with the number of "
                                            "paths done after each chunk, or None")
     keep_paths = arguments.optional_flag(where, "keep_paths", keep_paths)
+    uncertain = arguments.optional_flag(where, "uncertain", uncertain)
+    uncertain = scenario.simulation.uncertain if uncertain is None else uncertain
     baseline = arguments.optional_name(where, "baseline", baseline, scenario.structure_names(),
                                        "a structure") or scenario.baseline
     sampler = _sampler(sampling)
     environment.check()
-    compiled = compile_scenario(scenario)
+    compiled = compile_scenario(scenario, uncertain=uncertain)
     _warn_if_no_workbook(compiled, scenario, paths)
     keep = 8 * paths * len(compiled.views) * len(compiled.structures) * len(compiled.parties) <= KEEP_LIMIT \
         if keep_paths is None else keep_paths
@@ -138,6 +145,7 @@ def merge(results: Sequence[SimulationResult]) -> SimulationResult:
         for what, a, b in (("scenario", head.scenario.fingerprint(), r.scenario.fingerprint()),
                            ("seed", _seed_identity(head), _seed_identity(r)),
                            ("sampling", head.sampler.name, r.sampler.name),
+                           ("uncertain", head.uncertain, r.uncertain),
                            ("keep_paths", head.kept_paths, r.kept_paths), ("baseline", head.baseline, r.baseline)):
             if a != b and not (what == "baseline" and head.kept_paths):
                 raise InputError(where, [Problem("results", f"results of one run: the same {what} in each",

@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "histograms (within 0.05%%); the default above about 6M paths of the base case")
     keep.add_argument("--keep-paths", dest="keep_paths", action="store_true", default=None,
                       help="keep every path (exact percentiles), however many")
+    draws = run.add_mutually_exclusive_group()
+    draws.add_argument("--uncertain", dest="uncertain", action="store_true", default=None,
+                       help="draw every input that has a distribution (dist) once per path, correlated as the "
+                            "scenario's [[correlations]] say (default: the scenario's simulation.uncertain)")
+    draws.add_argument("--fixed", dest="uncertain", action="store_false", default=None,
+                       help="hold every input at its value, whatever the scenario's default")
     run.add_argument("--view", choices=("party", "market", "both"), default=None,
                      help="which PVs to print: each party's own rates and own-value streams (party), each flow at "
                           "its risk class's rate (market), or both (the default where the scenario has [market])")
@@ -227,7 +233,12 @@ def _run(args: argparse.Namespace) -> int:
                                       "it has no market view", args.view)])
     if args.baseline is not None and args.baseline not in scenario.structure_names():
         raise InputError("", [Problem("--baseline", f"one of {scenario.structure_names()}", args.baseline)])
-    compiled = compile_scenario(scenario)
+    uncertain = scenario.simulation.uncertain if args.uncertain is None else args.uncertain
+    if uncertain and not scenario.ranges_with_dist():
+        raise InputError("", [Problem("--uncertain", "expected a scenario with at least one input with a "
+                                      "distribution (e.g. `volatility = { value = 0.2, low = 0.15, high = 0.3, "
+                                      f"dist = \"pert\" }}`); {args.file} has none", has_value=False)])
+    compiled = compile_scenario(scenario, uncertain=uncertain)  # every check, the correlations' too
     paths = scenario.simulation.paths if args.paths is None else args.paths
     rows = max(paths, 1)
     out, folder = _output(args, estimated_bytes(compiled, scenario, rows))
@@ -241,7 +252,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         result = simulate(scenario, paths=paths, seed=args.seed, threads=args.threads, progress=progress,
-                          keep_paths=args.keep_paths, baseline=args.baseline)
+                          keep_paths=args.keep_paths, baseline=args.baseline, uncertain=uncertain)
     finally:
         if bar:
             bar.close()
@@ -311,6 +322,22 @@ def company_lines(result) -> str:
     return "\n".join(rows)
 
 
+def uncertain_lines(result) -> str:
+    """The uncertain inputs' draws and the correlations achieved, for the console."""
+    rows = ["Uncertain inputs (drawn once per path):"]
+    for key, row in result.inputs().iterrows():
+        rows.append(f"  {key}: {row['dist']} {row['low']:g} to {row['high']:g} ({row['meaning']}); draws mean "
+                    f"{row['mean']:.4g}, SD {row['sd']:.3g}")
+    table = result.correlations()
+    if len(table):
+        repaired = " (the nearest valid matrix: the scenario's could not hold)" if table.attrs["repaired"] else ""
+        rows.append(f"Rank correlations, target / used{repaired} / achieved (SE):")
+        for (a, b), row in table.iterrows():
+            rows.append(f"  {a} ~ {b}: {row['target']:+.3f} / {row['used']:+.3f} / {row['achieved']:+.3f} "
+                        f"({row['se']:.3f})")
+    return "\n".join(rows)
+
+
 def _report(scenario, result, view: str | None = None) -> list[str]:
     """The console summary: the run, the table(s) of each view, the company value, notes about fits."""
     import pandas as pd
@@ -319,6 +346,8 @@ def _report(scenario, result, view: str | None = None) -> list[str]:
 
     summary = result.summary()
     mode = "" if result.kept_paths else " (streaming: percentiles within 0.05%)"
+    if result.uncertain:
+        mode += f", {len(result.compiled.plan.inputs)} uncertain inputs drawn per path"
     lines = [scenario.name,
              f"{result.paths:,} paths{mode}, seed {result.seed}, {result.run_seconds:.2f} s on {result.threads} "
              f"threads (compile {result.compile_seconds:.1f} s); PV in USD bn at "
@@ -335,6 +364,8 @@ def _report(scenario, result, view: str | None = None) -> list[str]:
         lines += [f"note: {st.name} was agreed on {st.agreed}, after the valuation date: valued as if known then"]
     if "market" in result.views:
         lines += ["", company_lines(result)]
+    if result.uncertain:
+        lines += ["", uncertain_lines(result)]
     for key, fit in result.fits.items():
         if fit.residual > 1e-6:
             lines += ["", f"note: {key} fitted as {fit.distribution}; it misses the given points by up to "

@@ -20,6 +20,7 @@ import pandas as pd
 from valuation.engine.run import expected_flows
 from valuation.engine.sampling import SAMPLERS, Sampler
 from valuation.engine.tables import CLAUSE_MOMENTS, clause_moment
+from valuation.engine.uncertain import SAMPLE_LIMIT
 from valuation.errors import InputError, Problem
 from valuation.scenario import Scenario
 from valuation.stats.catalogue import (
@@ -129,6 +130,58 @@ class SimulationResult:
     def revenue_sample(self) -> np.ndarray:
         """Revenue rate (USD bn per year) at every step end (``step_time``) for the first paths of the run."""
         return self.partial.revenue_path
+
+    @property
+    def uncertain(self) -> bool:
+        """Whether the run drew the inputs that have a distribution once per path."""
+        return self.compiled is not None and self.compiled.plan is not None
+
+    def _key(self) -> np.ndarray:
+        from models.rng import key_from_seed
+
+        return key_from_seed(self.seed_sequence if self.seed_sequence is not None else self.seed)[0]
+
+    def input_values(self, first: int | None = None, n: int | None = None) -> pd.DataFrame:
+        """Each uncertain input's value on paths ``first .. first + n - 1`` (default: the run's, at most the
+        first 1,000,000), one column per input key: drawn again from the run's key, as the kernel drew them."""
+        plan = self._plan("input_values()")
+        first = self.first_path if first is None else int(first)
+        n = min(self.paths, SAMPLE_LIMIT) if n is None else int(n)
+        values = plan.values(self._key(), first, n)
+        return pd.DataFrame(values, columns=plan.keys, index=pd.RangeIndex(first, first + n, name="path"))
+
+    def _plan(self, what: str) -> Any:
+        if not self.uncertain:
+            raise InputError(what, "this run held every input at its value: run with uncertain=True (`valuation run "
+                                   "--uncertain`) and inputs with a dist")
+        return self.compiled.plan
+
+    def inputs(self) -> pd.DataFrame:
+        """The uncertain inputs: distribution, range (and what low and high mean for it), the value when fixed,
+        and the mean, SD, 5th and 95th percentiles of their draws on the run's paths (the first 1,000,000)."""
+        plan = self._plan("inputs()")
+        values = self.input_values()
+        rows = []
+        for inp in plan.inputs:
+            x = values[inp.key].to_numpy()
+            rows.append({"key": inp.key, "dist": inp.range.dist, "low": inp.range.low, "high": inp.range.high,
+                         "meaning": "P5 and P95" if inp.range.dist in ("normal", "lognormal") else "bounds",
+                         "value": inp.value, "mean": float(x.mean()), "sd": float(x.std(ddof=1)) if len(x) > 1
+                         else float("nan"), "p5": float(np.quantile(x, 0.05)), "p95": float(np.quantile(x, 0.95)),
+                         "source": self.scenario.sources.get(inp.key, "")})
+        return pd.DataFrame(rows).set_index("key")
+
+    def correlations(self) -> pd.DataFrame:
+        """Each pair of correlated variables: the rank correlation asked for (``target``; 0 for a pair not
+        given), the one used (``used``: the same, or the nearest valid matrix's where the scenario asked for a
+        repair), and the one ``achieved`` on the run's paths (the first 1,000,000) with its standard error."""
+        plan = self._plan("correlations()")
+        rows = plan.achieved(self._key(), self.paths, self.first_path)
+        frame = pd.DataFrame([{"a": r["between"][0], "b": r["between"][1], **{k: v for k, v in r.items()
+                                                                            if k != "between"}} for r in rows],
+                             columns=["a", "b", "target", "used", "achieved", "se", "paths"])
+        frame.attrs["repaired"] = bool(plan.copula.repaired) if plan.copula is not None else False
+        return frame.set_index(["a", "b"])
 
     # ---------------------------------------------------------------- per path
 

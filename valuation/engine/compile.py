@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from models import rng, timing
-from models.revenue import UPLIFT, RevenueModel
+from models.revenue import UPLIFT, RevenueModel, jump_tail
 from valuation import keys
+from valuation.engine import uncertain as uncertain_inputs
 from valuation.engine.tables import (
     COND_DEADLINE,
     COND_EVENT,
@@ -38,7 +39,7 @@ from valuation.scenario.clauses import kind_of, risk_class
 from valuation.scenario.schema import Revenue, Scenario
 
 
-def compile_scenario(s: Scenario, *, undiscounted: bool = False) -> Compiled:
+def compile_scenario(s: Scenario, *, undiscounted: bool = False, uncertain: bool = False) -> Compiled:
     """Compile a validated scenario.
 
     Parameters
@@ -47,6 +48,9 @@ def compile_scenario(s: Scenario, *, undiscounted: bool = False) -> Compiled:
         A scenario from :func:`valuation.load_scenario`.
     undiscounted
         Use zero discount rates everywhere (for conservation checks).
+    uncertain
+        Draw the inputs with a distribution once per path (:mod:`valuation.engine.uncertain`); otherwise every
+        input is its value.
     """
     sim = s.simulation
     t = time_grid(s.horizon_years, sim.steps_per_year)
@@ -58,11 +62,70 @@ def compile_scenario(s: Scenario, *, undiscounted: bool = False) -> Compiled:
     parties = s.party_names()
     clauses, triggers, class_payer, class_payee, class_rates, slot_time = _clauses(s, t, src_index, undiscounted)
     years, _, _ = calendar_years(s, t)
+    tables = _model(s, model, t, dt, drivers, undiscounted)
+    timing_sources = ["agi.declaration", "agi.verification_lag", *[keys.join("events", n) for n in s.events],
+                      *[f"deadlines[{i}].completion" for i, d in enumerate(s.deadlines) if d.completion is not None]]
+    plan = None
+    inputs = uncertain_inputs.no_inputs(len(t) - 1, len(timing_sources))
+    if uncertain and uncertain_inputs.dist_inputs(s):
+        _check_overflow(s, revenue_model(_corner(s)), t, " (with the uncertain inputs at their highest draws)")
+        plan = uncertain_inputs.plan(s, t, tables, timing_sources, *_margin_weights(s, t), _jump_columns(s, dt))
+        inputs = plan.tables
     return Compiled(
         structures=s.structure_names(), parties=parties, deadlines=[d.name for d in s.deadlines], sources=sources,
-        model=_model(s, model, t, dt, drivers, undiscounted), drivers=drivers, clauses=clauses, triggers=triggers,
+        model=tables, drivers=drivers, clauses=clauses, triggers=triggers,
         views=["party", "market"] if s.market is not None else ["party"], years=years,
-        class_payer=class_payer, class_payee=class_payee, class_rates=class_rates, slot_time=slot_time, fits=fits)
+        class_payer=class_payer, class_payee=class_payee, class_rates=class_rates, slot_time=slot_time, fits=fits,
+        inputs=inputs, plan=plan)
+
+
+def _margin_weights(s: Scenario, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each step's average margin as weights of the margin points (it is linear in them), and the points."""
+    margin = s.revenue.margin
+    if not isinstance(margin, tuple):
+        return np.ones((len(t), 1)), np.array([float(margin)])
+    xs = np.array([s.years(p.date) for p in margin])
+    weights = np.column_stack([step_average(xs, np.eye(len(margin))[j], t, linear=True) for j in range(len(margin))])
+    return weights, np.array([p.margin for p in margin])
+
+
+def _jump_columns(s: Scenario, dt: np.ndarray) -> int:
+    """Columns of jump-count tails the largest uncertain jump intensity needs (1 when it is fixed)."""
+    r = s.ranges.get("revenue.jump_intensity")
+    if r is None or r.dist is None:
+        return 1
+    top = _highest(s, "revenue.jump_intensity")
+    return int(jump_tail(np.array([top * float(dt.max())])).shape[1])
+
+
+def _highest(s: Scenario, key: str, lowest: bool = False) -> float:
+    """An uncertain input's highest (or lowest) draw, as the envelope sees it: its bound, or (normal, lognormal)
+    ENVELOPE_SDS standard deviations out, inside its allowed range."""
+    r = s.ranges[key]
+    lo, hi = uncertain_inputs.cut_range(s, key, r)
+    if r.dist in ("normal", "lognormal"):
+        mu, sd, log = uncertain_inputs.normal_parameters(r)
+        x = mu + (-1 if lowest else 1) * ENVELOPE_SDS * sd
+        x = math.exp(x) if log else x
+        return float(min(max(x, lo), hi))
+    return lo if lowest else hi
+
+
+def _corner(s: Scenario) -> Any:
+    """The revenue table with each uncertain number at the end of its draws that raises revenue most."""
+    changes = {}
+    for name in ("initial", "initial_growth", "long_run_growth", "volatility", "growth_volatility",
+                 "agi_growth_uplift", "exit_multiple", "market_size"):
+        key = f"revenue.{name}"
+        r = s.ranges.get(key)
+        if r is not None and r.dist is not None:
+            changes[name] = _highest(s, key)
+    r = s.ranges.get("revenue.mean_reversion")
+    if r is not None and r.dist is not None and s.revenue.initial_growth > s.revenue.long_run_growth:
+        changes["mean_reversion"] = _highest(s, "revenue.mean_reversion", lowest=True)
+    if "market_size" in changes and "initial" in changes:
+        changes["market_size"] = max(changes["market_size"], changes["initial"] * 1.000001)
+    return s.revenue.model_copy(update=changes) if changes else s.revenue
 
 
 def calendar_years(s: Scenario, t: np.ndarray) -> tuple[list[int], np.ndarray, np.ndarray]:
@@ -394,7 +457,7 @@ PV_LIMIT = 1e12  # USD bn: beyond this a PV is an overflow, not a valuation
 ENVELOPE_SDS = 6.0  # standard deviations above the mean path that must stay below PV_LIMIT (P ~ 1e-9 a path)
 
 
-def _check_overflow(s: Scenario, model: RevenueModel, t: np.ndarray) -> None:
+def _check_overflow(s: Scenario, model: RevenueModel, t: np.ndarray, note: str = "") -> None:
     """Reject inputs whose revenue (times the largest discount factor) could overflow, before any path runs.
 
     Revenue ``ENVELOPE_SDS`` standard deviations above its mean path, discounted at the lowest rate in the
@@ -415,7 +478,7 @@ def _check_overflow(s: Scenario, model: RevenueModel, t: np.ndarray) -> None:
     low = min(rates)
     rate = f", a discount rate as low as {low!r}" if low < 0 else ""
     raise InputError(s.path or "<scenario>", [Problem(
-        "revenue", f"{ENVELOPE_SDS:g} standard deviations above its mean path, discounted revenue reaches "
+        "revenue", f"{ENVELOPE_SDS:g} standard deviations above its mean path{note}, discounted revenue reaches "
         f"{_size(log_pv[k])} USD bn by {when}, so PVs could overflow (limit {PV_LIMIT:.0e}); expected "
         f"smaller growth (initial_growth {model.initial_growth:g}, long_run_growth {model.long_run_growth:g}, "
         f"agi_growth_uplift {model.agi_growth_uplift:g}), volatility ({model.volatility:g}, growth_volatility "

@@ -42,7 +42,7 @@ from models.revenue import (
     overlap,
     saturated,
 )
-from models.timing import sample_time
+from models.timing import MAX_PIECES, sample_time
 from valuation.engine.sampling import draw_normals, draw_uniforms
 from valuation.engine.tables import (
     CLAUSE_MOMENTS,
@@ -60,6 +60,39 @@ from valuation.engine.tables import (
     SRC_VERIFIED,
     TERM_DATE,
     TERM_UNUSED,
+)
+from valuation.engine.uncertain import (
+    F_ANY,
+    F_COEF,
+    F_HAIRCUT,
+    F_JUMPS,
+    F_LOG_JUMP,
+    F_LOG_X0,
+    F_MARGIN,
+    F_MARKET,
+    F_REVENUE,
+    F_THREE,
+    R_G0,
+    R_GBAR,
+    R_INITIAL,
+    R_JUMP_LOSS,
+    R_KAPPA,
+    R_LAMBDA,
+    R_MARKET,
+    R_MULTIPLE,
+    R_RHO,
+    R_SG,
+    R_SIGMA,
+    R_UPLIFT,
+    T_HAIRCUT,
+    T_HAIRCUT_YEARS,
+    T_MARGIN,
+    T_NEVER_VERIFIED,
+    T_QUANTILE_P,
+    T_REVENUE,
+    T_TIMING,
+    poisson_tail,
+    step_coefficients,
 )
 
 BLOCK = 1024  # paths per parallel work item, aligned to absolute path numbers: scratch and flow sums per block
@@ -179,6 +212,90 @@ def _booked(la, lb, xa, xb, fa, fb, inv_m):
     return (fb - fa) / (inv_m * d)
 
 
+@jit(inline="always")  # at most 30 arguments: numba inlines no more
+def _revenue_own(model, drivers, step_class, declared, missed, raw, p_log_r0, p_half_var, p_log_jump, p_coef, p_tail,
+                 p_haircut, p_haircut_end, unc_coef, unc_jumps, unc_haircut, jumps, three, normals, normals3, jump_u,
+                 extra, log_r, g, log_r_steps, coef):
+    """The revenue of ``SUB`` paths, each with its own parameters (uncertain inputs): the step of the fixed
+    case, with each path's drift, volatility, uplift, haircuts, growth coefficients and jump tails (``coef``:
+    scratch for one step's e, B, int_z1, int_z2, growth_z1..3 of each path)."""
+    t, dt, sqrt_dt, jump_tail, haircut_steps = model.t, model.dt, model.sqrt_dt, model.jump_tail, model.haircut_steps
+    growth_decay, growth_mean, int_z1, int_z2 = model.growth_decay, model.growth_mean, model.int_z1, model.int_z2
+    growth_z1, growth_z2, growth_z3 = model.growth_z1, model.growth_z2, model.growth_z3
+    dl_date, dl_haircut = drivers.dl_date, drivers.dl_haircut
+    n_steps = t.shape[0] - 1
+    n_sub = log_r.shape[0]
+    n_cols = p_tail.shape[1] if unc_jumps else jump_tail.shape[1]
+    for ii in range(n_sub):
+        log_r[ii] = p_log_r0[ii]
+        g[ii] = raw[R_G0, ii]
+    for k in range(1, n_steps + 1):
+        a = t[k - 1]
+        b = t[k]
+        h = dt[k]
+        uk = np.uint64(k - 1)
+        cls = step_class[k]
+        for ii in range(n_sub):
+            up = raw[R_UPLIFT, ii]
+            d = declared[ii]
+            left = a if a > d else d
+            part = up * (b - left if b > left else 0.0) / h
+            extra[ii] = up * 0.0 if b <= d else (up * (b - a) / h if a >= d else part)
+        for dd in range(dl_date.shape[0]):
+            if unc_haircut:
+                for ii in range(n_sub):
+                    if missed[dd, ii]:
+                        cut = p_haircut[dd, ii] * overlap(a, b, dl_date[dd], p_haircut_end[dd, ii]) / h
+                        extra[ii] = extra[ii] - cut
+            elif dl_haircut[dd] > 0.0:
+                cut = haircut_steps[dd, k]
+                for ii in range(n_sub):
+                    extra[ii] = extra[ii] - cut if missed[dd, ii] else extra[ii]
+        root = sqrt_dt[k]
+        if unc_coef:  # this step's coefficients, path by path (then one branch-free loop)
+            for ii in range(n_sub):
+                for j in range(7):
+                    coef[j, ii] = p_coef[j, cls, ii]
+        else:
+            for j, table in enumerate((growth_decay, growth_mean, int_z1, int_z2, growth_z1, growth_z2, growth_z3)):
+                x = table[k]
+                for ii in range(n_sub):
+                    coef[j, ii] = x
+        for ii in range(n_sub):
+            z1 = normals[0, uk, ii]
+            z2 = normals[1, uk, ii]
+            z3 = normals3[uk, ii] if three else 0.0
+            gbar = raw[R_GBAR, ii]
+            dev = g[ii] - gbar
+            lr = log_r[ii] + (gbar + extra[ii] - p_half_var[ii]) * h + dev * coef[1, ii] + \
+                (coef[2, ii] * z1 + coef[3, ii] * z2) + raw[R_SIGMA, ii] * root * z1
+            g[ii] = gbar + dev * coef[0, ii] + (coef[4, ii] * z1 + coef[5, ii] * z2 + coef[6, ii] * z3)
+            log_r[ii] = lr
+            log_r_steps[k, ii] = lr
+        if jumps:
+            for ii in range(n_sub):
+                u = jump_u[uk, ii]
+                n_j = 0
+                while n_j < n_cols and u < (p_tail[cls, n_j, ii] if unc_jumps else jump_tail[k, n_j]):
+                    n_j += 1
+                if n_j > 0:
+                    log_r[ii] = log_r[ii] + n_j * p_log_jump[ii]
+                    log_r_steps[k, ii] = log_r[ii]
+
+
+@jit(inline="always")
+def _refit(par, n, p, r, tail_never):
+    """A quantile table's piecewise hazards from its probabilities (``models.timing.fit_quantiles``, exact)."""
+    never = par[1]
+    h_prev = 0.0
+    for j in range(n):
+        h = -math.log1p(-(p[j] / (1.0 - never)))
+        par[MAX_PIECES + 4 + j] = (h - h_prev) / (r[j + 1] - r[j])
+        h_prev = h
+    if tail_never:
+        par[MAX_PIECES + 4 + n] = 0.0
+
+
 @jit(inline="always")
 def _book(acc, block_flows, pattern, c, s, n_struct, n_views, n_slots, payer, payee, pv_payer, pv_payee, pv_market,
           in_market):
@@ -201,16 +318,17 @@ def _book(acc, block_flows, pattern, c, s, n_struct, n_views, n_slots, payer, pa
 
 
 @jit
-def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers, n_parties, out_pv, out_times, out_met,
-                   out_revenue, block_flows, out_revenue_path, record_from, out_company, out_years):
+def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers, inputs, in_values, n_parties, out_pv,
+                   out_times, out_met, out_revenue, block_flows, out_revenue_path, record_from, out_company, out_years):
     """Paths ``first + lo .. first + hi - 1`` into rows ``lo .. hi - 1``, one path after the other; each
     path's undiscounted flows by pattern and clause are added to ``block_flows`` (zeroed here).
 
     Per path: the drivers (AGI declaration and verification, events, deadlines met), the revenue path,
     each per-step clause over the steps its window touches, then the one-off clauses; then its PVs
     with fallbacks applied.  ``model``, ``drivers``, ``clauses``, ``triggers``: the named tables of
-    :mod:`valuation.engine.tables`.  The revenue path of path ``p`` goes to row ``p - record_from`` of
-    ``out_revenue_path`` while there is one.
+    :mod:`valuation.engine.tables`; ``inputs`` and ``in_values`` (row ``i`` for path ``first + i``): the
+    uncertain inputs (:mod:`valuation.engine.uncertain`), each path's own values of them.  The revenue path of
+    path ``p`` goes to row ``p - record_from`` of ``out_revenue_path`` while there is one.
 
     Called once per block, and written as one function: passing an array to a function costs two
     atomic reference-count updates on memory both threads share, so no array is passed on per path
@@ -286,6 +404,43 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     decl_par = decl_par.copy()  # thread-private: passed on per path (reference counts stay local)
     lag_par = lag_par.copy()
     ev_par = ev_par.copy()
+    # ---- uncertain inputs: what each changes, and per SUB paths the values the paths compute for themselves
+    in_target = inputs.target
+    in_index = inputs.index
+    in_slot = inputs.slot
+    flags = inputs.flags
+    n_inputs = in_target.shape[0]
+    unc = flags[F_ANY] > 0
+    unc_rev = flags[F_REVENUE] > 0
+    unc_coef = flags[F_COEF] > 0
+    unc_jumps = flags[F_JUMPS] > 0
+    unc_margin = flags[F_MARGIN] > 0
+    unc_haircut = flags[F_HAIRCUT] > 0
+    base_raw = inputs.base_raw
+    step_class = inputs.step_class
+    class_h = inputs.class_h
+    margin_w = inputs.margin_w
+    qp_n = inputs.qp_n
+    qp_r = inputs.qp_r
+    qp_tail_never = inputs.qp_tail_never
+    qp_p = inputs.qp_p.copy()
+    n_classes = class_h.shape[0]
+    raw = np.zeros((base_raw.shape[0], SUB))
+    p_margin = np.zeros((margin_w.shape[1], SUB))
+    p_log_r0 = np.zeros(SUB)
+    p_half_var = np.zeros(SUB)
+    p_log_jump = np.zeros(SUB)
+    p_inv_m = np.zeros(SUB)
+    p_size = np.zeros(SUB)
+    p_coef = np.zeros((7, n_classes, SUB))
+    p_tail = np.zeros((n_classes, inputs.jump_cols.shape[0], SUB))
+    tail_row = np.zeros(inputs.jump_cols.shape[0])
+    pmf_scratch = np.zeros(inputs.jump_cols.shape[0] + 41)
+    p_haircut = np.zeros((dl_date.shape[0], SUB))
+    p_haircut_end = np.zeros((dl_date.shape[0], SUB))
+    p_never = np.zeros(SUB)
+    coef_step = np.zeros((7, SUB))
+    margin_path = np.zeros(model.margin.shape[0])  # a path's own margin per step
     n_steps = t.shape[0] - 1
     n_struct = st_eff.shape[1]
     n_views = out_pv.shape[1] // n_struct  # the party view, then the market view where there is one
@@ -308,7 +463,7 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     normals_flat = normals.reshape(2 * n_steps * SUB)
     shock1 = shocks[0]
     shock2 = shocks[1]
-    three = growth_z3[1:].max() > 0.0 if n_steps > 0 else False  # a third normal a step (growth volatility)
+    three = (growth_z3[1:].max() > 0.0 if n_steps > 0 else False) or flags[F_THREE] > 0  # a third normal a step
     shock3 = np.full((n_steps if three else 0, SUB), 0.5)
     normals3 = np.zeros((n_steps if three else 0, SUB))
     shock3_flat = shock3.reshape(shock3.size)
@@ -328,13 +483,12 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     revenue_steps = np.zeros(n_steps + 1)  # revenue earned over each step (USD bn)
     unbounded = np.zeros(n_steps + 1)  # the unbounded rate at each step end
     amounts = np.zeros(n_steps + 1)  # one clause's amount per step
-    jumps = jump_tail[n_steps, 0] > 0.0
+    jumps = jump_tail[n_steps, 0] > 0.0 or unc_jumps
     n_jump_cols = jump_tail.shape[1]
-    inv_m = rev[INV_MARKET]
-    log_inv_m = math.log(inv_m) if inv_m > 0.0 else 0.0
+    base_inv_m = rev[INV_MARKET]
     antider = np.zeros(n_steps + 1)  # per path: the rate's antiderivative at each step end (with a market size)
-    size = rev[MARKET]  # rates and means are clamped to it: below it in exact arithmetic, at most an ulp above
-    log_r0 = rev[LOG_X0]
+    base_size = rev[MARKET]  # rates and means are clamped to it: below it in exact arithmetic, at most an ulp above
+    base_log_r0 = rev[LOG_X0]
     uplift = rev[UPLIFT]
     uplift_zero = uplift * 0.0  # the uplift over a step before the declaration (its sign kept)
     sigma = rev[SIGMA]
@@ -364,12 +518,91 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
         if three:
             draw_normals(sampler, shock3_flat, normals3_flat)
 
+        # ---- uncertain inputs: each path's own parameters (a path's timing tables are set just before its
+        # drivers are drawn, below)
+        if unc:
+            for ii in range(m):
+                i = sub + ii
+                for r in range(base_raw.shape[0]):
+                    raw[r, ii] = base_raw[r]
+                for j in range(p_margin.shape[0]):
+                    p_margin[j, ii] = inputs.margin_base[j]
+                p_never[ii] = never_verified
+                for d in range(n_deadlines):
+                    p_haircut[d, ii] = dl_haircut[d]
+                    p_haircut_end[d, ii] = drivers.dl_haircut_end[d]
+                for q in range(n_inputs):
+                    code = in_target[q]
+                    v = in_values[i, q]
+                    if code == T_REVENUE:
+                        raw[in_index[q], ii] = v
+                    elif code == T_MARGIN:
+                        p_margin[in_index[q], ii] = v
+                    elif code == T_NEVER_VERIFIED:
+                        p_never[ii] = v
+                    elif code == T_HAIRCUT:
+                        p_haircut[in_index[q], ii] = v
+                    elif code == T_HAIRCUT_YEARS:
+                        p_haircut_end[in_index[q], ii] = dl_date[in_index[q]] + v
+                if unc_rev:
+                    market = raw[R_MARKET, ii]
+                    p_inv_m[ii] = 1.0 / market if flags[F_MARKET] > 0 else base_inv_m
+                    p_size[ii] = market if flags[F_MARKET] > 0 else base_size
+                    if flags[F_LOG_X0] > 0:
+                        x0 = raw[R_INITIAL, ii]
+                        ratio = x0 / market
+                        p_log_r0[ii] = math.log(x0 / math.sqrt(1.0 - ratio * ratio)) if market < np.inf else \
+                            math.log(x0)
+                    else:
+                        p_log_r0[ii] = base_log_r0
+                    p_half_var[ii] = 0.5 * raw[R_SIGMA, ii] * raw[R_SIGMA, ii]
+                    p_log_jump[ii] = math.log1p(-raw[R_JUMP_LOSS, ii]) if flags[F_LOG_JUMP] > 0 else rev[LOG_JUMP]
+                    if unc_coef:
+                        for c in range(n_classes):
+                            e, b, i1, i2, g1, g2, g3 = step_coefficients(class_h[c], raw[R_KAPPA, ii], raw[R_SG, ii],
+                                                                         raw[R_RHO, ii])
+                            p_coef[0, c, ii] = e
+                            p_coef[1, c, ii] = b
+                            p_coef[2, c, ii] = i1
+                            p_coef[3, c, ii] = i2
+                            p_coef[4, c, ii] = g1
+                            p_coef[5, c, ii] = g2
+                            p_coef[6, c, ii] = g3
+                    if unc_jumps:
+                        for c in range(n_classes):
+                            poisson_tail(raw[R_LAMBDA, ii] * class_h[c], tail_row, pmf_scratch)
+                            for j in range(tail_row.shape[0]):
+                                p_tail[c, j, ii] = tail_row[j]
+
         # ---- drivers, path by path
         for ii in range(m):
+            if unc:  # this path's timing tables
+                i = sub + ii
+                for q in range(n_inputs):
+                    code = in_target[q]
+                    if code == T_TIMING or code == T_QUANTILE_P:
+                        src = in_index[q]
+                        v = in_values[i, q]
+                        if code == T_QUANTILE_P:
+                            qp_p[src, in_slot[q]] = v
+                        elif src == 0:
+                            decl_par[in_slot[q]] = v
+                        elif src == 1:
+                            lag_par[in_slot[q]] = v
+                        else:
+                            ev_par[src - 2, in_slot[q]] = v
+                for src in range(qp_n.shape[0]):
+                    if qp_n[src] > 0:
+                        if src == 0:
+                            _refit(decl_par, qp_n[src], qp_p[src], qp_r[src], qp_tail_never[src] > 0)
+                        elif src == 1:
+                            _refit(lag_par, qp_n[src], qp_p[src], qp_r[src], qp_tail_never[src] > 0)
+                        else:
+                            _refit(ev_par[src - 2], qp_n[src], qp_p[src], qp_r[src], qp_tail_never[src] > 0)
             decl = sample_time(decl_code, decl_par, draws[DRAW_DECLARATION, ii])
             verified = np.inf
             if decl < np.inf:
-                if draws[DRAW_VERIFIED, ii] >= never_verified:
+                if draws[DRAW_VERIFIED, ii] >= (p_never[ii] if unc else never_verified):
                     verified = decl + sample_time(lag_code, lag_par, draws[DRAW_LAG, ii])
             declared[ii] = decl
             sub_times[ii, SRC_DECLARED] = decl
@@ -384,68 +617,84 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
                     if src != TERM_UNUSED and sub_times[ii, src] <= dl_date[d]:
                         hit = 1
                 sub_met[ii, d] = hit
-                missed[d, ii] = hit == 0 and dl_haircut[d] > 0.0
+                missed[d, ii] = hit == 0 and (dl_haircut[d] > 0.0 or unc_haircut)
             for q in range(req_deadlines.shape[0]):
                 pattern += np.int64(sub_met[ii, req_deadlines[q]]) << q
             sub_pattern[ii] = pattern
 
         # ---- revenue of the SUB paths step by step, the paths side by side (SIMD); the same operations,
         # in the same order, as one path at a time
-        for ii in range(SUB):
-            log_r[ii] = log_r0
-            g[ii] = rev[G0]
-        for k in range(1, n_steps + 1):
-            a = t[k - 1]
-            b = t[k]
-            h = dt[k]
-            uk = np.uint64(k - 1)
-            if uplift == 0.0:
-                for ii in range(SUB):
-                    extra[ii] = 0.0
-            else:
-                full = uplift_full[k]
-                for ii in range(SUB):
-                    d = declared[ii]
-                    left = a if a > d else d
-                    part = uplift * (b - left if b > left else 0.0) / h  # uplift * overlap(a, b, d, inf) / h
-                    extra[ii] = uplift_zero if b <= d else (full if a >= d else part)
-            for dd in range(n_deadlines):
-                if dl_haircut[dd] > 0.0:
-                    cut = haircut_steps[dd, k]
-                    for ii in range(SUB):
-                        extra[ii] = extra[ii] - cut if missed[dd, ii] else extra[ii]
-            vol_h = sigma * sqrt_dt[k]
-            log_jump = rev[LOG_JUMP]
-            decay = growth_decay[k]
-            mean_k = growth_mean[k]
-            i1, i2 = int_z1[k], int_z2[k]
-            g1, g2, g3 = growth_z1[k], growth_z2[k], growth_z3[k]
-            gbar = rev[GBAR]
+        if unc_rev:  # each path with its own parameters
+            _revenue_own(model, drivers, step_class, declared, missed, raw, p_log_r0, p_half_var, p_log_jump, p_coef,
+                         p_tail, p_haircut, p_haircut_end, unc_coef, unc_jumps, unc_haircut, jumps, three, normals,
+                         normals3, jump_u, extra, log_r, g, log_r_steps, coef_step)
+        else:
             for ii in range(SUB):
-                z1 = normals[0, uk, ii]
-                z2 = normals[1, uk, ii]
-                z3 = normals3[uk, ii] if three else 0.0
-                dev = g[ii] - gbar
-                # exact over the step: the integral of the growth rate (mean and integrated OU shock I), the
-                # revenue shock, and the growth rate at the end (shock G), jointly Gaussian
-                lr = log_r[ii] + (gbar + extra[ii] - half_var) * h + dev * mean_k + (i1 * z1 + i2 * z2) + vol_h * z1
-                g[ii] = gbar + dev * decay + (g1 * z1 + g2 * z2 + g3 * z3)
-                log_r[ii] = lr
-                log_r_steps[k, ii] = lr
-            if jumps:  # Poisson counts: n jumps where u < P(N >= n)
+                log_r[ii] = base_log_r0
+                g[ii] = rev[G0]
+            for k in range(1, n_steps + 1):
+                a = t[k - 1]
+                b = t[k]
+                h = dt[k]
+                uk = np.uint64(k - 1)
+                if uplift == 0.0:
+                    for ii in range(SUB):
+                        extra[ii] = 0.0
+                else:
+                    full = uplift_full[k]
+                    for ii in range(SUB):
+                        d = declared[ii]
+                        left = a if a > d else d
+                        part = uplift * (b - left if b > left else 0.0) / h  # uplift * overlap(a, b, d, inf) / h
+                        extra[ii] = uplift_zero if b <= d else (full if a >= d else part)
+                for dd in range(n_deadlines):
+                    if dl_haircut[dd] > 0.0:
+                        cut = haircut_steps[dd, k]
+                        for ii in range(SUB):
+                            extra[ii] = extra[ii] - cut if missed[dd, ii] else extra[ii]
+                vol_h = sigma * sqrt_dt[k]
+                log_jump = rev[LOG_JUMP]
+                decay = growth_decay[k]
+                mean_k = growth_mean[k]
+                i1, i2 = int_z1[k], int_z2[k]
+                g1, g2, g3 = growth_z1[k], growth_z2[k], growth_z3[k]
+                gbar = rev[GBAR]
                 for ii in range(SUB):
-                    u = jump_u[uk, ii]
-                    n_j = 0
-                    while n_j < n_jump_cols and u < jump_tail[k, n_j]:
-                        n_j += 1
-                    if n_j > 0:
-                        log_r[ii] = log_r[ii] + n_j * log_jump
-                        log_r_steps[k, ii] = log_r[ii]
+                    z1 = normals[0, uk, ii]
+                    z2 = normals[1, uk, ii]
+                    z3 = normals3[uk, ii] if three else 0.0
+                    dev = g[ii] - gbar
+                    # exact over the step: the integral of the growth rate (mean and integrated OU shock I), the
+                    # revenue shock, and the growth rate at the end (shock G), jointly Gaussian
+                    lr = log_r[ii] + (gbar + extra[ii] - half_var) * h + dev * mean_k + (i1 * z1 + i2 * z2) + vol_h * z1
+                    g[ii] = gbar + dev * decay + (g1 * z1 + g2 * z2 + g3 * z3)
+                    log_r[ii] = lr
+                    log_r_steps[k, ii] = lr
+                if jumps:  # Poisson counts: n jumps where u < P(N >= n)
+                    for ii in range(SUB):
+                        u = jump_u[uk, ii]
+                        n_j = 0
+                        while n_j < n_jump_cols and u < jump_tail[k, n_j]:
+                            n_j += 1
+                        if n_j > 0:
+                            log_r[ii] = log_r[ii] + n_j * log_jump
+                            log_r_steps[k, ii] = log_r[ii]
 
         for ii in range(m):
             i = sub + ii
             path = first + i
             pattern = sub_pattern[ii]
+            inv_m, size, log_r0, multiple, mg = base_inv_m, base_size, base_log_r0, rev[MULTIPLE], margin
+            if unc_rev:  # this path's own parameters
+                inv_m, size, log_r0, multiple = p_inv_m[ii], p_size[ii], p_log_r0[ii], raw[R_MULTIPLE, ii]
+                if unc_margin:
+                    for k in range(n_steps + 1):
+                        x = 0.0
+                        for j in range(p_margin.shape[0]):
+                            x += margin_w[k, j] * p_margin[j, ii]
+                        margin_path[k] = x
+                    mg = margin_path
+            log_inv_m = math.log(inv_m) if inv_m > 0.0 else 0.0
             upattern = np.uint64(pattern)
             for j in range(times.shape[0]):
                 times[j] = sub_times[ii, j]
@@ -469,7 +718,7 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
                 booked = dt[k] * min(_booked(la, lb, unbounded[k - 1], unbounded[k], antider[k - 1], antider[k],
                                              inv_m), size)
                 revenue_steps[k] = booked
-                company += margin[k] * booked * company_df[k]
+                company += mg[k] * booked * company_df[k]
                 y = year_first[k]
                 rest = booked
                 done = 0.0
@@ -489,7 +738,7 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
                 out_years[i, y] += rest
             horizon_rate = min(saturated(unbounded[n_steps], inv_m), size)
             out_revenue[i] = horizon_rate
-            company += rev[MULTIPLE] * horizon_rate * company_df[n_steps + 1]
+            company += multiple * horizon_rate * company_df[n_steps + 1]
             out_company[i] = company
             row = path - record_from
             if 0 <= row < n_record:
@@ -542,7 +791,7 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
                             amount, state0 = _revenue_share(revenue_steps[k] * frac, cl_rate[c, k], cap,
                                                             cl_rate_after_cap[c], state0)
                         else:
-                            profit = margin[k] * revenue_steps[k] * frac
+                            profit = mg[k] * revenue_steps[k] * frac
                             amount = 0.0
                             if cl_carryforward[c] > 0.0:  # loss carry-forward
                                 if profit <= 0.0:
@@ -605,7 +854,7 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
                       pv_market, in_market)
 
             # ---- one-off clauses: payments on their date, stakes at the horizon
-            company_value = rev[MULTIPLE] * horizon_rate
+            company_value = multiple * horizon_rate
             for c in range(n_clauses):
                 kind = cl_type[c]
                 s = cl_struct[c]
@@ -640,8 +889,8 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
 
 
 @pjit
-def run_block(first, n, key, sampler, model, drivers, clauses, triggers, n_parties, out_pv, out_times, out_met,
-              out_revenue, out_flows, out_revenue_path, record_from, out_company, out_years):
+def run_block(first, n, key, sampler, model, drivers, clauses, triggers, inputs, in_values, n_parties, out_pv,
+              out_times, out_met, out_revenue, out_flows, out_revenue_path, record_from, out_company, out_years):
     """Paths ``first .. first + n - 1`` into rows ``0 .. n - 1`` of the outputs, one work item per block of
     ``BLOCK`` paths aligned to absolute path numbers (the first and last may be partial).
 
@@ -655,6 +904,6 @@ def run_block(first, n, key, sampler, model, drivers, clauses, triggers, n_parti
     for j in numba.prange(n_blocks):
         lo = max(first, (b0 + j) * BLOCK) - first
         hi = min(first + n, (b0 + j + 1) * BLOCK) - first
-        _simulate_path(first, lo, hi, rk.copy(), sampler, model, drivers, clauses, triggers, n_parties, out_pv,
-                       out_times, out_met, out_revenue, out_flows[j], out_revenue_path, record_from, out_company,
-                       out_years)
+        _simulate_path(first, lo, hi, rk.copy(), sampler, model, drivers, clauses, triggers, inputs, in_values,
+                       n_parties, out_pv, out_times, out_met, out_revenue, out_flows[j], out_revenue_path, record_from,
+                       out_company, out_years)

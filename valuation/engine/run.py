@@ -60,10 +60,12 @@ class Runner:
     def _kernel(self, first: int, n: int, out: dict[str, np.ndarray], flows: np.ndarray, revenue_path: np.ndarray,
                 record_from: int) -> None:
         c = self.compiled
+        values = c.plan.values(self.key, first, n) if c.plan is not None else np.zeros((n, 0))
         with numba.parallel_chunksize(CHUNK):
             kernel.run_block(np.int64(first), np.int64(n), self.key, np.int64(self.sampler), c.model, c.drivers,
-                             c.clauses, c.triggers, len(c.parties), out["pv"], out["times"], out["met"],
-                             out["revenue"], flows, revenue_path, np.int64(record_from), out["company"], out["years"])
+                             c.clauses, c.triggers, c.inputs, values, len(c.parties), out["pv"], out["times"],
+                             out["met"], out["revenue"], flows, revenue_path, np.int64(record_from), out["company"],
+                             out["years"])
 
     def run(self, sink: Any, first: int, n: int, progress: Callable[[int], None] | None = None) -> None:
         """Paths ``[first, first + n)`` into ``sink`` (``sink.buffers(first, n)`` gives the output arrays,

@@ -147,6 +147,8 @@ class Compiled:
     class_rates: np.ndarray  # (n_class,) classes 0..P-1: each party's own rate; then clause rates
     slot_time: np.ndarray  # (K+1+J,) years: the step ends, then the one-off dates
     fits: dict[str, Any] = field(default_factory=dict)  # quantile fits by key path
+    inputs: Any = None  # the kernel's tables of uncertain inputs (valuation.engine.uncertain.InputTables)
+    plan: Any = None  # how the uncertain inputs are drawn (None: every input is its value)
 
     @property
     def t(self) -> np.ndarray:

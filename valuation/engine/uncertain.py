@@ -1,0 +1,542 @@
+"""Uncertain inputs: the inputs with a distribution, drawn once per path, correlated through a Gaussian copula.
+
+Each uncertain input has its own random source, a counter from its key path (``"input:" + key``, see
+:func:`models.rng.named_counter`): its uniform on a path does not depend on what else is uncertain, so adding,
+removing or reordering uncertain inputs changes no other input's draws.  An input named in no correlation
+takes its distribution's inverse CDF of that uniform directly.
+
+**Correlations.**  The variables named in ``[[correlations]]`` -- drivers first (the AGI declaration, the
+revenue path, named events), then inputs in key order -- get normal scores: an input's is ``ndtri`` of its
+uniform, the AGI declaration's and an event's ``ndtri`` of the uniform the kernel draws for it, and the revenue
+path's the standardised Gaussian part of log revenue at the horizon (:func:`growth_scores`).  A target rank
+correlation ``r_s`` becomes the normal scores' correlation ``2 sin(pi r_s / 6)`` (the Gaussian copula's exact
+relation), the matrix is factored (lower Cholesky, drivers first) and each input's correlated score is
+``L z``; its value is its inverse CDF at ``Phi(L z)``.  Drivers come first and are never correlated with one
+another, so their rows of ``L`` are unit rows: the drivers keep their own numbers, and the inputs move to meet
+them.  A matrix that is not positive semi-definite is refused, naming the smallest set of entries that
+conflict, unless the scenario asks for the nearest valid one (:func:`nearest_correlation`, Frobenius norm,
+driver pairs held at 0).
+
+The kernel reads the values as a ``(paths, inputs)`` array with, per input, what it changes
+(:class:`InputTables`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numba
+import numpy as np
+from scipy import special, stats
+
+from models import rng, timing
+from models._jit import jit, pjit
+from models.revenue import integrated_ou
+from valuation import keys
+from valuation.scenario.ranges import BOUNDED, Z95, InputRange, bounds, correlation_matrix, dist_inputs, timing_keys
+from valuation.stats.copula import cholesky_psd, is_psd, nearest_correlation, normal_to_rank, rank_to_normal
+
+# What an input changes (InputTables.target)
+T_REVENUE, T_MARGIN, T_NEVER_VERIFIED, T_TIMING, T_QUANTILE_P, T_HAIRCUT, T_HAIRCUT_YEARS = range(7)
+# The raw revenue numbers (InputTables.base_raw, T_REVENUE's index)
+RAW = ("initial", "initial_growth", "long_run_growth", "mean_reversion", "volatility", "growth_volatility",
+       "correlation", "jump_intensity", "jump_loss", "agi_growth_uplift", "exit_multiple", "market_size")
+R_INITIAL, R_G0, R_GBAR, R_KAPPA, R_SIGMA, R_SG, R_RHO, R_LAMBDA, R_JUMP_LOSS, R_UPLIFT, R_MULTIPLE, R_MARKET = \
+    range(len(RAW))
+# Flags (InputTables.flags): which derived quantities a path computes for itself
+F_ANY, F_REVENUE, F_LOG_X0, F_COEF, F_JUMPS, F_MARGIN, F_HAIRCUT, F_MARKET, F_LOG_JUMP, F_THREE = range(10)
+N_FLAGS = 10
+_PAR_SLOTS = {"start": 0, "never": 1, "rate": 2, "shape": 2, "median": 2, "after": 2, "scale": 3, "sigma": 3,
+              "growth": 3}
+SAMPLE_LIMIT = 1_000_000  # paths the achieved correlations are measured on (the first ones of the run)
+
+
+class InputTables(NamedTuple):
+    """What the kernel needs to apply per-path input values (nothing when no input is uncertain)."""
+
+    target: np.ndarray  # (U,) T_* code of each input
+    index: np.ndarray  # (U,) the raw revenue number, margin point, timing source or deadline
+    slot: np.ndarray  # (U,) a timing source's parameter slot (models.timing layout) or quantile point
+    flags: np.ndarray  # (N_FLAGS,) uint8
+    base_raw: np.ndarray  # (len(RAW),) the scenario's revenue numbers (market size inf: none)
+    step_class: np.ndarray  # (K+1,) class of each step's length (entry 0 unused)
+    class_h: np.ndarray  # (C,) each class's step length
+    margin_w: np.ndarray  # (K+1, M) each step's margin as weights of the margin points (linear in them)
+    margin_base: np.ndarray  # (M,)
+    jump_cols: np.ndarray  # (NJ,) room for jump-count tails (as many as the largest intensity needs)
+    qp_n: np.ndarray  # (2 + E,) points of a quantile table with a piecewise fit (0: not one)
+    qp_p: np.ndarray  # (2 + E, MAX_PIECES) its probabilities
+    qp_r: np.ndarray  # (2 + E, MAX_PIECES + 1) its breaks (0, then each point's years after the start)
+    qp_tail_never: np.ndarray  # (2 + E,) 1: the hazard stops after the last point
+
+
+K_UNIFORM, K_TRIANGULAR, K_PERT, K_NORMAL, K_LOGNORMAL = range(5)
+TABLE_Z = 8.5  # the PERT table spans normal scores -8.5 .. 8.5 (every uniform the generator gives)
+TABLE_NODES = 8193
+
+
+@dataclass(frozen=True)
+class Input:
+    """One uncertain input: its key, range and distribution, and where its draws come from."""
+
+    key: str
+    range: InputRange
+    value: float  # the input's value (the mode of triangular and pert)
+    lo: float  # where the draws are cut (the allowed range; bounds for bounded distributions)
+    hi: float
+    stream: int
+    draw: int
+    par: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(4))  # see _draw
+    table: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((2, 1)))  # PERT: x and dx/dz at nodes
+
+    @property
+    def kind(self) -> int:
+        return ("uniform", "triangular", "pert", "normal", "lognormal").index(self.range.dist)
+
+    def ppf(self, u: np.ndarray) -> np.ndarray:
+        """The input's values at uniforms ``u`` (inverse CDF; normal and lognormal cut to ``[lo, hi]``)."""
+        out = np.empty(len(u))
+        _draw(np.ascontiguousarray(u, np.float64), self.kind, self.par, self.table, self.lo, self.hi, out)
+        return out
+
+
+def make_input(scenario: Any, key: str, r: InputRange) -> Input:
+    """An uncertain input, with its distribution's constants (and a PERT's table) computed once."""
+    lo, hi = cut_range(scenario, key, r)
+    value = float(scenario.value_at(key))
+    stream, draw = rng.named_counter(f"input:{key}")
+    par = np.zeros(4)
+    table = np.zeros((2, 1))
+    if r.dist in ("uniform", "triangular", "pert"):
+        par[:3] = r.low, value, r.high
+    if r.dist == "pert":
+        table = pert_table(*pert_shapes(r.low, value, r.high))
+    elif r.dist in ("normal", "lognormal"):
+        mu, sd, log = normal_parameters(r)
+        a = special.ndtr(((_log(lo) if log else lo) - mu) / sd)
+        b = special.ndtr(((_log(hi) if log else hi) - mu) / sd)
+        par[:] = mu, sd, a, b
+    return Input(key, r, value, lo, hi, stream, draw, par, table)
+
+
+def pert_table(a: float, b: float) -> np.ndarray:
+    """``(2, TABLE_NODES)``: the Beta(a, b) quantile at normal scores ``z`` from -TABLE_Z to TABLE_Z, and its
+    derivative in ``z`` (``phi(z) / pdf(x)``), for cubic Hermite interpolation (error below 1e-11)."""
+    z = np.linspace(-TABLE_Z, TABLE_Z, TABLE_NODES)
+    x = special.betaincinv(a, b, special.ndtr(z))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = stats.norm.pdf(z) / stats.beta.pdf(x, a, b)
+    fd = np.gradient(x, z)
+    d = np.where(np.isfinite(d), d, fd)
+    return np.vstack([x, d])
+
+
+@pjit
+def _draw(u, kind, par, table, lo, hi, out):
+    """``out[i]``: the inverse CDF at ``u[i]`` (par: uniform, triangular, pert: low, mode, high; normal and
+    lognormal: mean, SD (of the log), and the CDF at the cut's ends), cut to ``[lo, hi]``."""
+    n_nodes = table.shape[1]
+    step = 2.0 * TABLE_Z / (n_nodes - 1)
+    for i in numba.prange(u.shape[0]):
+        p = u[i]
+        if kind == K_UNIFORM:
+            x = par[0] + p * (par[2] - par[0])
+        elif kind == K_TRIANGULAR:
+            low, mode, high = par[0], par[1], par[2]
+            c = (mode - low) / (high - low)
+            x = low + math.sqrt(p * (high - low) * (mode - low)) if p < c else \
+                high - math.sqrt((1.0 - p) * (high - low) * (high - mode))
+        elif kind == K_PERT:
+            z = rng.ndtri(p)
+            f = (z + TABLE_Z) / step
+            j = min(max(int(math.floor(f)), 0), n_nodes - 2)
+            t = f - j
+            t2 = t * t
+            t3 = t2 * t
+            x01 = par[0] + (par[2] - par[0]) * ((2 * t3 - 3 * t2 + 1) * table[0, j] + (t3 - 2 * t2 + t) * step
+                                                * table[1, j] + (-2 * t3 + 3 * t2) * table[0, j + 1]
+                                                + (t3 - t2) * step * table[1, j + 1])
+            x = x01
+        else:
+            z = par[0] + par[1] * rng.ndtri(par[2] + p * (par[3] - par[2]))
+            x = math.exp(z) if kind == K_LOGNORMAL else z
+        out[i] = min(max(x, lo), hi)
+
+
+def _log(x: float) -> float:
+    return math.log(x) if x > 0 else -math.inf
+
+
+def pert_shapes(low: float, mode: float, high: float) -> tuple[float, float]:
+    """The Beta shapes of a PERT distribution on ``[low, high]`` with this mode."""
+    return 1.0 + 4.0 * (mode - low) / (high - low), 1.0 + 4.0 * (high - mode) / (high - low)
+
+
+def normal_parameters(r: InputRange) -> tuple[float, float, bool]:
+    """(mean, SD, on the log scale) of a normal or lognormal whose 5th and 95th percentiles are low and high."""
+    log = r.dist == "lognormal"
+    lo, hi = (math.log(r.low), math.log(r.high)) if log else (r.low, r.high)
+    return 0.5 * (lo + hi), (hi - lo) / (2.0 * Z95), log
+
+
+def cut_range(scenario: Any, key: str, r: InputRange) -> tuple[float, float]:
+    """Where an input's draws lie: its bounds (uniform, triangular, pert), or its allowed range, an open end a
+    hair inside (normal, lognormal)."""
+    if r.dist in BOUNDED:
+        return r.low, r.high
+    lo, hi, open_lo, open_hi = bounds(scenario, key)
+    lo = -math.inf if lo is None else (np.nextafter(lo, math.inf) if open_lo else lo)
+    hi = math.inf if hi is None else (np.nextafter(hi, -math.inf) if open_hi else hi)
+    if r.dist == "lognormal":
+        lo = max(lo, np.nextafter(0.0, 1.0))
+    return float(lo), float(hi)
+
+
+# ------------------------------------------------------------------ correlations
+
+
+@dataclass(frozen=True)
+class Copula:
+    """The correlated variables (drivers first, then inputs), the requested and used rank correlations and the
+    factor of the normal scores' correlation matrix."""
+
+    names: list[str]
+    drivers: int  # the first `drivers` names are drivers
+    requested: np.ndarray  # rank correlations as given (0 where none is)
+    used: np.ndarray  # ... or their nearest valid matrix (repaired)
+    factor: np.ndarray  # lower Cholesky factor of the normal scores' correlations (from `used`)
+    repaired: bool
+
+
+def build_copula(scenario: Any) -> Copula | None:
+    """The copula of the scenario's correlations (see the module docstring); None without any.  A matrix that
+    cannot hold was refused by the scenario's checks unless it asks for the nearest valid one."""
+    if not scenario.correlations:
+        return None
+    names, n_drivers, rank, _ = correlation_matrix(scenario)
+    normal = np.vectorize(rank_to_normal)(rank)
+    np.fill_diagonal(normal, 1.0)
+    repaired = False
+    if not is_psd(normal):
+        fixed = np.zeros(normal.shape, bool)
+        fixed[:n_drivers, :n_drivers] = True
+        normal = nearest_correlation(normal, fixed)
+        repaired = True
+    used = np.vectorize(normal_to_rank)(normal)
+    np.fill_diagonal(used, 1.0)
+    return Copula(names=names, drivers=n_drivers, requested=rank, used=used, factor=cholesky_psd(normal),
+                  repaired=repaired)
+
+
+# ------------------------------------------------------------------ the plan
+
+
+@dataclass(frozen=True)
+class UncertainPlan:
+    """The uncertain inputs of a compiled scenario and how to draw them on any path range."""
+
+    inputs: list[Input]
+    copula: Copula | None
+    tables: InputTables
+    growth: np.ndarray | None = None  # (3, K+1) coefficients of the revenue path's score (when correlated)
+    event_counters: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def keys(self) -> list[str]:
+        return [i.key for i in self.inputs]
+
+    def values(self, key: np.ndarray, first: int, n: int) -> np.ndarray:
+        """``(n, inputs)``: each uncertain input's value on paths ``first .. first + n - 1``."""
+        u = self.uniforms(key, first, n)
+        out = np.empty((n, len(self.inputs)))
+        for j, inp in enumerate(self.inputs):
+            _draw(u[j], inp.kind, inp.par, inp.table, inp.lo, inp.hi, out[:, j])
+        return out
+
+    def uniforms(self, key: np.ndarray, first: int, n: int) -> np.ndarray:
+        """``(inputs, n)``: each input's uniform on the paths, after the copula."""
+        rk = rng.round_keys(np.asarray(key, np.uint32))
+        u = np.empty((len(self.inputs), n))
+        for j, inp in enumerate(self.inputs):
+            u[j] = stream_uniforms(rk, first, n, inp.stream, inp.draw)
+        if self.copula is None:
+            return u
+        scores = self.scores(key, first, n, u)
+        c = self.copula
+        z = scores @ c.factor.T
+        col = {inp.key: j for j, inp in enumerate(self.inputs)}
+        for v in range(c.drivers, len(c.names)):
+            u[col[c.names[v]]] = np.clip(special.ndtr(z[:, v]), 1e-300, 1.0 - 2**-53)
+        return u
+
+    def scores(self, key: np.ndarray, first: int, n: int, u: np.ndarray | None = None) -> np.ndarray:
+        """``(n, copula variables)``: the normal scores before the copula (drivers', then inputs')."""
+        c = self.copula
+        rk = rng.round_keys(np.asarray(key, np.uint32))
+        if u is None:
+            u = np.empty((len(self.inputs), n))
+            for j, inp in enumerate(self.inputs):
+                u[j] = stream_uniforms(rk, first, n, inp.stream, inp.draw)
+        col = {inp.key: j for j, inp in enumerate(self.inputs)}
+        out = np.empty((n, len(c.names)))
+        for v, name in enumerate(c.names):
+            if name == "agi_declared":
+                out[:, v] = special.ndtri(stream_uniforms(rk, first, n, rng.STREAM_DRIVERS, 0))
+            elif name == "revenue_growth":
+                out[:, v] = growth_scores(rk, np.int64(first), np.int64(n), self.growth)
+            elif name in self.event_counters:
+                stream, draw = self.event_counters[name]
+                out[:, v] = special.ndtri(stream_uniforms(rk, first, n, stream, draw))
+            else:
+                out[:, v] = special.ndtri(u[col[name]])
+        return out
+
+    def achieved(self, key: np.ndarray, paths: int, first: int = 0) -> list[dict[str, Any]]:
+        """The rank correlations on the run's paths (the first :data:`SAMPLE_LIMIT`), beside their targets: one
+        row per pair of the copula's variables, with the standard error of each achieved value."""
+        c = self.copula
+        if c is None:
+            return []
+        n = min(paths, SAMPLE_LIMIT)
+        z_in = self.scores(key, first, n)
+        z = z_in @ c.factor.T
+        ranks = np.column_stack([stats.rankdata(z[:, v]) for v in range(len(c.names))])
+        rho = np.corrcoef(ranks, rowvar=False) if n > 1 else np.eye(len(c.names))
+        rows = []
+        for i, j in itertools.combinations(range(len(c.names)), 2):
+            r = float(rho[i, j])
+            se = (1.0 - r * r) * math.sqrt((1.0 + r * r / 2.0) / max(n - 3, 1))  # Bonett & Wright (2000)
+            rows.append({"between": (c.names[i], c.names[j]), "target": float(c.requested[i, j]),
+                         "used": float(c.used[i, j]), "achieved": r, "se": se, "paths": n})
+        return rows
+
+
+@pjit
+def stream_uniforms(rk, first, n, stream, draw):
+    """The first uniform of draw ``draw`` on ``stream`` for paths ``first .. first + n - 1`` (as the kernel
+    draws them; blocks of paths in parallel, each path's number its own)."""
+    out = np.empty((1, n))
+    width = 4096
+    for b in numba.prange((n + width - 1) // width):
+        lo = b * width
+        hi = min(n, lo + width)
+        rng.uniform_block(rk, first + lo, stream, draw, out[:, lo:hi], out[:0, lo:hi])
+    return out[0]
+
+
+@jit
+def growth_scores(rk, first, n, coef):
+    """The revenue path's score on each path: ``sum_k coef[:, k] . z_k`` over its step normals (the two shock
+    normals and the third growth normal, as the kernel draws them), standardised."""
+    n_steps = coef.shape[1] - 1
+    norm = 0.0
+    for k in range(1, n_steps + 1):
+        for j in range(3):
+            norm += coef[j, k] * coef[j, k]
+    norm = math.sqrt(norm) if norm > 0 else 1.0
+    out = np.zeros(n)
+    width = 256
+    shocks = np.empty((2, n_steps, width))
+    third = np.empty((n_steps, width))
+    jump_u = np.empty((n_steps, width))
+    z = np.empty(n_steps * width)
+    for lo in range(0, n, width):
+        m = min(width, n - lo)
+        rng.uniform_block(rk, first + lo, rng.STREAM_SHOCKS, 1, shocks[0], shocks[1])
+        rng.uniform_block(rk, first + lo, rng.STREAM_JUMPS, 1, jump_u, third)
+        for j in range(3):
+            src = shocks[j] if j < 2 else third
+            rng.ndtri_array(src.reshape(n_steps * width), z)
+            zz = z.reshape(n_steps, width)
+            for k in range(1, n_steps + 1):
+                c = coef[j, k]
+                if c != 0.0:
+                    for ii in range(m):
+                        out[lo + ii] += c * zz[k - 1, ii]
+    for i in range(n):
+        out[i] /= norm
+    return out
+
+
+def growth_coefficients(model: Any) -> np.ndarray:
+    """``(3, K+1)``: the Gaussian part of log revenue at the horizon as a combination of each step's normals
+    (the revenue shock's, the growth's second and third), from the model tables: a growth shock ``G_k`` adds
+    ``c_k G_k`` with ``c_k = sum over later steps j of B_j prod(e_l, k < l < j)``."""
+    n = len(model.t) - 1
+    c = np.zeros(n + 1)
+    for k in range(n - 1, 0, -1):
+        c[k] = model.growth_mean[k + 1] + model.growth_decay[k + 1] * c[k + 1]
+    vol = model.revenue[3] * model.sqrt_dt  # SIGMA
+    out = np.zeros((3, n + 1))
+    out[0, 1:] = (model.int_z1 + vol + c * model.growth_z1)[1:]
+    out[1, 1:] = (model.int_z2 + c * model.growth_z2)[1:]
+    out[2, 1:] = (c * model.growth_z3)[1:]
+    return out
+
+
+def step_classes(dt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each step's class of length (lengths equal to 12 significant digits share one) and each class's length."""
+    cls = np.zeros(len(dt), np.int64)
+    lengths: list[float] = []
+    for k in range(1, len(dt)):
+        for c, h in enumerate(lengths):
+            if abs(h - dt[k]) <= 1e-12 * h:
+                cls[k] = c
+                break
+        else:
+            cls[k] = len(lengths)
+            lengths.append(float(dt[k]))
+    return cls, np.array(lengths or [0.0])
+
+
+def no_inputs(n_steps: int, n_sources: int) -> InputTables:
+    """The tables of a run without uncertain inputs."""
+    return InputTables(
+        target=np.zeros(0, np.int64), index=np.zeros(0, np.int64), slot=np.zeros(0, np.int64),
+        flags=np.zeros(N_FLAGS, np.uint8), base_raw=np.zeros(len(RAW)), step_class=np.zeros(n_steps + 1, np.int64),
+        class_h=np.zeros(1), margin_w=np.zeros((n_steps + 1, 1)), margin_base=np.zeros(1),
+        jump_cols=np.zeros(1), qp_n=np.zeros(n_sources, np.int64), qp_p=np.zeros((n_sources, timing.MAX_PIECES)),
+        qp_r=np.zeros((n_sources, timing.MAX_PIECES + 1)), qp_tail_never=np.zeros(n_sources, np.uint8))
+
+
+def plan(scenario: Any, t: np.ndarray, model: Any, timing_sources: list[str], margin_weights: np.ndarray,
+         margin_base: np.ndarray, jump_columns: int) -> UncertainPlan:
+    """The uncertain inputs of a scenario, checked, and the kernel's tables for them.
+
+    ``timing_sources``: key paths of the timing tables in the kernel's order (declaration, lag, then each event
+    and deadline completion); ``margin_weights``: each step's margin as weights of the margin points.
+    """
+    names = dist_inputs(scenario)
+    inputs, target, index, slot = [], [], [], []
+    src_of = {k: i for i, k in enumerate(timing_sources)}
+    tables_of = timing_keys(scenario)
+    n_src = len(timing_sources)
+    qp_n = np.zeros(n_src, np.int64)
+    qp_p = np.zeros((n_src, timing.MAX_PIECES))
+    qp_r = np.zeros((n_src, timing.MAX_PIECES + 1))
+    qp_never = np.zeros(n_src, np.uint8)
+    flags = np.zeros(N_FLAGS, np.uint8)
+    for key in names:
+        inputs.append(make_input(scenario, key, scenario.ranges[key]))
+        code, idx, sl = _target(scenario, key, src_of, tables_of)
+        target.append(code)
+        index.append(idx)
+        slot.append(sl)
+        if code in (T_TIMING, T_QUANTILE_P) and getattr(tables_of[timing_sources[idx]], "family", "") == "quantiles":
+            spec = tables_of[timing_sources[idx]]
+            start = _years(scenario, spec.start) if spec.start is not None else 0.0
+            n = len(spec.points)
+            qp_n[idx] = n
+            qp_p[idx, :n] = [p.p for p in spec.points]
+            qp_r[idx, 1:n + 1] = [_years(scenario, p.by) - start for p in spec.points]
+            qp_never[idx] = spec.tail == "never"
+    for code, idx in zip(target, index, strict=True):
+        if code in (T_REVENUE, T_HAIRCUT, T_HAIRCUT_YEARS, T_MARGIN):
+            flags[F_REVENUE] = 1
+        if code == T_MARGIN:
+            flags[F_MARGIN] = 1
+        if code in (T_HAIRCUT, T_HAIRCUT_YEARS):
+            flags[F_HAIRCUT] = 1
+        if code == T_REVENUE:
+            flags[F_LOG_X0] |= idx in (R_INITIAL, R_MARKET)
+            flags[F_COEF] |= idx in (R_KAPPA, R_SG, R_RHO)
+            flags[F_THREE] |= idx in (R_SG, R_RHO)
+            flags[F_JUMPS] |= idx == R_LAMBDA
+            flags[F_MARKET] |= idx == R_MARKET
+            flags[F_LOG_JUMP] |= idx == R_JUMP_LOSS
+    flags[F_ANY] = 1 if inputs else 0
+    rev = scenario.revenue
+    base_raw = np.array([rev.initial, rev.initial_growth, rev.long_run_growth, rev.mean_reversion, rev.volatility,
+                         rev.growth_volatility, rev.correlation, rev.jump_intensity, rev.jump_loss,
+                         rev.agi_growth_uplift, rev.exit_multiple,
+                         math.inf if rev.market_size is None else rev.market_size], np.float64)
+    dt = np.concatenate(([0.0], np.diff(t)))
+    cls, class_h = step_classes(dt)
+    tables = InputTables(
+        target=np.array(target, np.int64), index=np.array(index, np.int64), slot=np.array(slot, np.int64),
+        flags=flags, base_raw=base_raw, step_class=cls, class_h=class_h,
+        margin_w=np.ascontiguousarray(margin_weights), margin_base=np.asarray(margin_base, np.float64),
+        jump_cols=np.zeros(max(jump_columns, 1)), qp_n=qp_n, qp_p=qp_p, qp_r=qp_r, qp_tail_never=qp_never)
+    copula = build_copula(scenario)
+    growth = growth_coefficients(model) if copula is not None and "revenue_growth" in copula.names else None
+    counters = {name: rng.named_counter(f"event:{name}") for name in scenario.events}
+    return UncertainPlan(inputs=inputs, copula=copula, tables=tables, growth=growth, event_counters=counters)
+
+
+def _years(scenario: Any, x: Any) -> float:
+    return scenario.years(x) if not isinstance(x, (int, float)) else float(x)
+
+
+def _target(scenario: Any, key: str, src_of: dict[str, int], tables_of: dict[str, Any]) -> tuple[int, int, int]:
+    """What the input at ``key`` changes: (T_* code, index, slot)."""
+    parts = keys.parse(key)
+    if parts[0] == "revenue":
+        if parts[1] == "margin":
+            return T_MARGIN, (parts[2] if len(parts) > 2 else 0), 0
+        return T_REVENUE, RAW.index(parts[1]), 0
+    if key == "agi.never_verified":
+        return T_NEVER_VERIFIED, 0, 0
+    if parts[0] == "deadlines" and parts[2] in ("growth_haircut", "haircut_years"):
+        return (T_HAIRCUT if parts[2] == "growth_haircut" else T_HAIRCUT_YEARS), parts[1], 0
+    for prefix, spec in tables_of.items():
+        if key.startswith(prefix + "."):
+            src = src_of[prefix]
+            rest = keys.parse(key[len(prefix) + 1:])
+            if rest[0] == "points":
+                return T_QUANTILE_P, src, rest[1]
+            if rest[0] == "pieces":
+                start = _years(scenario, spec.start) if spec.start is not None else 0.0
+                shift = 1 if _years(scenario, spec.pieces[0].start) - start > 0 else 0  # a zero piece goes first
+                return T_TIMING, src, timing.MAX_PIECES + 4 + rest[1] + shift
+            return T_TIMING, src, _PAR_SLOTS[rest[0]]
+    raise ValueError(f"no kernel target for {key}")
+
+
+# ------------------------------------------------------------------ compiled helpers for the kernel
+
+
+@jit
+def step_coefficients(h, kappa, s, rho):
+    """:meth:`models.revenue.RevenueModel.step_tables` for one step length: (e, B, int_z1, int_z2, growth_z1,
+    growth_z2, growth_z3)."""
+    e, b, v_i, c_ig, v_g, c_wi = integrated_ou_jit(h, kappa)
+    v_i = s * s * v_i
+    c_ig = s * s * c_ig
+    v_g = s * s * v_g
+    c_wi = rho * s * c_wi
+    c_wg = rho * s * b
+    root = math.sqrt(h)
+    i1 = c_wi / root if h > 0 else 0.0
+    g1 = c_wg / root if h > 0 else 0.0
+    i2 = math.sqrt(max(v_i - i1 * i1, 0.0))
+    g2 = (c_ig - i1 * g1) / i2 if i2 > 0 else 0.0
+    g3 = math.sqrt(max(v_g - g1 * g1 - g2 * g2, 0.0))
+    return e, b, i1, i2, g1, g2, g3
+
+
+integrated_ou_jit = jit(integrated_ou)
+
+
+@jit
+def poisson_tail(mean, out, pmf):
+    """``out[n - 1] = P(N >= n)`` for a Poisson count of this mean, ``n = 1 .. len(out)`` (each tail summed from
+    the far end, accurate where it is tiny); ``pmf``: scratch of ``len(out) + 41``."""
+    m = out.shape[0]
+    for j in range(m):
+        out[j] = 0.0
+    if not mean > 0.0:
+        return
+    top = pmf.shape[0] - 1
+    pmf[0] = math.exp(-mean)
+    for j in range(1, top + 1):
+        pmf[j] = pmf[j - 1] * mean / j
+    acc = 0.0
+    for j in range(top, 0, -1):
+        acc += pmf[j]
+        if j <= m:
+            out[j - 1] = acc
+    if mean > 1.0:  # 1 - P(0) loses nothing here, and the sum of many terms a little: take it exactly
+        out[0] = -math.expm1(-mean)
