@@ -20,6 +20,7 @@ import pandas as pd
 from openpyxl import Workbook
 from openpyxl.chart import Reference
 from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.datavalidation import DataValidation
 from openpyxl.worksheet.pagebreak import Break
 
 from valuation.errors import InputError, Problem, printable
@@ -59,6 +60,7 @@ from valuation.report.xlsx import (
     widths,
 )
 from valuation.scenario.assumptions import COLUMNS, assumption_rows
+from valuation.scenario.ranges import DISTS, correlation_matrix
 from valuation.stats.catalogue import CONFIDENCE, DIFFERENCE_STATISTICS, HEAD, SUMMARY, Z95, confidence
 
 if TYPE_CHECKING:  # the workbook reads a result; it does not import the results module
@@ -67,7 +69,7 @@ if TYPE_CHECKING:  # the workbook reads a result; it does not import the results
 __all__ = ["SHEETS", "check_fits", "estimated_bytes", "sheet_sizes", "write_workbook"]
 
 SHEETS = ("Read me", "Summary", "Market view", "Value by clause", "Distributions", "Versus baseline", "Cash flows",
-          "Drivers", "Assumptions", "Paths")
+          "Drivers", "Uncertain inputs", "Assumptions", "Paths")
 
 # The Summary sheet's columns: the catalogue's summary statistics, the mean's 95% interval after its SE.
 SUMMARY_SHEET = (*SUMMARY[:2], *CONFIDENCE, *SUMMARY[2:])
@@ -89,6 +91,7 @@ def write_workbook(result: SimulationResult, path: str | Path) -> Path:
     _versus_baseline(sheets["Versus baseline"], result, names)
     _cash_flows(sheets["Cash flows"], result, names)
     _drivers(sheets["Drivers"], result)
+    _uncertain(sheets["Uncertain inputs"], result)
     _assumptions(sheets["Assumptions"], result)
     _paths(sheets["Paths"], result)
     return atomic_save(wb, path)
@@ -106,7 +109,7 @@ def sheet_sizes(compiled, scenario, paths: int) -> dict[str, tuple[int, int]]:
     S, P, D, K = len(compiled.structures), len(compiled.parties), len(compiled.deadlines), compiled.n_steps
     years = scenario.simulation.horizon.year - scenario.simulation.valuation_date.year + 1
     F = len(compiled.fits)
-    read_me = 33 + (2 if scenario.description else 0) + (2 + F if F else 0)
+    read_me = 34 + (2 if scenario.description else 0) + (2 + F if F else 0)
     versus = 8 + (S - 1) * (P + 2) if S > 1 else 5
     cash_top = 8 + len(compiled.class_rates) + 2 * S * P + 9 + 21 * ((S + 1) // 2)
     drivers = max(4 + years, 24) + 15 + D + K + 4 + years
@@ -124,6 +127,7 @@ def sheet_sizes(compiled, scenario, paths: int) -> dict[str, tuple[int, int]]:
         "Versus baseline": (versus, max(11, P + 1)),
         "Cash flows": (cash_top + 6 + len(compiled.slot_time), max(3 + years, 2 + len(compiled.flow_columns()))),
         "Drivers": (drivers, 7),
+        "Uncertain inputs": uncertain_size(scenario),
         "Assumptions": (len(assumption_rows(scenario)) + 1, len(COLUMNS)),
         "Paths": (min(HEAD, paths) + 3, 2 + len(compiled.sources) + D + S * P),
     }
@@ -169,6 +173,7 @@ _HINTS = {"Read me": "fewer fitted distributions", "Summary": "fewer structures 
           "Distributions": "fewer parties or structures", "Versus baseline": "fewer structures x parties",
           "Cash flows": "fewer steps (steps_per_year, horizon), structures x parties or discount rates",
           "Drivers": "fewer steps or deadlines", "Assumptions": "fewer inputs",
+          "Uncertain inputs": "fewer ranges or correlations",
           "Paths": "fewer structures x parties, events or deadlines"}
 
 
@@ -256,8 +261,12 @@ _TOUR = [
     ("Drivers", "What drove the results: AGI declaration and verification timing against the model, the "
                 "verification lag, how often each deadline was met, a fan of revenue paths and the revenue "
                 "earned in each calendar year."),
-    ("Assumptions", "Every input with its unit, whether it was given or left at its default, and its source. "
-                    "Edit a value here and run `valuation run <this workbook>` to get a new report."),
+    ("Uncertain inputs", "The inputs with a range (low, high) and those with a distribution, drawn once per path "
+                         "in a run with uncertain inputs: what low and high mean, the draws' mean, SD and "
+                         "percentiles; the rank correlations asked for, used and achieved on the paths."),
+    ("Assumptions", "Every input with its unit, whether it was given or left at its default, its source and "
+                    "its range (Low, High, Distribution). Edit a value here and run `valuation run <this "
+                    "workbook>` to get a new report."),
     ("Paths", "The first 1,000 simulated paths: drivers and every PV, for your own checks."),
 ]
 
@@ -756,6 +765,83 @@ def _drivers(ws, result: SimulationResult) -> None:
     print_setup(ws, one_page=True)
 
 
+# -------------------------------------------------------------- uncertain inputs
+
+INPUT_COLUMNS = ("Key", "Distribution", "Low", "High", "Low and high are", "Value (fixed runs)", "Mean of draws",
+                 "SD of draws", "P5 of draws", "P95 of draws", "Source")
+CORRELATION_COLUMNS = ("Between", "And", "Target rank correlation", "Used", "Achieved on the paths", "SE")
+
+
+def _correlated(scenario) -> int:
+    """Variables of the copula (drivers and inputs named by the correlations)."""
+    return len({n for c in scenario.correlations for n in c.between})
+
+
+def uncertain_size(scenario) -> tuple[int, int]:
+    rows = 4 + max(len(scenario.ranges), 1)
+    if scenario.correlations:
+        k = _correlated(scenario)
+        rows += 3 + k * (k - 1) // 2
+    return rows, len(INPUT_COLUMNS)
+
+
+def _uncertain(ws, result: SimulationResult) -> None:
+    ws.sheet_view.showGridLines = False
+    s = result.scenario
+    drawn = result.uncertain
+    n_dist = len(s.ranges_with_dist())
+    note = (f"This run drew {n_dist} inputs once per path (uncertain inputs on); the others are fixed at their "
+            "value." if drawn else
+            f"This run held every input at its value; {n_dist} inputs have a distribution and are drawn per path "
+            "with `valuation run --uncertain` (or simulation.uncertain = true). The ranges are the sensitivity "
+            "ranges of the inputs.")
+    title(ws, "Uncertain inputs: ranges, distributions and correlations", note)
+    header(ws, 4, list(INPUT_COLUMNS), height=30)
+    stats = result.inputs() if drawn else None
+    for i, key in enumerate(sorted(s.ranges), start=5):
+        r = s.ranges[key]
+        source = s.sources.get(key, "")
+        put(ws, i, 1, key).alignment = TOP
+        put(ws, i, 2, r.dist or "fixed (range only)").alignment = TOP
+        put(ws, i, 3, r.low).alignment = TOP
+        put(ws, i, 4, r.high).alignment = TOP
+        put(ws, i, 5, "" if r.dist is None else "5th and 95th percentiles" if r.dist in ("normal", "lognormal")
+            else "bounds").alignment = TOP
+        put(ws, i, 6, s.value_at(key)).alignment = TOP
+        if stats is not None and key in stats.index:
+            row = stats.loc[key]
+            for j, col in enumerate(("mean", "sd", "p5", "p95"), start=7):
+                put(ws, i, j, float(row[col])).alignment = TOP
+        put(ws, i, 11, source).alignment = WRAP
+        if lines(source, 60) > 1:
+            row_height(ws, i, min(lines(source, 60), 4))
+    if not s.ranges:
+        put(ws, 5, 1, "(no input has a range)")
+    last = 4 + max(len(s.ranges), 1)
+    table(ws, "UncertainInputs", 4, last, len(INPUT_COLUMNS))
+    if s.correlations:
+        top = last + 2
+        table_ = result.correlations() if drawn else None
+        repaired = table_ is not None and table_.attrs["repaired"]
+        put(ws, top, 1, "Rank correlations (Gaussian copula)" + (": the scenario's matrix could not hold; the "
+            "nearest valid one (Frobenius norm) was used" if repaired else ""), font=LABEL_FONT)
+        header(ws, top + 1, list(CORRELATION_COLUMNS), height=30)
+        if table_ is not None:
+            pairs = [(a, b, row["target"], row["used"], row["achieved"], row["se"])
+                     for (a, b), row in table_.iterrows()]
+        else:
+            names, _, rank, _ = correlation_matrix(s)
+            pairs = [(names[i], names[j], float(rank[i, j]), None, None, None) for i in range(len(names))
+                     for j in range(i + 1, len(names))]
+        for k, pair in enumerate(pairs, start=top + 2):
+            for j, value in enumerate(pair, start=1):
+                put(ws, k, j, value if value is not None else "", fmt=None if j < 3 else "0.000")
+        table(ws, "Correlations", top + 1, top + 1 + max(len(pairs), 1), len(CORRELATION_COLUMNS))
+    widths(ws, {1: 40, 2: 16, 3: 10, 4: 10, 5: 22, 6: 12, 7: 12, 8: 12, 9: 12, 10: 12, 11: 60})
+    ws.freeze_panes = "B5"
+    print_setup(ws)
+
+
 # -------------------------------------------------------------- assumptions
 
 
@@ -777,13 +863,20 @@ def _assumptions(ws, result: SimulationResult) -> None:
         put(ws, i, 7, r["table_source"]).alignment = WRAP
         put(ws, i, 8, r["description"]).alignment = WRAP
         put(ws, i, 9, r["source_date"] or None, fmt=DATE).alignment = TOP
+        put(ws, i, 10, r["low"] if r["low"] != "" else None).alignment = TOP
+        put(ws, i, 11, r["high"] if r["high"] != "" else None).alignment = TOP
+        put(ws, i, 12, r["dist"] or None).alignment = TOP
         n = max(lines(str(r["source"]), 50), lines(str(r["table_source"]), 40), lines(str(r["description"]), 44),
                 lines(str(v), 24) if isinstance(v, str) else 1)
         if n > 1:  # spreadsheet programs do not grow rows for wrapped text written by openpyxl
             row_height(ws, i, n)
     table(ws, "Assumptions", 1, len(rows) + 1, len(COLUMNS))
+    choose = DataValidation(type="list", formula1=f'"{",".join(DISTS)}"', allow_blank=True,
+                            errorTitle="Distribution", error=f"one of {', '.join(DISTS)}, or empty (fixed)")
+    choose.add(f"L2:L{len(rows) + 1}")
+    ws.add_data_validation(choose)
     ws.freeze_panes = "B2"
-    widths(ws, {1: 46, 2: 24, 3: 10, 4: 14, 5: 10, 6: 50, 7: 40, 8: 44, 9: 12})
+    widths(ws, {1: 46, 2: 24, 3: 10, 4: 14, 5: 10, 6: 50, 7: 40, 8: 44, 9: 12, 10: 10, 11: 10, 12: 13})
     ws.print_title_rows = "1:1"
     print_setup(ws)
 
