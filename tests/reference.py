@@ -683,3 +683,132 @@ def reference_simulate(scenario: Scenario, paths: int, seed: int, first: int = 0
                            parties=list(scenario.parties), market_pvs=market_pvs, company=company,
                            revenue_by_year=rv.years, years=rv.year_list, revenue_path=rv.rate, booked=rv.booked,
                            step_time=t)
+
+
+# ------------------------------------------------------------ uncertain inputs
+
+DRIVER_NAMES = ("agi_declared", "revenue_growth")
+Z_95 = 1.6448536269514722
+
+
+def input_quantile(scenario: Scenario, key: str, u: np.ndarray) -> np.ndarray:
+    """An uncertain input's values at uniforms ``u``, from its distribution's definition (scipy.stats):
+    uniform, triangular and pert on ``[low, high]`` (mode: the value); normal and lognormal with 5th and 95th
+    percentiles ``low`` and ``high``, truncated to the input's allowed range."""
+    from scipy import stats
+
+    from valuation.scenario.ranges import bounds
+
+    r = scenario.ranges[key]
+    mode = float(scenario.value_at(key))
+    low, high = r.low, r.high
+    if r.dist == "uniform":
+        return stats.uniform(loc=low, scale=high - low).ppf(u)
+    if r.dist == "triangular":
+        return stats.triang((mode - low) / (high - low), loc=low, scale=high - low).ppf(u)
+    if r.dist == "pert":
+        a = 1 + 4 * (mode - low) / (high - low)
+        b = 1 + 4 * (high - mode) / (high - low)
+        return stats.beta(a, b, loc=low, scale=high - low).ppf(u)
+    lo, hi, open_lo, open_hi = bounds(scenario, key)
+    lo = -np.inf if lo is None else lo
+    hi = np.inf if hi is None else hi
+    if r.dist == "lognormal":
+        m, s = (math.log(low) + math.log(high)) / 2, (math.log(high) - math.log(low)) / (2 * Z_95)
+        a = (math.log(lo) - m) / s if lo > 0 else -np.inf
+        b = (math.log(hi) - m) / s if np.isfinite(hi) else np.inf
+        x = np.exp(stats.truncnorm(a, b, loc=m, scale=s).ppf(u))
+    else:
+        m, s = (low + high) / 2, (high - low) / (2 * Z_95)
+        x = stats.truncnorm((lo - m) / s, (hi - m) / s, loc=m, scale=s).ppf(u)
+    return np.clip(x, np.nextafter(lo, np.inf) if open_lo else lo, np.nextafter(hi, -np.inf) if open_hi else hi)
+
+
+def growth_score_coefficients(scenario: Scenario) -> np.ndarray:
+    """(3, K): log revenue at the horizon's Gaussian part as a combination of each step's three normals (the
+    revenue shock, the growth's second and third), from :func:`step_covariance`: the growth shock G of step k
+    adds ``c_k G`` with ``c_k = B_{k+1} + e_{k+1} c_{k+1}``."""
+    rv = scenario.revenue
+    t = time_grid(scenario)
+    K = len(t) - 1
+    steps = [step_covariance(t[k] - t[k - 1], rv.mean_reversion, rv.growth_volatility, rv.correlation)
+             for k in range(1, K + 1)]
+    c = np.zeros(K)
+    for k in range(K - 2, -1, -1):
+        c[k] = steps[k + 1][1] + steps[k + 1][0] * c[k + 1]
+    out = np.zeros((3, K))
+    for k, (_, _, cov) in enumerate(steps):
+        L = cholesky3(cov)
+        out[0, k] = L[1, 0] + rv.volatility * L[0, 0] + c[k] * L[2, 0]
+        out[1, k] = L[1, 1] + c[k] * L[2, 1]
+        out[2, k] = c[k] * L[2, 2]
+    return out
+
+
+def reference_input_values(scenario: Scenario, paths: int, seed: int, first: int = 0) -> dict[str, np.ndarray]:
+    """Every uncertain input's value on each path: its own uniform (counter ``input:<key>``), through the
+    Gaussian copula of the scenario's correlations (normal scores: ndtri of the inputs' and the drivers' uniforms,
+    the revenue path's standardised Gaussian part; target rank r -> 2 sin(pi r / 6); Cholesky, drivers first),
+    then its quantile function."""
+    from scipy.special import ndtr
+
+    key, _ = key_from_seed(seed)
+    idx = np.arange(first, first + paths, dtype=np.int64)
+    names = sorted(k for k, r in scenario.ranges.items() if r.dist is not None)
+    u = {}
+    for name in names:
+        stream, draw = named_counter(f"input:{name}")
+        u[name] = uniforms(key, idx, stream, [draw])[:, 0, 0]
+    if scenario.correlations:
+        named = {n for c in scenario.correlations for n in c.between}
+        order = [d for d in (*DRIVER_NAMES, *scenario.events) if d in named] + [n for n in names if n in named]
+        scores = []
+        for name in order:
+            if name == "agi_declared":
+                scores.append(ndtri(uniforms(key, idx, STREAM_DRIVERS, [0])[:, 0, 0]))
+            elif name == "revenue_growth":
+                coef = growth_score_coefficients(scenario)
+                K = coef.shape[1]
+                z1 = ndtri(uniforms(key, idx, STREAM_SHOCKS, np.arange(1, K + 1))[:, :, 0])
+                z2 = ndtri(uniforms(key, idx, STREAM_SHOCKS, np.arange(1, K + 1))[:, :, 1])
+                z3 = ndtri(uniforms(key, idx, STREAM_JUMPS, np.arange(1, K + 1))[:, :, 1])
+                score = z1 @ coef[0] + z2 @ coef[1] + z3 @ coef[2]
+                scores.append(score / np.sqrt((coef ** 2).sum()))
+            elif name in scenario.events:
+                stream, draw = named_counter(f"event:{name}")
+                scores.append(ndtri(uniforms(key, idx, stream, [draw])[:, 0, 0]))
+            else:
+                scores.append(ndtri(u[name]))
+        R = np.eye(len(order))
+        for c in scenario.correlations:
+            i, j = order.index(c.between[0]), order.index(c.between[1])
+            R[i, j] = R[j, i] = 2 * math.sin(math.pi * c.rank / 6)
+        z = np.column_stack(scores) @ np.linalg.cholesky(R).T
+        for v, name in enumerate(order):
+            if name in u:
+                u[name] = ndtr(z[:, v])
+    return {name: input_quantile(scenario, name, u[name]) for name in names}
+
+
+def reference_simulate_uncertain(scenario: Scenario, paths: int, seed: int, first: int = 0
+                                 ) -> tuple[ReferenceResult, dict[str, np.ndarray]]:
+    """:func:`reference_simulate` with every uncertain input drawn per path: each path is the fixed scenario
+    with that path's values (``with_values``), run on that path's random numbers."""
+    values = reference_input_values(scenario, paths, seed, first)
+    runs = []
+    for i in range(paths):
+        fixed = scenario.with_values({"correlations": [], **{k: float(v[i]) for k, v in values.items()}})
+        runs.append(reference_simulate(fixed, 1, seed, first=first + i))
+    head = runs[0]
+    stack = {name: np.concatenate([getattr(r, name) for r in runs]) for name in
+             ("pvs", "raw_pvs", "revenue_at_horizon", "resolved", "company", "revenue_by_year", "revenue_path",
+              "booked")}
+    market = np.concatenate([r.market_pvs for r in runs]) if head.market_pvs is not None else None
+    result = ReferenceResult(
+        pvs=stack["pvs"], raw_pvs=stack["raw_pvs"], times={k: np.concatenate([r.times[k] for r in runs])
+                                                           for k in head.times},
+        met={k: np.concatenate([r.met[k] for r in runs]) for k in head.met},
+        revenue_at_horizon=stack["revenue_at_horizon"], resolved=stack["resolved"], structures=head.structures,
+        parties=head.parties, market_pvs=market, company=stack["company"], revenue_by_year=stack["revenue_by_year"],
+        years=head.years, revenue_path=stack["revenue_path"], booked=stack["booked"], step_time=head.step_time)
+    return result, values

@@ -82,6 +82,17 @@ def without_market(*args: str) -> Callable[[Path, Path], list[str]]:
     return setup
 
 
+def without_dists(*args: str) -> Callable[[Path, Path], list[str]]:
+    """The base case without distributions (nor the correlation that needs one) as ``fixed.toml``."""
+
+    def setup(folder: Path, report: Path) -> list[str]:
+        text = re.sub(r', dist = "[a-z]+"', "", TEXT.split("\n[[correlations]]\n")[0])
+        (folder / "fixed.toml").write_text(text, encoding="utf-8")
+        return list(args)
+
+    return setup
+
+
 def copied(*args: str) -> Callable[[Path, Path], list[str]]:
     """The base case copied as ``bc.toml``, and these arguments."""
 
@@ -187,13 +198,17 @@ def wide_scenario(structures: int, parties: int) -> str:
     return "\n".join(out).replace('baseline = "terms_2019_2023"', 'baseline = "s0"')
 
 
+CONFLICT = "".join(f'\n[[correlations]]\nbetween = ["{a}", "{b}"]\nrank = {r}\n' for a, b, r in (
+    ("revenue.long_run_growth", "revenue.volatility", 0.9), ("revenue.volatility", "revenue.market_size", 0.9),
+    ("revenue.long_run_growth", "revenue.market_size", -0.9)))
 LATER_POINTS = "".join(f"{line}\n" for line in TEXT.splitlines()  # the declaration's second and third points
                        if line.startswith(("  { by = 2032-12-31", "  { by = 2047-12-31")))
 CONTRACTUAL_RATE = next(f"{line}\n" for line in TEXT.splitlines() if line.startswith("contractual = "))
 IPO_SIGMA = 'sigma = { value = 0.8, source = "Assumption", date = 2025-08-06 }'
 MARKET_SIZE = next(f"{line}\n" for line in TEXT.splitlines() if line.startswith("market_size = "))
 IPO = ('family = "lognormal"\nstart = 2026-01-01\n'
-       'median = { value = 3.5, source = "Assumption: IPO median mid-2029", date = 2025-08-06 }\n'
+       'median = { value = 3.5, low = 2.0, high = 6.0, dist = "lognormal", source = "Assumption: IPO median mid-2029 '
+       '(P5 2028, P95 2032)", date = 2025-08-06 }\n'
        'sigma = { value = 0.8, source = "Assumption", date = 2025-08-06 }\n')
 RATE_2030 = "{ date = 2030-12-31, rate = { value = 0.08"
 PIECE = 'family = "piecewise_hazard"\nstart = 2027-01-01\npieces = [{ from = 2026-01-01, hazard = 0.2 }]\n'
@@ -227,7 +242,8 @@ CATALOGUE = [
             "Growth that would overflow (500% a year, no mean reversion, no market size, to 2220)", "revenue",
             scenario(_replace("horizon = 2040-12-31", "horizon = 2220-12-31")
                      .replace(MARKET_SIZE, "")
-                     .replace("initial_growth = { value = 1.0", "initial_growth = { value = 5.0")
+                     .replace("initial_growth = { value = 1.0, low = 0.72, high = 1.15",
+                              "initial_growth = { value = 5.0, low = 0.72, high = 5.0")
                      .replace("mean_reversion = { value = 0.30", "mean_reversion = { value = 0.0"))),
     Mistake("negative-discount-rate", "scenario file", "A discount rate of -100%", "parties.microsoft.discount_rate",
             scenario(_replace("discount_rate = { value = 0.09", "discount_rate = { value = -1.0"))),
@@ -302,7 +318,8 @@ CATALOGUE = [
             scenario(_replace(IPO, PIECE))),
     Mistake("source-not-text", "scenario file", "A source that is a number, and a stray key beside it",
             "parties.microsoft.discount_rate.source",
-            scenario(_replace('{ value = 0.09, source = "MSFT WACC', '{ value = 0.09, source = 9, note = "MSFT WACC'))),
+            scenario(_replace('{ value = 0.09, low = 0.08, high = 0.105, source = "MSFT WACC',
+                              '{ value = 0.09, low = 0.08, high = 0.105, source = 9, note = "MSFT WACC'))),
     Mistake("source-control-character", "scenario file", "A source with a control character (an escape code "
             "pasted in)", "parties.microsoft.discount_rate.source",
             scenario(_replace('source = "MSFT WACC', 'source = "\\u001bMSFT WACC'))),
@@ -353,6 +370,24 @@ CATALOGUE = [
             "structures[0].clauses[0].risk", scenario(_replace(
                 'label = "OpenAI -> Microsoft revenue share"\n',
                 'label = "OpenAI -> Microsoft revenue share"\nrisk = "revenue"\n').split("\n[market]\n")[0])),
+    Mistake("range-low-above-high", "scenario file", "A range whose low is above its high (and the value)",
+            "revenue.volatility.low", scenario(_replace("volatility = { value = 0.20, low = 0.15, high = 0.30",
+                                                        "volatility = { value = 0.20, low = 0.35, high = 0.30"))),
+    Mistake("range-outside-allowed", "scenario file", "A range reaching outside the input's allowed values",
+            "revenue.volatility.high", scenario(_replace("volatility = { value = 0.20, low = 0.15, high = 0.30",
+                                                         "volatility = { value = 0.20, low = 0.15, high = 3.5"))),
+    Mistake("dist-on-a-deal-term", "scenario file", "A distribution on a deal term (a revenue share's cap)",
+            "structures[3].clauses[0].cap.dist", scenario(_replace(
+                "cap = { value = 38.0", 'cap = { value = 38.0, low = 30.0, high = 40.0, dist = "pert"'))),
+    Mistake("unknown-distribution", "scenario file", "A distribution the tool does not know", "revenue.volatility.dist",
+            scenario(_replace('high = 0.30, dist = "pert"', 'high = 0.30, dist = "betapert"'))),
+    Mistake("correlation-unknown-name", "scenario file", "A correlation naming no uncertain input or driver",
+            "correlations[0].between[1]", scenario(_replace('between = ["agi_declared", "revenue.initial_growth"]',
+                                                            'between = ["agi_declared", "revenue.initial_grwth"]'))),
+    Mistake("correlation-out-of-range", "scenario file", "A rank correlation outside [-1, 1]", "correlations[0].rank",
+            scenario(_replace("rank = { value = -0.4", "rank = { value = -1.4"))),
+    Mistake("correlations-cannot-hold", "scenario file", "Rank correlations that cannot hold together (not positive "
+            "semi-definite)", "correlations", scenario(TEXT + CONFLICT)),
     # ------------------------------------------------------------ workbooks
     Mistake("not-a-workbook", "workbook", "A text file named `.xlsx`", "not an Excel workbook",
             workbook(lambda path: path.write_text("name,value\nvolatility,0.2\n"))),
@@ -373,6 +408,10 @@ CATALOGUE = [
     Mistake("edited-index-huge", "workbook", "An Assumptions key edited to a list position of 100 million",
             "structures[99999999]",
             workbook(_edit_cell("structures[0].name", "structures[99999999].name", column=1, given=True))),
+    Mistake("edited-low-not-a-number", "workbook", "A range's Low edited to text", "revenue.volatility.low",
+            workbook(_edit_cell("revenue.volatility", "low", column=10))),
+    Mistake("edited-distribution-unknown", "workbook", "A Distribution edited to one the tool does not know",
+            "revenue.volatility.dist", workbook(_edit_cell("revenue.volatility", "gamma", column=12))),
     # ------------------------------------------------------------ environment
     Mistake("numba-threads-zero", "environment", "`NUMBA_NUM_THREADS=0`", "NUMBA_NUM_THREADS",
             arguments("--paths", "100"), env=(("NUMBA_NUM_THREADS", "0"),)),
@@ -434,6 +473,8 @@ CATALOGUE = [
             "revenue.exit_multiple", arguments("calibrate", str(BASE_CASE), "--vary", "revenue.exit_multiple",
                                                "--mark", "softbank_round_2025", "--paths", "200", "--between",
                                                "1", "2")),
+    Mistake("uncertain-without-distributions", "command line", "`--uncertain` for a scenario in which no input "
+            "has a distribution", "--uncertain", without_dists("run", "fixed.toml", "--uncertain", *RUN)),
     Mistake("calibrate-onto-the-input", "command line", "`calibrate --out` naming the input scenario", "--out",
             copied("calibrate", "bc.toml", "--vary", "revenue.exit_multiple", "--mark", "softbank_round_2025",
                    "--out", "bc.toml")),

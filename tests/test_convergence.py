@@ -108,7 +108,9 @@ def _base_dict() -> dict:
     import tomllib
 
     with BASE_CASE.open("rb") as fh:
-        return copy.deepcopy(_plain(tomllib.load(fh)))
+        plain = copy.deepcopy(_plain(tomllib.load(fh)))
+    plain.pop("correlations", None)  # plain numbers have no ranges: nothing uncertain to correlate
+    return plain
 
 
 def _plain(node):

@@ -128,7 +128,10 @@ def test_malformed_key_in_an_edited_row_is_a_message():
         path = Path(folder) / "r.xlsx"
         path.write_bytes(report_bytes())
         wb = load_workbook(path)
-        wb["Assumptions"].cell(row=206, column=1, value="0")
+        ws = wb["Assumptions"]
+        row = next(r for r in range(ws.max_row, 1, -1) if ws.cell(row=r, column=5).value == "default"
+                   and ws.cell(row=r, column=2).value not in (None, ""))
+        ws.cell(row=row, column=1, value="0")
         wb.save(path)
         try:
             valuation.load_scenario(path)

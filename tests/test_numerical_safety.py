@@ -30,6 +30,7 @@ def _explosive(d: dict) -> dict:
     d["revenue"]["initial_growth"] = {"value": 5.0}
     d["revenue"]["long_run_growth"] = {"value": 1.0}
     d["revenue"]["mean_reversion"] = {"value": 0.0}
+    d.pop("correlations", None)  # initial_growth is fixed here: no longer an uncertain input to correlate
     return d
 
 

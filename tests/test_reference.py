@@ -15,7 +15,13 @@ import valuation
 from valuation.scenario import scenario_from_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference import cholesky3, mean_rate, reference_simulate, step_covariance  # noqa: E402
+from reference import (  # noqa: E402
+    cholesky3,
+    mean_rate,
+    reference_simulate,
+    reference_simulate_uncertain,
+    step_covariance,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CASE = ROOT / "inputs" / "base_case.toml"
@@ -30,6 +36,7 @@ RTOL_PV = 1e-9
 RTOL_DRIVERS = 1e-12
 RTOL_REVENUE = 1e-12  # the revenue rate at the step ends and at the horizon
 RTOL_YEARS = 1e-11  # revenue earned in each calendar year (sums of positive amounts)
+RTOL_UNCERTAIN = 1e-9  # with uncertain inputs: each path's inputs (a PERT from a table, 1e-11) and all else
 MARKET_RATES = {"revenue": 0.12, "equity": 0.2, "contractual": 0.05}
 
 
@@ -39,9 +46,21 @@ def _close_pv(kernel, expected, what: str, rtol: float = RTOL_PV) -> None:
     np.testing.assert_allclose(kernel, expected, rtol=rtol, atol=rtol * scale, err_msg=what)
 
 
-def _compare(scenario, paths: int, seed: int):
-    result = valuation.simulate(scenario, paths=paths, seed=seed, keep_paths=True)
-    ref = reference_simulate(scenario, paths=paths, seed=seed)
+def _compare(scenario, paths: int, seed: int, uncertain: bool = False):
+    """Kernel and reference path by path; ``uncertain``: with every input that has a distribution drawn per path
+    (the reference samples them itself and runs each path as a fixed scenario), all to 1e-9."""
+    result = valuation.simulate(scenario, paths=paths, seed=seed, keep_paths=True, uncertain=uncertain)
+    if uncertain:
+        ref, values = reference_simulate_uncertain(scenario, paths=paths, seed=seed)
+        drawn = result.input_values()
+        for key, expected in values.items():
+            np.testing.assert_allclose(drawn[key].to_numpy(), expected, rtol=RTOL_UNCERTAIN, atol=1e-12,
+                                       err_msg=f"input {key}")
+    else:
+        ref = reference_simulate(scenario, paths=paths, seed=seed)
+    rtol_drivers = RTOL_UNCERTAIN if uncertain else RTOL_DRIVERS
+    rtol_revenue = RTOL_UNCERTAIN if uncertain else RTOL_REVENUE
+    rtol_years = RTOL_UNCERTAIN if uncertain else RTOL_YEARS
     partial = result.partial
     S, P = len(ref.structures), len(ref.parties)
     views = 2 if scenario.market is not None else 1
@@ -54,22 +73,22 @@ def _compare(scenario, paths: int, seed: int):
     drivers = result.drivers
     names = ["agi_declared", "agi_verified", *scenario.events]
     for name in names:
-        np.testing.assert_allclose(drivers[name].to_numpy(), ref.times[name], rtol=RTOL_DRIVERS, atol=0,
+        np.testing.assert_allclose(drivers[name].to_numpy(), ref.times[name], rtol=rtol_drivers, atol=0,
                                    err_msg=f"driver {name}")
     for d in scenario.deadlines:
         if d.completion is not None:  # the deadline's own completion event
             np.testing.assert_allclose(drivers[f"deadline:{d.name}"].to_numpy(), ref.times[f"completion:{d.name}"],
-                                       rtol=RTOL_DRIVERS, atol=0, err_msg=f"driver deadline:{d.name}")
+                                       rtol=rtol_drivers, atol=0, err_msg=f"driver deadline:{d.name}")
         np.testing.assert_array_equal(drivers[f"met:{d.name}"].to_numpy(), ref.met[d.name],
                                       err_msg=f"met:{d.name}")
     np.testing.assert_allclose(drivers["revenue_at_horizon"].to_numpy(), ref.revenue_at_horizon,
-                               rtol=RTOL_REVENUE, atol=0, err_msg="revenue_at_horizon")
-    np.testing.assert_allclose(partial.revenue, ref.revenue_at_horizon, rtol=RTOL_REVENUE, atol=0,
+                               rtol=rtol_revenue, atol=0, err_msg="revenue_at_horizon")
+    np.testing.assert_allclose(partial.revenue, ref.revenue_at_horizon, rtol=rtol_revenue, atol=0,
                                err_msg="partial.revenue")
     np.testing.assert_allclose(result.step_time, ref.step_time, rtol=0, atol=0)
     recorded = result.revenue_sample
     assert recorded.shape == (min(paths, recorded.shape[0]), len(ref.step_time)) and recorded.shape[0] > 0
-    np.testing.assert_allclose(recorded, ref.revenue_path[: recorded.shape[0]], rtol=RTOL_REVENUE, atol=0,
+    np.testing.assert_allclose(recorded, ref.revenue_path[: recorded.shape[0]], rtol=rtol_revenue, atol=0,
                                err_msg="recorded revenue path")
 
     for s, structure in enumerate(ref.structures):
@@ -81,7 +100,7 @@ def _compare(scenario, paths: int, seed: int):
 
     assert result.compiled.years == ref.years
     assert partial.years.shape == ref.revenue_by_year.shape == (paths, len(ref.years))
-    np.testing.assert_allclose(partial.years, ref.revenue_by_year, rtol=RTOL_YEARS, atol=0,
+    np.testing.assert_allclose(partial.years, ref.revenue_by_year, rtol=rtol_years, atol=0,
                                err_msg="revenue by calendar year")
     # the calendar years split the revenue booked over the steps, nothing more or less
     np.testing.assert_allclose(ref.revenue_by_year.sum(axis=1), ref.booked.sum(axis=1), rtol=1e-13, atol=0)
@@ -100,6 +119,8 @@ def market_dict(base: dict | None = None, market_size: float | None = 1500.0, **
     spec["market"] = {"rates": dict(MARKET_RATES)}
     spec["revenue"]["market_size"] = market_size
     spec["revenue"].update(revenue)
+    if revenue:  # plain numbers have no ranges: the correlation of a replaced input goes with them
+        spec.pop("correlations", None)
     return spec
 
 

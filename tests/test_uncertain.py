@@ -1,0 +1,427 @@
+"""Uncertain inputs: ranges, distributions drawn per path, rank correlations through a Gaussian copula."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import integrate, special, stats
+
+import valuation
+from conftest import BASE_CASE, base_case_dict, minimal_dict
+from valuation.engine.compile import compile_scenario
+from valuation.engine.uncertain import cholesky_psd, is_psd, nearest_correlation, rank_to_normal
+from valuation.errors import InputError
+from valuation.scenario import load_scenario, scenario_from_dict
+from valuation.scenario.ranges import Z95, InputRange
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_reference import _compare  # noqa: E402
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "fixed_hashes.json"
+
+
+def _ranged(spec: dict, path: list, low: float, high: float, dist: str | None = None) -> None:
+    """Give the number at ``path`` of a parsed scenario a range (and a distribution)."""
+    node = spec
+    for part in path[:-1]:
+        node = node[part]
+    value = node[path[-1]]
+    entry = dict(value) if isinstance(value, dict) else {"value": value}
+    entry.update({"low": low, "high": high, **({"dist": dist} if dist else {})})
+    node[path[-1]] = entry
+
+
+def _scenario(spec: dict, name: str = "<test>"):
+    return scenario_from_dict(spec, source=name)
+
+
+# ------------------------------------------------------------------ the samplers
+
+
+DISTRIBUTIONS = {  # dist, low, value, high -> the scipy distribution it must be
+    "uniform": (0.02, 0.05, 0.10, lambda lo, v, hi: stats.uniform(lo, hi - lo)),
+    "triangular": (0.02, 0.05, 0.10, lambda lo, v, hi: stats.triang((v - lo) / (hi - lo), lo, hi - lo)),
+    "pert": (0.02, 0.05, 0.10, lambda lo, v, hi: stats.beta(1 + 4 * (v - lo) / (hi - lo),
+                                                             1 + 4 * (hi - v) / (hi - lo), lo, hi - lo)),
+    "normal": (0.02, 0.05, 0.10, lambda lo, v, hi: stats.norm((lo + hi) / 2, (hi - lo) / (2 * Z95))),
+    "lognormal": (0.02, 0.05, 0.10, lambda lo, v, hi: stats.lognorm((math.log(hi) - math.log(lo)) / (2 * Z95),
+                                                                     scale=math.sqrt(lo * hi))),
+}
+
+
+@pytest.mark.parametrize("dist", list(DISTRIBUTIONS))
+def test_each_sampler_against_its_cdf_and_its_low_high_mapping(dist):
+    """Kolmogorov-Smirnov at a fixed seed against the documented law, and low/high where they should be:
+    bounds (uniform, triangular, pert: no draw outside, mode at the value) or the 5th and 95th percentiles."""
+    low, value, high, law = DISTRIBUTIONS[dist]
+    spec = minimal_dict()
+    _ranged(spec, ["revenue", "long_run_growth"], low, high, dist)
+    spec["revenue"]["long_run_growth"]["value"] = value
+    s = _scenario(spec)
+    result = valuation.simulate(s, paths=20_000, seed=11, uncertain=True)
+    x = result.input_values()["revenue.long_run_growth"].to_numpy()
+    truth = law(low, value, high)
+    assert stats.kstest(x, truth.cdf).pvalue > 1e-3
+    if dist in ("uniform", "triangular", "pert"):
+        assert low <= x.min() and x.max() <= high
+    else:  # low and high are P5 and P95 (the normal is far inside its allowed range -1..1 here)
+        se = math.sqrt(0.05 * 0.95 / len(x))
+        assert abs(np.mean(x < low) - 0.05) < 4 * se and abs(np.mean(x > high) - 0.05) < 4 * se
+    table = result.inputs()
+    assert table.loc["revenue.long_run_growth", "dist"] == dist
+    assert abs(table.loc["revenue.long_run_growth", "mean"] - truth.mean()) < 4 * truth.std() / math.sqrt(len(x))
+
+
+def test_normal_is_cut_to_the_allowed_range():
+    """A normal whose P5 is near the bound (volatility >= 0) never draws below it, and is the normal
+    conditioned on the allowed range."""
+    spec = minimal_dict(volatility=0.05)
+    _ranged(spec, ["revenue", "volatility"], 0.01, 0.2, "normal")
+    result = valuation.simulate(_scenario(spec), paths=20_000, seed=3, uncertain=True)
+    x = result.input_values()["revenue.volatility"].to_numpy()
+    assert x.min() >= 0.0
+    mu, sd = 0.105, 0.19 / (2 * Z95)
+    truth = stats.truncnorm((0 - mu) / sd, (3.0 - mu) / sd, loc=mu, scale=sd)
+    assert stats.kstest(x, truth.cdf).pvalue > 1e-3
+
+
+def test_pert_table_matches_the_exact_quantile():
+    """The PERT draws come from a table of the Beta quantile (cubic Hermite in the normal score): within 1e-11
+    of scipy's betaincinv away from the last 1e-10 of either tail."""
+    from valuation.engine.uncertain import make_input, pert_shapes
+
+    s = load_scenario(BASE_CASE)
+    u = np.random.default_rng(5).uniform(1e-10, 1 - 1e-10, 100_000)
+    for key in ("revenue.initial_growth", "revenue.agi_growth_uplift", "agi.never_verified"):
+        r = s.ranges[key]
+        inp = make_input(s, key, r)
+        a, b = pert_shapes(r.low, inp.value, r.high)
+        exact = r.low + (r.high - r.low) * special.betaincinv(a, b, u)
+        assert np.abs(inp.ppf(u) - exact).max() <= 1e-11 * (r.high - r.low), key
+
+
+# ------------------------------------------------------------------ correlations
+
+
+def test_achieved_rank_correlations_are_within_3_se_of_the_targets():
+    spec = base_case_dict()
+    spec["correlations"].append({"between": ["revenue.long_run_growth", "revenue.volatility"], "rank": 0.6})
+    spec["correlations"].append({"between": ["revenue_growth", "revenue.market_size"], "rank": 0.3})
+    spec["correlations"].append({"between": ["ipo", "revenue.margin[3].margin"], "rank": -0.5})
+    s = _scenario(spec)
+    result = valuation.simulate(s, paths=20_000, seed=2, uncertain=True, keep_paths=False)
+    table = result.correlations()
+    assert len(table) == math.comb(8, 2)  # every pair of the eight correlated variables (3 drivers, 5 inputs)
+    given = {frozenset(c.between) for c in s.correlations}
+    for (a, b), row in table.iterrows():
+        # the four targets within 3 SE; the 24 pairs with target 0 within 4 SE (3 SE over 24 pairs would fail
+        # on one seed in three by chance alone; 4 SE, one in 600)
+        bound = 3 if frozenset((a, b)) in given else 4
+        assert abs(row["achieved"] - row["target"]) < bound * row["se"], (a, b, row.to_dict())
+    # measured on the values the kernel used: the input draws themselves
+    values = result.input_values()
+    rho = stats.spearmanr(values["revenue.long_run_growth"], values["revenue.volatility"]).statistic
+    assert abs(rho - 0.6) < 3 * table.loc[("revenue.long_run_growth", "revenue.volatility"), "se"]
+
+
+def test_the_driver_keeps_its_numbers_and_the_input_moves():
+    """Drivers come first in the copula: the AGI dates are bit for bit those of the run without uncertain
+    inputs, and the correlated input is what moved (rank correlation with the declaration -0.4)."""
+    s = load_scenario(BASE_CASE)
+    fixed = valuation.simulate(s, paths=4_000, seed=9)
+    drawn = valuation.simulate(s, paths=4_000, seed=9, uncertain=True)
+    assert np.array_equal(fixed.drivers["agi_declared"].to_numpy(), drawn.drivers["agi_declared"].to_numpy())
+    rho = stats.spearmanr(drawn.drivers["agi_declared"], drawn.input_values()["revenue.initial_growth"]).statistic
+    se = drawn.correlations()["se"].iloc[0]
+    assert abs(rho - (-0.4)) < 4 * se
+
+
+def _conflicting():
+    spec = base_case_dict()
+    spec["correlations"] = [
+        {"between": ["revenue.long_run_growth", "revenue.volatility"], "rank": 0.9},
+        {"between": ["revenue.volatility", "revenue.market_size"], "rank": 0.9},
+        {"between": ["revenue.long_run_growth", "revenue.market_size"], "rank": -0.9},
+        {"between": ["agi_declared", "revenue.initial_growth"], "rank": -0.4},
+    ]
+    return spec
+
+
+def test_a_matrix_that_cannot_hold_is_refused_naming_the_entries_that_conflict():
+    with pytest.raises(InputError) as err:  # when loaded, whether or not a run draws the inputs
+        _scenario(_conflicting())
+    text = err.value.message()
+    assert "correlations[0]" in text and "correlations[1]" in text and "correlations[2]" in text
+    assert "correlations[3]" not in text  # not part of the conflict
+    assert "repair_correlations" in text
+
+
+def test_the_repaired_matrix_is_psd_and_the_nearest():
+    spec = _conflicting()
+    spec["simulation"]["repair_correlations"] = True
+    result = valuation.simulate(_scenario(spec), paths=2_000, seed=1, uncertain=True)
+    copula = result.compiled.plan.copula
+    assert copula.repaired
+    requested = np.vectorize(rank_to_normal)(copula.requested)
+    used = np.vectorize(rank_to_normal)(copula.used)
+    np.fill_diagonal(requested, 1.0)
+    np.fill_diagonal(used, 1.0)
+    assert is_psd(used, tol=1e-12) and not is_psd(requested)
+    assert np.allclose(np.diag(used), 1.0)
+    n_drivers = copula.drivers
+    assert np.allclose(used[:n_drivers, :n_drivers], np.eye(n_drivers))  # driver pairs held
+    best = np.linalg.norm(used - requested)
+    # nearest in the Frobenius norm: no valid matrix nearby (mixtures with random valid matrices) is closer
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        a = rng.normal(size=(len(used), len(used)))
+        c = np.corrcoef(a @ a.T + np.eye(len(used)))
+        c[:n_drivers, :n_drivers] = np.eye(n_drivers)
+        if not is_psd(c):
+            continue
+        for w in (1e-3, 1e-2, 0.1, 0.5):
+            assert np.linalg.norm((1 - w) * used + w * c - requested) >= best - 1e-9
+    # and the table reports both
+    table = result.correlations()
+    assert table.attrs["repaired"]
+    assert (table["target"] != table["used"]).any()
+
+
+def test_nearest_correlation_of_a_valid_matrix_is_itself():
+    a = np.array([[1.0, 0.3, -0.2], [0.3, 1.0, 0.5], [-0.2, 0.5, 1.0]])
+    assert np.allclose(nearest_correlation(a), a, atol=1e-12)
+    L = cholesky_psd(a)
+    assert np.allclose(L @ L.T, a)
+
+
+# ------------------------------------------------------------------ closed form with a random parameter
+
+
+def test_revenue_share_with_a_uniform_growth_rate_meets_the_integral():
+    """Deterministic growth g (no volatility, no reversion) drawn uniform on [0.1, 0.4]: the revenue share's PV
+    is a known function of g (the kernel's booked revenue and mid-step discounting), and its mean over the
+    paths meets the integral of that function over g within 3 SE."""
+    spec = minimal_dict()
+    spec["agi"]["declaration"] = {"family": "fixed", "after": 100.0}  # never within the horizon
+    spec["simulation"]["horizon"] = spec["simulation"]["horizon"].replace(year=2035)
+    _ranged(spec, ["revenue", "initial_growth"], 0.1, 0.4, "uniform")
+    s = _scenario(spec)
+    result = valuation.simulate(s, paths=40_000, seed=4, uncertain=True)
+    t = result.step_time
+    mid = 0.5 * (t[:-1] + t[1:])
+
+    def pv(g: float, party_rate: float) -> float:
+        booked = 10.0 * (np.exp(g * t[1:]) - np.exp(g * t[:-1])) / g
+        return float(np.sum(0.2 * booked * (1 + party_rate) ** -mid))
+
+    for party, rate in (("payee", 0.05), ("payer", 0.10)):
+        mean = integrate.quad(lambda g, r=rate: pv(g, r), 0.1, 0.4, epsrel=1e-12)[0] / 0.3
+        row = result.summary().loc[("share", party)]
+        sign = 1 if party == "payee" else -1
+        assert abs(row["mean"] - sign * mean) < 3 * row["se"], (party, row["mean"], mean, row["se"])
+        assert row["se"] > 0  # the draws did vary
+
+
+# ------------------------------------------------------------------ bit for bit
+
+
+def _hash(result) -> str:
+    h = hashlib.sha256()
+    p = result.partial
+    for arr in (p.pv, p.times, p.company, p.years, p.revenue):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def test_fixed_runs_are_bit_for_bit_those_before_uncertain_inputs():
+    """uncertain=False (the default) gives the very numbers of the version before uncertain inputs existed:
+    hashes of every per-path output, recorded with that version (3,000 paths, seed 7) on this platform."""
+    recorded = json.loads(FIXTURE.read_text())
+    root = Path(__file__).resolve().parents[1] / "inputs"
+    for name, digest in recorded.items():
+        s = load_scenario(root / f"{name}.toml")
+        assert _hash(valuation.simulate(s, paths=3000, seed=7, keep_paths=True)) == digest, name
+        if s.ranges_with_dist():
+            assert _hash(valuation.simulate(s, paths=3000, seed=7, keep_paths=True, uncertain=False)) == digest
+
+
+def test_adding_an_uncertain_input_leaves_the_others_draws_as_they_were():
+    s = load_scenario(BASE_CASE)
+    before = valuation.simulate(s, paths=3000, seed=5, uncertain=True).input_values()
+    spec = base_case_dict()
+    _ranged(spec, ["revenue", "mean_reversion"], 0.2, 0.4, "triangular")
+    _ranged(spec, ["revenue", "exit_multiple"], 5.0, 9.0, "uniform")
+    after = valuation.simulate(_scenario(spec), paths=3000, seed=5, uncertain=True).input_values()
+    assert set(after.columns) == set(before.columns) | {"revenue.mean_reversion", "revenue.exit_multiple"}
+    for key in before.columns:
+        assert np.array_equal(before[key].to_numpy(), after[key].to_numpy()), key
+
+
+def test_any_threads_chunks_and_ranges_give_the_same_bits():
+    s = load_scenario(BASE_CASE)
+    whole = valuation.simulate(s, paths=5000, seed=8, uncertain=True, threads=1, chunk_size=4096)
+    other = valuation.simulate(s, paths=5000, seed=8, uncertain=True, threads=2, chunk_size=1024)
+    assert _hash(whole) == _hash(other)
+    a = valuation.simulate(s, paths=1800, seed=8, uncertain=True)
+    b = valuation.simulate(s, paths=3200, seed=8, uncertain=True, first_path=1800)
+    merged = valuation.merge([a, b])
+    assert np.array_equal(merged.partial.pv, whole.partial.pv)
+    with pytest.raises(InputError, match="uncertain"):
+        valuation.merge([a, valuation.simulate(s, paths=3200, seed=8, first_path=1800)])
+
+
+# ------------------------------------------------------------------ the reference, path by path
+
+
+def test_base_case_with_uncertain_inputs_matches_the_reference():
+    _compare(load_scenario(BASE_CASE), paths=48, seed=3, uncertain=True)
+
+
+def _everything() -> dict:
+    """Every kind of uncertain input and of distribution, and correlations with each kind of driver."""
+    spec = base_case_dict()
+    rev = ["revenue"]
+    _ranged(spec, [*rev, "mean_reversion"], 0.2, 0.45, "triangular")
+    _ranged(spec, [*rev, "growth_volatility"], 0.01, 0.06, "uniform")
+    _ranged(spec, [*rev, "correlation"], 0.2, 0.7, "normal")
+    _ranged(spec, [*rev, "jump_loss"], 0.1, 0.4, "lognormal")
+    _ranged(spec, [*rev, "exit_multiple"], 5.0, 9.0, "uniform")
+    _ranged(spec, [*rev, "initial"], 12.0, 14.0, "triangular")
+    _ranged(spec, ["agi", "verification_lag", "sigma"], 0.4, 0.8, "uniform")
+    _ranged(spec, ["events", "ipo", "sigma"], 0.5, 1.1, "pert")
+    _ranged(spec, ["deadlines", 0, "haircut_years"], 1.0, 3.0, "uniform")
+    spec["events"]["listing"] = {"family": "piecewise_hazard", "start": spec["simulation"]["valuation_date"],
+                                 "pieces": [{"from": 0.5, "hazard": {"value": 0.2, "low": 0.1, "high": 0.4,
+                                                                     "dist": "pert"}},
+                                            {"from": 3.0, "hazard": 0.3}]}
+    spec["events"]["merger"] = {"family": "exponential", "rate": {"value": 0.1, "low": 0.05, "high": 0.2,
+                                                                  "dist": "lognormal"}}
+    spec["correlations"] += [
+        {"between": ["revenue_growth", "revenue.exit_multiple"], "rank": 0.5},
+        {"between": ["ipo", "revenue.mean_reversion"], "rank": 0.3},
+        {"between": ["revenue.jump_loss", "revenue.correlation"], "rank": -0.3},
+    ]
+    return spec
+
+
+def test_every_kind_of_uncertain_input_matches_the_reference():
+    s = _scenario(_everything())
+    assert len(s.ranges_with_dist()) == 25
+    result, _ = _compare(s, paths=40, seed=6, uncertain=True)
+    values = result.input_values()
+    for key in s.ranges_with_dist():  # each really varies across the paths
+        assert values[key].std() > 0, key
+
+
+def test_minimal_with_uncertain_margin_and_no_market_matches_the_reference():
+    spec = minimal_dict(margin=0.2)
+    _ranged(spec, ["revenue", "margin"], 0.1, 0.3, "pert")
+    _ranged(spec, ["revenue", "volatility"], 0.1, 0.3, "uniform")
+    spec["revenue"]["volatility"]["value"] = 0.2
+    spec["structures"][0]["clauses"].append({"type": "profit_share", "payer": "payer", "payee": "payee",
+                                             "tiers": [{"rate": 0.5, "until": 1e9}]})
+    _compare(_scenario(spec), paths=64, seed=12, uncertain=True)
+
+
+# ------------------------------------------------------------------ ranges in the scenario
+
+
+def test_ranges_round_trip_through_the_workbook(tmp_path):
+    s = load_scenario(BASE_CASE)
+    path = valuation.simulate(s, paths=300, seed=1).to_excel(tmp_path / "r.xlsx")
+    back = load_scenario(path)
+    assert dict(back.ranges) == dict(s.ranges)
+    assert [c.model_dump() for c in back.correlations] == [c.model_dump() for c in s.correlations]
+
+
+def test_ranges_round_trip_through_a_written_scenario(tmp_path):
+    from valuation.calibrate import write_scenario
+
+    s = load_scenario(BASE_CASE)
+    out = write_scenario(s, tmp_path / "copy.toml", "a copy")
+    back = load_scenario(out)
+    assert dict(back.ranges) == dict(s.ranges)
+
+
+def test_with_values_drops_a_changed_inputs_range():
+    s = load_scenario(BASE_CASE)
+    changed = s.with_values({"revenue.volatility": 0.25})
+    assert "revenue.volatility" not in changed.ranges and "revenue.initial_growth" in changed.ranges
+    again = s.with_values({"revenue.volatility": {"value": 0.25, "low": 0.2, "high": 0.3, "dist": "uniform"}})
+    assert again.ranges["revenue.volatility"] == InputRange(0.2, 0.3, "uniform")
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"revenue.volatility": {"value": 0.2, "low": 0.3, "high": 0.4}}, "revenue.volatility.low = 0.3: expected a "
+                                                                      "low at most the value (0.2)"),
+    ({"revenue.volatility": {"value": 0.2, "low": 0.1, "high": 4.0}}, "revenue.volatility.high = 4.0: expected a "
+                                                                      "value inside the input's allowed range"),
+    ({"revenue.volatility": {"value": 0.2, "low": 0.1}}, "revenue.volatility.high: expected a high beside"),
+    ({"revenue.volatility": {"value": 0.2, "low": 0.1, "high": 0.3, "dist": "beta"}}, "expected one of uniform"),
+    ({"parties.microsoft.discount_rate": {"value": 0.09, "low": 0.08, "high": 0.1, "dist": "uniform"}},
+     "discount rates stay fixed"),
+    ({"structures[3].clauses[0].cap": {"value": 38.0, "low": 30.0, "high": 40.0, "dist": "pert"}},
+     "deal terms stay fixed"),
+    ({"revenue.market_size": {"value": 1100.0, "low": 100.0, "high": 2000.0, "dist": "lognormal"}},
+     "a market size whose lowest draw"),
+    ({"events.recapitalisation.points[1].p": {"value": 0.85, "low": 0.7, "high": 0.95, "dist": "pert"}},
+     "elicited probabilities increase on every path"),
+    ({"agi.declaration.points[0].p": {"value": 0.25, "low": 0.1, "high": 0.3, "dist": "pert"}},
+     "with fit = \"piecewise\" for a distribution on a probability"),
+    ({"simulation.paths": {"value": 1000, "low": 10, "high": 2000}}, "no range on a run setting"),
+    ({"correlations": [{"between": ["agi_declared", "revenue.exit_multiple"], "rank": 0.3}]},
+     "(it has a range but no dist"),
+    ({"correlations": [{"between": ["agi_declared", "revenue.volatility"], "rank": 1.5}]},
+     "correlations[0].rank = 1.5"),
+    ({"correlations": [{"between": ["agi_declared", "ipo"], "rank": 0.5}]}, "two drivers are the model's own"),
+    ({"correlations": [{"between": ["revenue.volatility", "revenue.volatility"], "rank": 0.5}]},
+     "two different names"),
+])
+def test_bad_ranges_and_correlations_are_refused(change, expected):
+    s = load_scenario(BASE_CASE)
+    with pytest.raises(InputError) as err:
+        s.with_values(change)
+    assert expected in " ".join(err.value.message().split()), err.value.message()
+
+
+def test_uncertain_needs_a_distribution_somewhere(tmp_path, capsys):
+    from valuation.cli import main
+
+    spec = minimal_dict()
+    import tomli_w
+
+    (tmp_path / "m.toml").write_text(tomli_w.dumps(spec))
+    assert main(["run", str(tmp_path / "m.toml"), "--uncertain", "--paths", "100", "--out",
+                 str(tmp_path / "o.xlsx")]) == 2
+    assert "--uncertain" in capsys.readouterr().err and not (tmp_path / "o.xlsx").exists()
+
+
+def test_the_scenario_may_make_uncertain_the_default():
+    spec = base_case_dict()
+    spec["simulation"]["uncertain"] = True
+    s = _scenario(spec)
+    assert valuation.simulate(s, paths=500, seed=1).uncertain
+    assert not valuation.simulate(s, paths=500, seed=1, uncertain=False).uncertain
+    assert not valuation.simulate(load_scenario(BASE_CASE), paths=500, seed=1).uncertain
+
+
+def test_pairs_of_an_input_over_the_copula_are_reported_once():
+    s = load_scenario(BASE_CASE)
+    table = valuation.simulate(s, paths=1000, seed=1, uncertain=True).correlations()
+    assert list(table.index) == [("agi_declared", "revenue.initial_growth")]
+    assert list(itertools.chain(*table.index)) == ["agi_declared", "revenue.initial_growth"]
+
+
+def test_a_compiled_fixed_run_has_no_plan():
+    s = load_scenario(BASE_CASE)
+    assert compile_scenario(s).plan is None and compile_scenario(s, uncertain=True).plan is not None
+    spec = copy.deepcopy(minimal_dict())
+    assert compile_scenario(_scenario(spec), uncertain=True).plan is None  # nothing to draw
