@@ -46,14 +46,45 @@ def median_time(func, repeats: int) -> float:
     return statistics.median(times)
 
 
-def full_model(paths: int, threads: int, repeats: int) -> dict:
-    compiled = compile_scenario(valuation.load_scenario(BASE_CASE))
+def every_input_uncertain(scenario):
+    """The base case with a distribution on every input that can take one: its own where it has one, else a PERT
+    over +-20% of the value (inside the allowed range; elicited points and discount rates as they are)."""
+    from valuation.scenario.assumptions import assumption_rows
+    from valuation.scenario.ranges import bounds, takes_distribution
+
+    changes = {}
+    for row in assumption_rows(scenario):
+        key, value = row["key"], row["value"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or key in scenario.ranges:
+            continue
+        if takes_distribution(scenario, key) is not None or ".points[" in key or key.endswith((".start", ".from")):
+            continue
+        lo, hi, open_lo, open_hi = bounds(scenario, key)
+        width = 0.2 * abs(value) if value else 0.01
+        low, high = value - width, value + width
+        if lo is not None:
+            low = max(low, lo + (1e-9 if open_lo else 0.0))
+        if hi is not None:
+            high = min(high, hi - (1e-9 if open_hi else 0.0))
+        if key == "revenue.initial" and scenario.revenue.market_size is not None:
+            high = min(high, 0.5 * min(scenario.ranges["revenue.market_size"].low, scenario.revenue.market_size))
+        changes[key] = {"value": value, "low": low, "high": high, "dist": "pert"}
+    return scenario.with_values(changes)
+
+
+def full_model(paths: int, threads: int, repeats: int, uncertain: bool = False) -> dict:
+    scenario = valuation.load_scenario(BASE_CASE)
+    compiled = compile_scenario(every_input_uncertain(scenario), uncertain=True) if uncertain else \
+        compile_scenario(scenario)
     key, _ = key_from_seed(1)
     simulate_arrays(compiled, key, 2_048, threads=threads)  # compiled or loaded: not timed
     seconds = median_time(lambda: simulate_arrays(compiled, key, paths, threads=threads), repeats)
     steps = compiled.n_steps
-    return {"paths": paths, "steps": steps, "threads": threads, "seconds": seconds,
-            "path_steps_per_s": paths * steps / seconds}
+    out = {"paths": paths, "steps": steps, "threads": threads, "seconds": seconds,
+           "path_steps_per_s": paths * steps / seconds}
+    if uncertain:
+        out["uncertain_inputs"] = len(compiled.plan.inputs)
+    return out
 
 
 def floor(paths: int, steps: int, threads: int, repeats: int) -> dict:
@@ -153,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = results["runs"]
     runs["full_1"] = full_model(paths, 1, repeats)
     runs["full_all"] = full_model(paths, all_threads, repeats)
+    runs["uncertain_all"] = full_model(paths, all_threads, repeats, uncertain=True)
     steps = runs["full_1"]["steps"]
     runs["floor_1"] = floor(paths, steps, 1, repeats)
     runs["floor_all"] = floor(paths, steps, all_threads, repeats)
@@ -185,6 +217,8 @@ def ratios(runs: dict, all_threads: int) -> dict:
         "full_over_numpy_1_thread": rate["full_1"] / rate["numpy"],
         "full_over_numpy_all_threads": rate["full_all"] / rate["numpy"],
     }
+    if "uncertain_all" in rate:
+        out["uncertain_over_fixed_all_threads"] = rate["uncertain_all"] / rate["full_all"]
     if "quantlib" in rate:
         out["full_over_quantlib_1_thread"] = rate["full_1"] / rate["quantlib"]
         out["full_over_quantlib_all_threads"] = rate["full_all"] / rate["quantlib"]
@@ -198,6 +232,8 @@ TARGETS = [  # (key, label, target, higher is better)
     ("full_over_floor_all_threads", "full model / floor, all threads", 0.35, True),
     ("full_over_floor_1_thread", "full model / floor, 1 thread", 0.35, True),
     ("speed_up_1_to_all_threads", "speed-up, 1 to all threads", 1.8, True),
+    ("uncertain_over_fixed_all_threads", "every listed input uncertain / fixed inputs, all threads (at most 25% "
+     "slower)", 0.8, True),
     ("end_to_end_10m_seconds", "10M paths, simulate + workbook, warm (s)", 30.0, False),
     ("peak_rss_10m_mb", "10M paths, peak memory (MB)", 1536.0, False),
     ("peak_rss_100m_stream_mb", "100M paths streaming, peak memory (MB)", 500.0, False),
@@ -270,12 +306,16 @@ def render(results: dict) -> str:
     ]
     labels = (("full_1", "full model (base case, all structures)"),
               ("full_all", "full model (base case, all structures)"),
+              ("uncertain_all", "full model, every listed input uncertain ({n} drawn per path)"),
               ("floor_1", "floor: Philox + inverse-CDF normal + log-normal step"),
               ("floor_all", "floor: Philox + inverse-CDF normal + log-normal step"),
               ("numpy", "numpy reference (`numpy_reference.py`, numpy.random.Generator)"),
               ("quantlib", "QuantLib MCEuropeanEngine, GBM, same steps per path"))
     for name, label in labels:
+        if name not in runs:
+            continue
         r = runs[name]
+        label = label.format(n=r.get("uncertain_inputs", 0))
         if "skipped" in r:
             lines.append(f"| {label} | | | | skipped: {r['skipped']} |")
             continue
