@@ -148,17 +148,23 @@ def integrated_ou(h: float, kappa: float) -> tuple[float, float, float, float, f
     if x < 1.0:
         b = v_i = c_ig = v_g = c_wi = 0.0
         term = 1.0  # (-x)^n / n!
+        p2 = 1.0  # 2^n, exactly (what 2.0 ** n gives, without a power per term)
         for n in range(0, 60):
             if n > 0:
                 term *= -x / n
+                p2 *= 2.0
             # term = (-1)^n x^n / n!; each series below in these terms (divided by the x powers taken out)
             b += term / (n + 1)  # (1 - e^-x) / x = sum (-x)^n / (n + 1)!
-            v_g += term * 2.0**n / (n + 1)  # (1 - e^-2x) / 2x = sum (-2x)^n / (n + 1)!
+            v_g += term * p2 / (n + 1)  # (1 - e^-2x) / 2x = sum (-2x)^n / (n + 1)!
             c_wi += term / ((n + 1) * (n + 2))  # (x - 1 + e^-x) / x^2 = sum (-x)^n / (n + 2)!
-            c_ig -= term * (1.0 - 2.0 ** (n + 1)) / ((n + 1) * (n + 2))  # ((1 - e^-x) - (1 - e^-2x) / 2) / x^2
+            c_ig -= term * (1.0 - 2.0 * p2) / ((n + 1) * (n + 2))  # ((1 - e^-x) - (1 - e^-2x) / 2) / x^2
             # (x - 2 (1 - e^-x) + (1 - e^-2x) / 2) / x^3 = sum (-x)^n (2^(n+2) - 2) / (n + 3)!
-            v_i += term * (2.0 ** (n + 2) - 2.0) / ((n + 1) * (n + 2) * (n + 3))
+            v_i += term * (4.0 * p2 - 2.0) / ((n + 1) * (n + 2) * (n + 3))
             if abs(term) < 1e-300:
+                break
+            # from n = 3 on every series' terms shrink (x < 1): once each is below a quarter of an ulp of its sum,
+            # no later one can change a sum, so stopping here gives the very sums of running on
+            if n >= 3 and abs(term) * p2 < 1e-17 * min(abs(b), abs(v_g), abs(c_wi), abs(c_ig), abs(v_i)):
                 break
         return e, h * b, h**3 * v_i, h * h * c_ig, h * v_g, h * h * c_wi
     b = -math.expm1(-x) / kappa

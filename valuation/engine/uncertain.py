@@ -23,6 +23,7 @@ The kernel reads the values as a ``(paths, inputs)`` array with, per input, what
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -98,9 +99,9 @@ class Input:
 
     def ppf(self, u: np.ndarray) -> np.ndarray:
         """The input's values at uniforms ``u`` (inverse CDF; normal and lognormal cut to ``[lo, hi]``)."""
-        out = np.empty(len(u))
-        _draw(np.ascontiguousarray(u, np.float64), self.kind, self.par, self.table, self.lo, self.hi, out)
-        return out
+        return all_draws(np.ascontiguousarray(u, np.float64).reshape(1, -1), np.array([self.kind], np.int64),
+                         self.par.reshape(1, 4), self.table.reshape(1, *self.table.shape), np.array([self.lo]),
+                         np.array([self.hi]))[:, 0]
 
 
 def make_input(scenario: Any, key: str, r: InputRange) -> Input:
@@ -134,36 +135,83 @@ def pert_table(a: float, b: float) -> np.ndarray:
     return np.vstack([x, d])
 
 
+@jit(inline="always")
+def _quantile(p, z, kind, par, table, q, lo, hi):
+    """The inverse CDF of input ``q`` at ``p`` (``z``: the normal score ndtri(p) for pert, ndtri of the cut
+    probability for normal and lognormal; par[q]: uniform, triangular, pert: low, mode, high; normal and
+    lognormal: mean, SD (of the log), and the CDF at the cut's ends; table[q]: a PERT's nodes), cut to
+    ``[lo, hi]``."""
+    if kind == K_UNIFORM:
+        x = par[q, 0] + p * (par[q, 2] - par[q, 0])
+    elif kind == K_TRIANGULAR:
+        low, mode, high = par[q, 0], par[q, 1], par[q, 2]
+        c = (mode - low) / (high - low)
+        x = low + math.sqrt(p * (high - low) * (mode - low)) if p < c else \
+            high - math.sqrt((1.0 - p) * (high - low) * (high - mode))
+    elif kind == K_PERT:
+        n_nodes = table.shape[2]
+        step = 2.0 * TABLE_Z / (n_nodes - 1)
+        f = (z + TABLE_Z) / step
+        j = min(max(int(math.floor(f)), 0), n_nodes - 2)
+        t = f - j
+        t2 = t * t
+        t3 = t2 * t
+        x = par[q, 0] + (par[q, 2] - par[q, 0]) * ((2 * t3 - 3 * t2 + 1) * table[q, 0, j] + (t3 - 2 * t2 + t) * step
+                                                   * table[q, 1, j] + (-2 * t3 + 3 * t2) * table[q, 0, j + 1]
+                                                   + (t3 - t2) * step * table[q, 1, j + 1])
+    else:
+        x = par[q, 0] + par[q, 1] * z
+        x = math.exp(x) if kind == K_LOGNORMAL else x
+    return min(max(x, lo), hi)
+
+
 @pjit
-def _draw(u, kind, par, table, lo, hi, out):
-    """``out[i]``: the inverse CDF at ``u[i]`` (par: uniform, triangular, pert: low, mode, high; normal and
-    lognormal: mean, SD (of the log), and the CDF at the cut's ends), cut to ``[lo, hi]``."""
-    n_nodes = table.shape[1]
-    step = 2.0 * TABLE_Z / (n_nodes - 1)
-    for i in numba.prange(u.shape[0]):
-        p = u[i]
-        if kind == K_UNIFORM:
-            x = par[0] + p * (par[2] - par[0])
-        elif kind == K_TRIANGULAR:
-            low, mode, high = par[0], par[1], par[2]
-            c = (mode - low) / (high - low)
-            x = low + math.sqrt(p * (high - low) * (mode - low)) if p < c else \
-                high - math.sqrt((1.0 - p) * (high - low) * (high - mode))
-        elif kind == K_PERT:
-            z = rng.ndtri(p)
-            f = (z + TABLE_Z) / step
-            j = min(max(int(math.floor(f)), 0), n_nodes - 2)
-            t = f - j
-            t2 = t * t
-            t3 = t2 * t
-            x01 = par[0] + (par[2] - par[0]) * ((2 * t3 - 3 * t2 + 1) * table[0, j] + (t3 - 2 * t2 + t) * step
-                                                * table[1, j] + (-2 * t3 + 3 * t2) * table[0, j + 1]
-                                                + (t3 - t2) * step * table[1, j + 1])
-            x = x01
-        else:
-            z = par[0] + par[1] * rng.ndtri(par[2] + p * (par[3] - par[2]))
-            x = math.exp(z) if kind == K_LOGNORMAL else z
-        out[i] = min(max(x, lo), hi)
+def all_draws(u, kinds, par, table, lo, hi):
+    """``(paths, inputs)``: each input's inverse CDF at its uniforms ``u[input, path]``: blocks of paths in
+    parallel, one input at a time (its table in cache), the normal scores in SIMD passes (models.rng.ndtri_array,
+    the same bits as ndtri)."""
+    n_inputs, n = u.shape
+    out = np.empty((n, n_inputs))
+    width = 1024
+    for b in numba.prange((n + width - 1) // width):
+        first = b * width
+        m = min(n, first + width) - first
+        cut = np.empty(m)
+        z = np.zeros(m)
+        for q in range(n_inputs):
+            kind, low, high = kinds[q], lo[q], hi[q]
+            if kind == K_PERT:
+                rng.ndtri_array(u[q, first:first + m], z)
+            elif kind == K_NORMAL or kind == K_LOGNORMAL:
+                for i in range(m):
+                    cut[i] = par[q, 2] + u[q, first + i] * (par[q, 3] - par[q, 2])
+                rng.ndtri_array(cut, z)
+            for i in range(m):
+                out[first + i, q] = _quantile(u[q, first + i], z[i], kind, par, table, q, low, high)
+    return out
+
+
+@pjit
+def all_uniforms(rk, first, n, streams, draws):
+    """``(inputs, paths)``: the first uniform of draw ``draws[q]`` on ``streams[q]`` for paths ``first ..
+    first + n - 1`` (as the kernel draws them), blocks of paths in parallel, each path's number its own."""
+    n_inputs = streams.shape[0]
+    out = np.empty((n_inputs, n))
+    width = 2048
+    for b in numba.prange((n + width - 1) // width):
+        lo = b * width
+        m = min(n, lo + width) - lo
+        buf = np.empty((1, width))
+        for q in range(n_inputs):
+            rng.uniform_block(rk, first + lo, streams[q], draws[q], buf, buf[:0])
+            for i in range(m):
+                out[q, lo + i] = buf[0, i]
+    return out
+
+
+def stream_uniforms(rk: np.ndarray, first: int, n: int, stream: int, draw: int) -> np.ndarray:
+    """One source's uniforms on paths ``first .. first + n - 1`` (see :func:`all_uniforms`)."""
+    return all_uniforms(rk, np.int64(first), np.int64(n), np.array([stream], np.int64), np.array([draw], np.int64))[0]
 
 
 def _log(x: float) -> float:
@@ -251,17 +299,26 @@ class UncertainPlan:
     def values(self, key: np.ndarray, first: int, n: int) -> np.ndarray:
         """``(n, inputs)``: each uncertain input's value on paths ``first .. first + n - 1``."""
         u = self.uniforms(key, first, n)
-        out = np.empty((n, len(self.inputs)))
-        for j, inp in enumerate(self.inputs):
-            _draw(u[j], inp.kind, inp.par, inp.table, inp.lo, inp.hi, out[:, j])
-        return out
+        return all_draws(u, *self._constants)
+
+    @functools.cached_property
+    def _constants(self) -> tuple[np.ndarray, ...]:
+        """The inputs' kinds, constants, PERT tables and cuts, stacked for :func:`all_draws`."""
+        nodes = max(inp.table.shape[1] for inp in self.inputs)
+        table = np.zeros((len(self.inputs), 2, nodes))
+        for q, inp in enumerate(self.inputs):
+            table[q, :, : inp.table.shape[1]] = inp.table
+        return (np.array([inp.kind for inp in self.inputs], np.int64), np.array([inp.par for inp in self.inputs]),
+                table, np.array([inp.lo for inp in self.inputs]), np.array([inp.hi for inp in self.inputs]))
+
+    def _raw_uniforms(self, key: np.ndarray, first: int, n: int) -> np.ndarray:
+        rk = rng.round_keys(np.asarray(key, np.uint32))
+        return all_uniforms(rk, np.int64(first), np.int64(n), np.array([i.stream for i in self.inputs], np.int64),
+                            np.array([i.draw for i in self.inputs], np.int64))
 
     def uniforms(self, key: np.ndarray, first: int, n: int) -> np.ndarray:
         """``(inputs, n)``: each input's uniform on the paths, after the copula."""
-        rk = rng.round_keys(np.asarray(key, np.uint32))
-        u = np.empty((len(self.inputs), n))
-        for j, inp in enumerate(self.inputs):
-            u[j] = stream_uniforms(rk, first, n, inp.stream, inp.draw)
+        u = self._raw_uniforms(key, first, n)
         if self.copula is None:
             return u
         scores = self.scores(key, first, n, u)
@@ -277,9 +334,7 @@ class UncertainPlan:
         c = self.copula
         rk = rng.round_keys(np.asarray(key, np.uint32))
         if u is None:
-            u = np.empty((len(self.inputs), n))
-            for j, inp in enumerate(self.inputs):
-                u[j] = stream_uniforms(rk, first, n, inp.stream, inp.draw)
+            u = self._raw_uniforms(key, first, n)
         col = {inp.key: j for j, inp in enumerate(self.inputs)}
         out = np.empty((n, len(c.names)))
         for v, name in enumerate(c.names):
@@ -312,19 +367,6 @@ class UncertainPlan:
             rows.append({"between": (c.names[i], c.names[j]), "target": float(c.requested[i, j]),
                          "used": float(c.used[i, j]), "achieved": r, "se": se, "paths": n})
         return rows
-
-
-@pjit
-def stream_uniforms(rk, first, n, stream, draw):
-    """The first uniform of draw ``draw`` on ``stream`` for paths ``first .. first + n - 1`` (as the kernel
-    draws them; blocks of paths in parallel, each path's number its own)."""
-    out = np.empty((1, n))
-    width = 4096
-    for b in numba.prange((n + width - 1) // width):
-        lo = b * width
-        hi = min(n, lo + width)
-        rng.uniform_block(rk, first + lo, stream, draw, out[:, lo:hi], out[:0, lo:hi])
-    return out[0]
 
 
 @jit

@@ -802,19 +802,21 @@ def _uncertain(ws, result: SimulationResult) -> None:
         r = s.ranges[key]
         source = s.sources.get(key, "")
         put(ws, i, 1, key).alignment = TOP
+        fmt = "#,##0.0" if max(abs(r.low), abs(r.high)) >= 100 else "0.000" if max(abs(r.low), abs(r.high)) >= 1 \
+            else "0.0000"
         put(ws, i, 2, r.dist or "fixed (range only)").alignment = TOP
-        put(ws, i, 3, r.low).alignment = TOP
-        put(ws, i, 4, r.high).alignment = TOP
+        put(ws, i, 3, r.low, fmt=fmt).alignment = TOP
+        put(ws, i, 4, r.high, fmt=fmt).alignment = TOP
         put(ws, i, 5, "" if r.dist is None else "5th and 95th percentiles" if r.dist in ("normal", "lognormal")
             else "bounds").alignment = TOP
-        put(ws, i, 6, s.value_at(key)).alignment = TOP
+        put(ws, i, 6, s.value_at(key), fmt=fmt).alignment = TOP
         if stats is not None and key in stats.index:
             row = stats.loc[key]
             for j, col in enumerate(("mean", "sd", "p5", "p95"), start=7):
-                put(ws, i, j, float(row[col])).alignment = TOP
+                put(ws, i, j, float(row[col]), fmt=fmt).alignment = TOP
         put(ws, i, 11, source).alignment = WRAP
-        if lines(source, 60) > 1:
-            row_height(ws, i, min(lines(source, 60), 4))
+        if lines(source, 60) > 1:  # the whole source is on the Assumptions sheet: three lines of it here
+            row_height(ws, i, min(lines(source, 60), 3))
     if not s.ranges:
         put(ws, 5, 1, "(no input has a range)")
     last = 4 + max(len(s.ranges), 1)
