@@ -97,3 +97,25 @@ def tiny_filesystem(tmp_path):
     """A 64 KiB tmpfs: a real full disk (a workbook needs more). Skipped where mounting is not allowed."""
     with mounted_tmpfs(tmp_path / "tiny", "64k") as mount:
         yield mount
+
+
+def pytest_configure(config):
+    """Compile (or load) the kernel once before the test processes start (``pytest -n 2``, pytest-xdist): the
+    workers then load it from numba's cache instead of all compiling it at once into one cache folder (numba
+    issue #4807). A fixed and an uncertain run cover the kernel and the draws' compiled helpers."""
+    if hasattr(config, "workerinput") or getattr(config.option, "numprocesses", None) in (None, 0):
+        return
+    import valuation
+
+    valuation.simulate(BASE_CASE, paths=64, seed=1)
+    valuation.simulate(BASE_CASE, paths=64, seed=1, uncertain=True)
+
+
+SLOW_FIRST = ("test_a_read_only_install_without_a_home_validates_and_runs", "test_a_long_daily_grid_recalculates_whole",
+              "test_a_file_name_is_escaped_wherever_it_is_shown", "test_edited_assumptions",
+              "test_properties_of_random_scenarios")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slowest tests first, so that with two test processes neither is left with one at the end."""
+    items.sort(key=lambda item: 0 if item.originalname in SLOW_FIRST else 1)

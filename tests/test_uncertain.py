@@ -425,3 +425,25 @@ def test_a_compiled_fixed_run_has_no_plan():
     assert compile_scenario(s).plan is None and compile_scenario(s, uncertain=True).plan is not None
     spec = copy.deepcopy(minimal_dict())
     assert compile_scenario(_scenario(spec), uncertain=True).plan is None  # nothing to draw
+
+
+def test_an_uncertain_runs_workbook_reruns_to_the_same_numbers_and_shows_the_draws(tmp_path):
+    import openpyxl
+
+    s = load_scenario(BASE_CASE)
+    result = valuation.simulate(s, paths=2000, seed=4, uncertain=True)
+    path = result.to_excel(tmp_path / "u.xlsx")
+    again = valuation.simulate(load_scenario(path))  # the sheet says simulation.uncertain = true, paths, seed
+    assert again.uncertain and np.array_equal(again.partial.pv, result.partial.pv)
+    ws = openpyxl.load_workbook(path)["Uncertain inputs"]
+    cells = {ws.cell(row=r, column=1).value: r for r in range(1, ws.max_row + 1)}
+    table = result.inputs()
+    row = cells["revenue.initial_growth"]
+    assert ws.cell(row=row, column=2).value == "pert"
+    assert ws.cell(row=row, column=7).value == pytest.approx(table.loc["revenue.initial_growth", "mean"], rel=1e-12)
+    pair = cells["agi_declared"]
+    achieved = result.correlations().loc[("agi_declared", "revenue.initial_growth"), "achieved"]
+    assert ws.cell(row=pair, column=5).value == pytest.approx(achieved, rel=1e-12)
+    fixed = valuation.simulate(s, paths=500, seed=4).to_excel(tmp_path / "f.xlsx")
+    note = openpyxl.load_workbook(fixed)["Uncertain inputs"].cell(row=2, column=1).value
+    assert "held every input at its value" in note and "14 inputs have a distribution" in note

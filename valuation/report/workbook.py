@@ -109,7 +109,7 @@ def sheet_sizes(compiled, scenario, paths: int) -> dict[str, tuple[int, int]]:
     S, P, D, K = len(compiled.structures), len(compiled.parties), len(compiled.deadlines), compiled.n_steps
     years = scenario.simulation.horizon.year - scenario.simulation.valuation_date.year + 1
     F = len(compiled.fits)
-    read_me = 34 + (2 if scenario.description else 0) + (2 + F if F else 0)
+    read_me = 35 + (2 if scenario.description else 0) + (2 + F if F else 0)
     versus = 8 + (S - 1) * (P + 2) if S > 1 else 5
     cash_top = 8 + len(compiled.class_rates) + 2 * S * P + 9 + 21 * ((S + 1) // 2)
     drivers = max(4 + years, 24) + 15 + D + K + 4 + years
@@ -211,6 +211,7 @@ def run_metadata(result: SimulationResult) -> list[tuple[str, Any]]:
         ("Random generator", f"{result.sampler.name}: {result.sampler.description}; each event and deadline "
                              "completion on its own counter, from its name"),
         ("Baseline structure", result.baseline or result.structures[0]),
+        ("Uncertain inputs", _uncertain_note(result)),
         ("Package version", __version__),
         ("Simulation time (s)", round(result.run_seconds, 3)),
         ("Threads", result.threads),
@@ -219,6 +220,14 @@ def run_metadata(result: SimulationResult) -> list[tuple[str, Any]]:
         ("Written", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")),
         ("Python / platform", f"{platform.python_version()} / {platform.platform(terse=True)}"),
     ]
+
+
+def _uncertain_note(result: SimulationResult) -> str:
+    n = len(result.scenario.ranges_with_dist())
+    if result.uncertain:
+        return f"{n} inputs drawn once per path (see the Uncertain inputs sheet)"
+    return f"off: every input at its value ({n} have a distribution: `valuation run --uncertain`)" if n else \
+        "none: no input has a distribution"
 
 
 def _number(n: int) -> int | str:
@@ -851,6 +860,8 @@ def _assumptions(ws, result: SimulationResult) -> None:
     ws.sheet_view.showGridLines = False
     header(ws, 1, list(COLUMNS), height=30)
     overrides: dict[str, Any] = {"simulation.paths": result.paths}
+    if result.uncertain != result.scenario.simulation.uncertain:  # re-running the workbook draws as this run did
+        overrides["simulation.uncertain"] = result.uncertain
     if result.seed is not None:  # a SeedSequence has no place in the file: the Read me records it
         overrides["simulation.seed"] = result.seed
     rows = assumption_rows(result.scenario, overrides=overrides)
