@@ -35,10 +35,10 @@ from scipy import special, stats
 
 from models import rng, timing
 from models._jit import jit, pjit
+from models.copula import cholesky_psd, is_psd, nearest_correlation, normal_to_rank, rank_to_normal
 from models.revenue import integrated_ou
 from valuation import keys
 from valuation.scenario.ranges import BOUNDED, Z95, InputRange, bounds, correlation_matrix, dist_inputs, timing_keys
-from valuation.stats.copula import cholesky_psd, is_psd, nearest_correlation, normal_to_rank, rank_to_normal
 
 # What an input changes (InputTables.target)
 T_REVENUE, T_MARGIN, T_NEVER_VERIFIED, T_TIMING, T_QUANTILE_P, T_HAIRCUT, T_HAIRCUT_YEARS = range(7)

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from models.copula import conflicts, is_psd, rank_to_normal
 from valuation import keys
 from valuation.errors import Problem
-from valuation.stats.copula import conflicts, is_psd, rank_to_normal
 
 DISTS = ("uniform", "triangular", "pert", "normal", "lognormal")
 BOUNDED = ("uniform", "triangular", "pert")  # low and high are bounds; normal and lognormal: P5 and P95
