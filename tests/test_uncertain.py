@@ -376,7 +376,7 @@ def test_with_values_drops_a_changed_inputs_range():
      "elicited probabilities increase on every path"),
     ({"agi.declaration.points[0].p": {"value": 0.25, "low": 0.1, "high": 0.3, "dist": "pert"}},
      "with fit = \"piecewise\" for a distribution on a probability"),
-    ({"simulation.paths": {"value": 1000, "low": 10, "high": 2000}}, "no range on a run setting"),
+    ({"simulation.paths": {"value": 1000, "low": 10, "high": 2000}}, "no range on a run setting ([simulation])"),
     ({"correlations": [{"between": ["agi_declared", "revenue.exit_multiple"], "rank": 0.3}]},
      "(it has a range but no dist"),
     ({"correlations": [{"between": ["agi_declared", "revenue.volatility"], "rank": 1.5}]},
@@ -447,3 +447,53 @@ def test_an_uncertain_runs_workbook_reruns_to_the_same_numbers_and_shows_the_dra
     fixed = valuation.simulate(s, paths=500, seed=4).to_excel(tmp_path / "f.xlsx")
     note = openpyxl.load_workbook(fixed)["Uncertain inputs"].cell(row=2, column=1).value
     assert "held every input at its value" in note and "14 inputs have a distribution" in note
+
+
+def test_a_range_typed_on_a_default_row_is_taken_and_checked(tmp_path):
+    import openpyxl
+
+    path = valuation.simulate(load_scenario(BASE_CASE), paths=200, seed=1).to_excel(tmp_path / "r.xlsx")
+    wb = openpyxl.load_workbook(path)
+    ws = wb["Assumptions"]
+    row = next(r for r in range(2, ws.max_row + 1) if ws.cell(row=r, column=1).value == "events.ipo.never")
+    assert ws.cell(row=row, column=5).value == "default"
+    for col, value in ((10, 0.0), (11, 0.2), (12, "uniform")):
+        ws.cell(row=row, column=col, value=value)
+    wb.save(path)
+    assert load_scenario(path).ranges["events.ipo.never"] == InputRange(0.0, 0.2, "uniform")
+    ws.cell(row=row, column=12, value="banana")
+    wb.save(path)
+    with pytest.raises(InputError, match=r"events.ipo.never.dist \(cell L\d+\) = 'banana'"):
+        load_scenario(path)
+
+
+def test_with_values_on_a_whole_table_drops_the_ranges_inside_it():
+    s = load_scenario(BASE_CASE)
+    assert "revenue.margin[1].margin" in s.ranges
+    flat = s.with_values({"revenue.margin": 0.1})
+    assert not any(k.startswith("revenue.margin") for k in flat.ranges)
+    lag = s.with_values({"agi.verification_lag": {"family": "exponential", "rate": 1.0}})
+    assert "agi.verification_lag.median" not in lag.ranges
+
+
+def test_a_correlation_with_a_revenue_path_without_shocks_is_refused():
+    s = load_scenario(BASE_CASE)
+    with pytest.raises(InputError, match="revenue.volatility and revenue.growth_volatility are both 0"):
+        s.with_values({"revenue.volatility": 0.0, "revenue.growth_volatility": 0.0, "correlations": [
+            {"between": ["revenue_growth", "revenue.initial_growth"], "rank": 0.5}]})
+
+
+def test_an_event_cannot_take_a_drivers_name():
+    spec = base_case_dict()
+    spec["events"]["revenue_growth"] = {"family": "exponential", "rate": 0.1}
+    with pytest.raises(InputError, match="events.revenue_growth"):
+        _scenario(spec)
+
+
+def test_a_distribution_on_a_piecewise_tables_start_is_refused():
+    spec = base_case_dict()
+    spec["agi"]["verification_lag"] = {"family": "piecewise_hazard", "start": {"value": 0.2, "low": 0.0,
+                                                                                "high": 0.4, "dist": "uniform"},
+                                       "pieces": [{"from": 0.5, "hazard": 1.0}]}
+    with pytest.raises(InputError, match="agi.verification_lag.start.dist"):
+        _scenario(spec)

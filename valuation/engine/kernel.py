@@ -242,11 +242,14 @@ def _revenue_own(model, drivers, step_class, declared, missed, raw, p_log_r0, p_
             part = up * (b - left if b > left else 0.0) / h
             extra[ii] = up * 0.0 if b <= d else (up * (b - a) / h if a >= d else part)
         for dd in range(dl_date.shape[0]):
-            if unc_haircut:
+            if unc_haircut:  # each path's own haircut and end (branch-free: the paths side by side)
+                date = dl_date[dd]
                 for ii in range(n_sub):
-                    if missed[dd, ii]:
-                        cut = p_haircut[dd, ii] * overlap(a, b, dl_date[dd], p_haircut_end[dd, ii]) / h
-                        extra[ii] = extra[ii] - cut
+                    end = p_haircut_end[dd, ii]
+                    left = a if a > date else date
+                    right = b if b < end else end
+                    cut = p_haircut[dd, ii] * (right - left if right > left else 0.0) / h
+                    extra[ii] = extra[ii] - (cut if missed[dd, ii] else 0.0)
             elif dl_haircut[dd] > 0.0:
                 cut = haircut_steps[dd, k]
                 for ii in range(n_sub):
@@ -435,7 +438,7 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     p_coef = np.zeros((7, n_classes, SUB))
     p_tail = np.zeros((n_classes, inputs.jump_cols.shape[0], SUB))
     tail_row = np.zeros(inputs.jump_cols.shape[0])
-    pmf_scratch = np.zeros(inputs.jump_cols.shape[0] + 41)
+    pmf_scratch = np.zeros(inputs.jump_cols.shape[0] + 11)
     p_haircut = np.zeros((dl_date.shape[0], SUB))
     p_haircut_end = np.zeros((dl_date.shape[0], SUB))
     p_never = np.zeros(SUB)

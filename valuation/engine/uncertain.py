@@ -127,7 +127,8 @@ def pert_table(a: float, b: float) -> np.ndarray:
     """``(2, TABLE_NODES)``: the Beta(a, b) quantile at normal scores ``z`` from -TABLE_Z to TABLE_Z, and its
     derivative in ``z`` (``phi(z) / pdf(x)``), for cubic Hermite interpolation (error below 1e-11)."""
     z = np.linspace(-TABLE_Z, TABLE_Z, TABLE_NODES)
-    x = special.betaincinv(a, b, special.ndtr(z))
+    with np.errstate(all="ignore"):  # the upper half from the upper tail: 1 - ndtr(z) loses digits there
+        x = np.where(z <= 0, special.betaincinv(a, b, special.ndtr(z)), special.betainccinv(a, b, special.ndtr(-z)))
     with np.errstate(divide="ignore", invalid="ignore"):
         d = stats.norm.pdf(z) / stats.beta.pdf(x, a, b)
     fd = np.gradient(x, z)
@@ -362,8 +363,8 @@ class UncertainPlan:
         rho = np.corrcoef(ranks, rowvar=False) if n > 1 else np.eye(len(c.names))
         rows = []
         for i, j in itertools.combinations(range(len(c.names)), 2):
-            r = float(rho[i, j])
-            se = (1.0 - r * r) * math.sqrt((1.0 + r * r / 2.0) / max(n - 3, 1))  # Bonett & Wright (2000)
+            r = float(rho[i, j]) if n > 3 else math.nan
+            se = (1.0 - r * r) * math.sqrt((1.0 + r * r / 2.0) / (n - 3)) if n > 3 else math.nan  # Bonett-Wright
             rows.append({"between": (c.names[i], c.names[j]), "target": float(c.requested[i, j]),
                          "used": float(c.used[i, j]), "achieved": r, "se": se, "paths": n})
         return rows
@@ -565,7 +566,8 @@ integrated_ou_jit = jit(integrated_ou)
 @jit
 def poisson_tail(mean, out, pmf):
     """``out[n - 1] = P(N >= n)`` for a Poisson count of this mean, ``n = 1 .. len(out)`` (each tail summed from
-    the far end, accurate where it is tiny); ``pmf``: scratch of ``len(out) + 41``."""
+    the far end, accurate where it is tiny); ``pmf``: scratch of ``len(out) + 11`` (the columns are as many as
+    the largest intensity needs, so ten more terms are far below every tail kept)."""
     m = out.shape[0]
     for j in range(m):
         out[j] = 0.0
@@ -574,7 +576,7 @@ def poisson_tail(mean, out, pmf):
     top = pmf.shape[0] - 1
     pmf[0] = math.exp(-mean)
     for j in range(1, top + 1):
-        pmf[j] = pmf[j - 1] * mean / j
+        pmf[j] = pmf[j - 1] * (mean / j)
     acc = 0.0
     for j in range(top, 0, -1):
         acc += pmf[j]

@@ -152,9 +152,12 @@ def scenario_from_rows(rows: list[dict[str, Any]], where: str) -> Scenario:
     if problems:
         raise InputError(where, problems)
     scenario = _with_cells(lambda: scenario_from_dict(data, source=where), where, cells)
-    edited = {r["key"]: _sourced(value, r.get("source") or None, _source_date(r, problems), _range(r, problems))
+    spans = {r["key"]: _range(r, problems) for r, _ in parsed if r["given"] != "given"}
+    # a default row whose value was edited, or that was given a range, is taken as given
+    edited = {r["key"]: _sourced(value, r.get("source") or None, _source_date(r, problems), spans[r["key"]])
               for r, value in parsed
-              if r["given"] != "given" and value is not None and value != scenario.value_at(r["key"])}
+              if r["given"] != "given" and value is not None and (value != scenario.value_at(r["key"])
+                                                                  or spans[r["key"]])}
     if problems:
         raise InputError(where, problems)
     return _with_cells(lambda: scenario.with_values(edited), where, cells) if edited else scenario

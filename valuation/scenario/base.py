@@ -23,7 +23,7 @@ from valuation import keys
 from valuation.errors import InputError, Problem
 
 BUILTIN_EVENTS = ("agi_declared", "agi_verified")
-RESERVED_NAMES = (*BUILTIN_EVENTS, "valuation_date", "never", "revenue_at_horizon")
+RESERVED_NAMES = (*BUILTIN_EVENTS, "valuation_date", "never", "revenue_at_horizon", "revenue_growth")
 IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 # What a workbook cannot hold (XML 1.0: C0 controls but tab and line breaks, lone surrogates, U+FFFE/U+FFFF),
 # and the DEL and C1 controls no label or source needs (a terminal may act on them).

@@ -138,8 +138,9 @@ def takes_distribution(scenario: Any, key: str) -> str | None:
             if rest[0] == "pieces":
                 return None if rest[-1] == "hazard" else \
                     "a number of the world; a distribution goes on a piece's hazard, not on where it starts"
-            if rest[0] == "start" and family == "quantiles":
-                return "a table other than quantiles for a distribution on its start (the fit depends on it)"
+            if rest[0] == "start" and family in ("quantiles", "piecewise_hazard"):
+                return (f"a table other than {family} for a distribution on its start (its "
+                        f"{'fit' if family == 'quantiles' else 'pieces'} hang on it)")
             if rest[0] == "never" and family == "quantiles" and table.fit != "piecewise":
                 return (f"a quantile table with fit = \"piecewise\" for a distribution on never ({prefix} has fit = "
                         f"{table.fit!r}: the fitted family depends on it, and a least-squares fit per path is not "
@@ -161,8 +162,8 @@ def range_checks(scenario: Any, ranges: Mapping[str, InputRange]) -> Iterator[Pr
         r = ranges[key]
         value = scenario.value_at(key)
         if keys.parse(key)[0] == "simulation":
-            yield Problem(keys.join(key, "low"), "expected no range on a run setting (paths, seed, steps): ranges are "
-                          "for the model's inputs", has_value=False)
+            yield Problem(keys.join(key, "low"), "expected no range on a run setting ([simulation]): ranges are for "
+                          "the model's inputs", has_value=False)
             continue
         if not is_number(value):
             yield Problem(keys.join(key, "low"), "expected a range only on a number (low and high beside a "
@@ -281,7 +282,15 @@ def correlation_checks(scenario: Any) -> Iterator[Problem]:
             seen[frozenset(c.between)] = i
             continue
         ok = False
-    if not ok or not seen or scenario.simulation.repair_correlations:
+    if not ok or not seen:
+        return
+    rev = scenario.revenue
+    if any("revenue_growth" in c.between for c in scenario.correlations) and rev.volatility == 0 and \
+            rev.growth_volatility == 0:
+        yield Problem("correlations", "expected a revenue path with shocks for a correlation with revenue_growth: "
+                      "revenue.volatility and revenue.growth_volatility are both 0, so the path has no randomness "
+                      "to rank", has_value=False)
+    if scenario.simulation.repair_correlations:
         return
     names, _, rank, entries = correlation_matrix(scenario)
     normal = np.vectorize(rank_to_normal)(rank)

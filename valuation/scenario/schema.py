@@ -342,7 +342,9 @@ class Scenario(Model):
                 problems.append(Problem(key, trouble, has_value=False))
             sources.pop(keys.build(parts), None)  # the old value's source does not describe the new one
             dates.pop(keys.build(parts), None)
-            ranges.pop(keys.build(parts), None)  # nor its range: a value given without one is fixed
+            changed = keys.build(parts)  # nor its range (or those inside a table or list given anew): fixed now
+            for key in [k for k in ranges if k == changed or k.startswith((changed + ".", changed + "["))]:
+                del ranges[key]
         if problems:
             raise InputError(where, problems)
         if "correlations" not in changes:
