@@ -91,7 +91,7 @@ class Input:
     stream: int
     draw: int
     par: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(4))  # see _draw
-    table: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((2, 1)))  # PERT: x and dx/dz at nodes
+    table: np.ndarray = field(repr=False, default_factory=lambda: np.zeros((1, 2)))  # PERT: x, dx/dz per node
 
     @property
     def kind(self) -> int:
@@ -110,7 +110,7 @@ def make_input(scenario: Any, key: str, r: InputRange) -> Input:
     value = float(scenario.value_at(key))
     stream, draw = rng.named_counter(f"input:{key}")
     par = np.zeros(4)
-    table = np.zeros((2, 1))
+    table = np.zeros((1, 2))
     if r.dist in ("uniform", "triangular", "pert"):
         par[:3] = r.low, value, r.high
     if r.dist == "pert":
@@ -124,7 +124,7 @@ def make_input(scenario: Any, key: str, r: InputRange) -> Input:
 
 
 def pert_table(a: float, b: float) -> np.ndarray:
-    """``(2, TABLE_NODES)``: the Beta(a, b) quantile at normal scores ``z`` from -TABLE_Z to TABLE_Z, and its
+    """``(TABLE_NODES, 2)``: the Beta(a, b) quantile at normal scores ``z`` from -TABLE_Z to TABLE_Z, and its
     derivative in ``z`` (``phi(z) / pdf(x)``), for cubic Hermite interpolation (error below 1e-11)."""
     z = np.linspace(-TABLE_Z, TABLE_Z, TABLE_NODES)
     with np.errstate(all="ignore"):  # the upper half from the upper tail: 1 - ndtr(z) loses digits there
@@ -133,7 +133,7 @@ def pert_table(a: float, b: float) -> np.ndarray:
         d = stats.norm.pdf(z) / stats.beta.pdf(x, a, b)
     fd = np.gradient(x, z)
     d = np.where(np.isfinite(d), d, fd)
-    return np.vstack([x, d])
+    return np.ascontiguousarray(np.column_stack([x, d]))  # a node's value and slope side by side: one cache line
 
 
 @jit(inline="always")
@@ -150,16 +150,16 @@ def _quantile(p, z, kind, par, table, q, lo, hi):
         x = low + math.sqrt(p * (high - low) * (mode - low)) if p < c else \
             high - math.sqrt((1.0 - p) * (high - low) * (high - mode))
     elif kind == K_PERT:
-        n_nodes = table.shape[2]
+        n_nodes = table.shape[1]
         step = 2.0 * TABLE_Z / (n_nodes - 1)
-        f = (z + TABLE_Z) / step
-        j = min(max(int(math.floor(f)), 0), n_nodes - 2)
+        f = (z + TABLE_Z) * ((n_nodes - 1) / (2.0 * TABLE_Z))
+        j = min(max(int(f), 0), n_nodes - 2)  # f >= 0: every uniform's score is above -TABLE_Z
         t = f - j
         t2 = t * t
         t3 = t2 * t
-        x = par[q, 0] + (par[q, 2] - par[q, 0]) * ((2 * t3 - 3 * t2 + 1) * table[q, 0, j] + (t3 - 2 * t2 + t) * step
-                                                   * table[q, 1, j] + (-2 * t3 + 3 * t2) * table[q, 0, j + 1]
-                                                   + (t3 - t2) * step * table[q, 1, j + 1])
+        x = par[q, 0] + (par[q, 2] - par[q, 0]) * ((2 * t3 - 3 * t2 + 1) * table[q, j, 0] + (t3 - 2 * t2 + t) * step
+                                                   * table[q, j, 1] + (-2 * t3 + 3 * t2) * table[q, j + 1, 0]
+                                                   + (t3 - t2) * step * table[q, j + 1, 1])
     else:
         x = par[q, 0] + par[q, 1] * z
         x = math.exp(x) if kind == K_LOGNORMAL else x
@@ -305,10 +305,10 @@ class UncertainPlan:
     @functools.cached_property
     def _constants(self) -> tuple[np.ndarray, ...]:
         """The inputs' kinds, constants, PERT tables and cuts, stacked for :func:`all_draws`."""
-        nodes = max(inp.table.shape[1] for inp in self.inputs)
-        table = np.zeros((len(self.inputs), 2, nodes))
+        nodes = max(inp.table.shape[0] for inp in self.inputs)
+        table = np.zeros((len(self.inputs), nodes, 2))
         for q, inp in enumerate(self.inputs):
-            table[q, :, : inp.table.shape[1]] = inp.table
+            table[q, : inp.table.shape[0]] = inp.table
         return (np.array([inp.kind for inp in self.inputs], np.int64), np.array([inp.par for inp in self.inputs]),
                 table, np.array([inp.lo for inp in self.inputs]), np.array([inp.hi for inp in self.inputs]))
 
