@@ -283,6 +283,12 @@ WHY = {  # shown when a target is missed: what the gap is made of
         "normals cost less than our inverse-CDF normals (kept because one uniform per normal, keyed by path and "
         "step, is what makes every run reproducible bit for bit on any thread count). At all threads the ratio "
         "also carries the machine's thread scaling in this run (see the floor's speed-up)."),
+    "uncertain_over_fixed_all_threads": (
+        "every input of the world drawn per path (29 here) costs twice: a pass before the kernel draws each "
+        "input's own uniform (a Philox call per input and path), its normal score and its quantile (a PERT table "
+        "look-up), about 15% of a fixed run, and in the kernel each path computes its own growth coefficients, "
+        "jump-count tails, margins, haircuts and timing tables, about 10%. Drawing the inputs inside the kernel's "
+        "own blocks (their uniforms beside the drivers') would save most of the first part."),
     "full_over_numpy_1_thread": (
         "as above; at one thread the kernel is about 2x the numpy reference, on either side of the target from run "
         "to run."),
