@@ -498,3 +498,19 @@ def test_a_distribution_on_a_piecewise_tables_start_is_refused():
                                        "pieces": [{"from": 0.5, "hazard": 1.0}]}
     with pytest.raises(InputError, match="agi.verification_lag.start.dist"):
         _scenario(spec)
+
+
+def test_an_uncertain_margin_or_multiple_leaves_the_revenue_paths_as_in_a_fixed_run():
+    """Neither moves revenue: its paths are those of the fixed run, bit for bit, while the company value moves."""
+    spec = base_case_dict()
+    spec.pop("correlations")
+    base = _scenario(spec)
+    fixed_inputs = base.with_values({k: base.value_at(k) for k in base.ranges_with_dist()})  # no dist left
+    changed = fixed_inputs.with_values({
+        "revenue.exit_multiple": {"value": 6.818, "low": 5.0, "high": 9.0, "dist": "uniform"},
+        "revenue.margin[3].margin": {"value": 0.25, "low": 0.15, "high": 0.35, "dist": "pert"}})
+    fixed = valuation.simulate(changed, paths=2000, seed=3)
+    drawn = valuation.simulate(changed, paths=2000, seed=3, uncertain=True)
+    assert np.array_equal(fixed.partial.years, drawn.partial.years)
+    assert np.array_equal(fixed.partial.revenue, drawn.partial.revenue)
+    assert not np.array_equal(fixed.partial.company, drawn.partial.company)

@@ -64,6 +64,7 @@ from valuation.engine.tables import (
 from valuation.engine.uncertain import (
     F_ANY,
     F_COEF,
+    F_DYNAMICS,
     F_HAIRCUT,
     F_JUMPS,
     F_LOG_JUMP,
@@ -415,6 +416,7 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     n_inputs = in_target.shape[0]
     unc = flags[F_ANY] > 0
     unc_rev = flags[F_REVENUE] > 0
+    unc_path = flags[F_DYNAMICS] > 0  # the revenue path itself differs from path to path
     unc_coef = flags[F_COEF] > 0
     unc_jumps = flags[F_JUMPS] > 0
     unc_margin = flags[F_MARGIN] > 0
@@ -627,7 +629,7 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
 
         # ---- revenue of the SUB paths step by step, the paths side by side (SIMD); the same operations,
         # in the same order, as one path at a time
-        if unc_rev:  # each path with its own parameters
+        if unc_path:  # each path with its own parameters
             _revenue_own(model, drivers, step_class, declared, missed, raw, p_log_r0, p_half_var, p_log_jump, p_coef,
                          p_tail, p_haircut, p_haircut_end, unc_coef, unc_jumps, unc_haircut, jumps, three, normals,
                          normals3, jump_u, extra, log_r, g, log_r_steps, coef_step)

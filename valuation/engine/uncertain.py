@@ -48,8 +48,8 @@ RAW = ("initial", "initial_growth", "long_run_growth", "mean_reversion", "volati
 R_INITIAL, R_G0, R_GBAR, R_KAPPA, R_SIGMA, R_SG, R_RHO, R_LAMBDA, R_JUMP_LOSS, R_UPLIFT, R_MULTIPLE, R_MARKET = \
     range(len(RAW))
 # Flags (InputTables.flags): which derived quantities a path computes for itself
-F_ANY, F_REVENUE, F_LOG_X0, F_COEF, F_JUMPS, F_MARGIN, F_HAIRCUT, F_MARKET, F_LOG_JUMP, F_THREE = range(10)
-N_FLAGS = 10
+F_ANY, F_REVENUE, F_LOG_X0, F_COEF, F_JUMPS, F_MARGIN, F_HAIRCUT, F_MARKET, F_LOG_JUMP, F_THREE, F_DYNAMICS = range(11)
+N_FLAGS = 11  # F_REVENUE: a path's own revenue numbers; F_DYNAMICS: among them, some that move its revenue path
 _PAR_SLOTS = {"start": 0, "never": 1, "rate": 2, "shape": 2, "median": 2, "after": 2, "scale": 3, "sigma": 3,
               "growth": 3}
 SAMPLE_LIMIT = 1_000_000  # paths the achieved correlations are measured on (the first ones of the run)
@@ -479,6 +479,8 @@ def plan(scenario: Any, t: np.ndarray, model: Any, timing_sources: list[str], ma
     for code, idx in zip(target, index, strict=True):
         if code in (T_REVENUE, T_HAIRCUT, T_HAIRCUT_YEARS, T_MARGIN):
             flags[F_REVENUE] = 1
+        if code in (T_HAIRCUT, T_HAIRCUT_YEARS) or (code == T_REVENUE and idx != R_MULTIPLE):
+            flags[F_DYNAMICS] = 1  # the margin and the exit multiple do not change the revenue path
         if code == T_MARGIN:
             flags[F_MARGIN] = 1
         if code in (T_HAIRCUT, T_HAIRCUT_YEARS):
