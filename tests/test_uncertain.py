@@ -109,6 +109,41 @@ def test_pert_table_matches_the_exact_quantile():
         assert np.abs(inp.ppf(u) - exact).max() <= 1e-11 * (r.high - r.low), key
 
 
+
+def test_per_path_coefficients_side_by_side_are_the_scalar_bits():
+    """The kernel computes each path's growth coefficients and jump-count tails for the paths side by side
+    (a series run until every path's has stopped): the same bits as one path at a time, on both sides of
+    kappa h = 1, at kappa = 0 and at tiny and large intensities."""
+    from valuation.engine.uncertain import (
+        poisson_tail,
+        poisson_tail_paths,
+        step_coefficients,
+        step_coefficients_paths,
+    )
+
+    rng = np.random.default_rng(11)
+    m = 32
+    for h in (0.25, 0.153, 1.0, 4.0, 1e-9):
+        for trial in range(40):
+            kappa = np.exp(rng.uniform(-12, 2.5, m))
+            kappa[rng.uniform(size=m) < 0.1] = 0.0
+            s_g, rho = rng.uniform(0, 0.5, m), rng.uniform(-1, 1, m)
+            out = np.full((7, 2, m), np.nan)
+            step_coefficients_paths(h, kappa, s_g, rho, m, out, 1, np.empty((7, m)))
+            want = np.array([step_coefficients(h, kappa[i], s_g[i], rho[i]) for i in range(m)]).T
+            assert np.array_equal(out[:, 1, :], want), (h, trial)
+    cols = 9
+    for trial in range(40):
+        mean = np.exp(rng.uniform(-30, 1.0, m))
+        mean[rng.uniform(size=m) < 0.1] = 0.0
+        out = np.full((2, cols, m), np.nan)
+        poisson_tail_paths(mean, m, out, 0, np.empty((cols + 12, m)))
+        row, pmf = np.empty(cols), np.empty(cols + 11)
+        for i in range(m):
+            poisson_tail(mean[i], row, pmf)
+            assert np.array_equal(out[0, :, i], row), (trial, mean[i])
+
+
 # ------------------------------------------------------------------ correlations
 
 

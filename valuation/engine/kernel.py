@@ -92,8 +92,8 @@ from valuation.engine.uncertain import (
     T_QUANTILE_P,
     T_REVENUE,
     T_TIMING,
-    poisson_tail,
-    step_coefficients,
+    poisson_tail_paths,
+    step_coefficients_paths,
 )
 
 BLOCK = 1024  # paths per parallel work item, aligned to absolute path numbers: scratch and flow sums per block
@@ -439,13 +439,15 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     p_size = np.zeros(SUB)
     p_coef = np.zeros((7, n_classes, SUB))
     p_tail = np.zeros((n_classes, inputs.jump_cols.shape[0], SUB))
-    tail_row = np.zeros(inputs.jump_cols.shape[0])
-    pmf_scratch = np.zeros(inputs.jump_cols.shape[0] + 11)
+    unc_pmf = np.zeros((inputs.jump_cols.shape[0] + 12, SUB))  # scratch: Poisson terms, path by path
+    jump_mean = np.zeros(SUB)
+    unc_work = np.zeros((7, SUB))  # scratch: the growth coefficients' series, path by path
     p_haircut = np.zeros((dl_date.shape[0], SUB))
     p_haircut_end = np.zeros((dl_date.shape[0], SUB))
     p_never = np.zeros(SUB)
     coef_step = np.zeros((7, SUB))
     margin_path = np.zeros(model.margin.shape[0])  # a path's own margin per step
+    margin_sub = np.zeros((model.margin.shape[0], SUB))  # ... of the SUB paths
     n_steps = t.shape[0] - 1
     n_struct = st_eff.shape[1]
     n_views = out_pv.shape[1] // n_struct  # the party view, then the market view where there is one
@@ -562,22 +564,24 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
                         p_log_r0[ii] = base_log_r0
                     p_half_var[ii] = 0.5 * raw[R_SIGMA, ii] * raw[R_SIGMA, ii]
                     p_log_jump[ii] = math.log1p(-raw[R_JUMP_LOSS, ii]) if flags[F_LOG_JUMP] > 0 else rev[LOG_JUMP]
-                    if unc_coef:
-                        for c in range(n_classes):
-                            e, b, i1, i2, g1, g2, g3 = step_coefficients(class_h[c], raw[R_KAPPA, ii], raw[R_SG, ii],
-                                                                         raw[R_RHO, ii])
-                            p_coef[0, c, ii] = e
-                            p_coef[1, c, ii] = b
-                            p_coef[2, c, ii] = i1
-                            p_coef[3, c, ii] = i2
-                            p_coef[4, c, ii] = g1
-                            p_coef[5, c, ii] = g2
-                            p_coef[6, c, ii] = g3
-                    if unc_jumps:
-                        for c in range(n_classes):
-                            poisson_tail(raw[R_LAMBDA, ii] * class_h[c], tail_row, pmf_scratch)
-                            for j in range(tail_row.shape[0]):
-                                p_tail[c, j, ii] = tail_row[j]
+            if unc_coef:  # each step class's coefficients and jump-count tails, the paths side by side (SIMD)
+                for c in range(n_classes):
+                    step_coefficients_paths(class_h[c], raw[R_KAPPA], raw[R_SG], raw[R_RHO], m, p_coef, c, unc_work)
+            if unc_jumps:
+                for c in range(n_classes):
+                    for ii in range(m):
+                        jump_mean[ii] = raw[R_LAMBDA, ii] * class_h[c]
+                    poisson_tail_paths(jump_mean, m, p_tail, c, unc_pmf)
+
+        if unc_margin:  # each path's margin per step: the points' weights, the paths side by side (SIMD)
+            for k in range(n_steps + 1):
+                for ii in range(SUB):
+                    margin_sub[k, ii] = 0.0
+                for j in range(p_margin.shape[0]):
+                    w = margin_w[k, j]
+                    if w != 0.0:  # (adding 0 * a finite margin changes no sum)
+                        for ii in range(SUB):
+                            margin_sub[k, ii] += w * p_margin[j, ii]
 
         # ---- drivers, path by path
         for ii in range(m):
@@ -694,10 +698,7 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
                 inv_m, size, log_r0, multiple = p_inv_m[ii], p_size[ii], p_log_r0[ii], raw[R_MULTIPLE, ii]
                 if unc_margin:
                     for k in range(n_steps + 1):
-                        x = 0.0
-                        for j in range(p_margin.shape[0]):
-                            x += margin_w[k, j] * p_margin[j, ii]
-                        margin_path[k] = x
+                        margin_path[k] = margin_sub[k, ii]
                     mg = margin_path
             log_inv_m = math.log(inv_m) if inv_m > 0.0 else 0.0
             upattern = np.uint64(pattern)

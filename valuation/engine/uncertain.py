@@ -322,33 +322,32 @@ class UncertainPlan:
         u = self._raw_uniforms(key, first, n)
         if self.copula is None:
             return u
-        scores = self.scores(key, first, n, u)
         c = self.copula
-        z = scores @ c.factor.T
         col = {inp.key: j for j, inp in enumerate(self.inputs)}
-        for v in range(c.drivers, len(c.names)):
-            u[col[c.names[v]]] = np.clip(special.ndtr(z[:, v]), 1e-300, 1.0 - 2**-53)
+        drivers = self._driver_scores(key, first, n)
+        correlate(u, drivers, c.factor, np.array([col[name] for name in c.names[c.drivers:]], np.int64))
         return u
 
-    def scores(self, key: np.ndarray, first: int, n: int, u: np.ndarray | None = None) -> np.ndarray:
-        """``(n, copula variables)``: the normal scores before the copula (drivers', then inputs')."""
+    def _driver_scores(self, key: np.ndarray, first: int, n: int) -> np.ndarray:
+        """``(drivers, n)``: the correlated drivers' normal scores on the paths."""
         c = self.copula
         rk = rng.round_keys(np.asarray(key, np.uint32))
-        if u is None:
-            u = self._raw_uniforms(key, first, n)
-        col = {inp.key: j for j, inp in enumerate(self.inputs)}
-        out = np.empty((n, len(c.names)))
-        for v, name in enumerate(c.names):
-            if name == "agi_declared":
-                out[:, v] = special.ndtri(stream_uniforms(rk, first, n, rng.STREAM_DRIVERS, 0))
-            elif name == "revenue_growth":
-                out[:, v] = growth_scores(rk, np.int64(first), np.int64(n), self.growth)
-            elif name in self.event_counters:
-                stream, draw = self.event_counters[name]
-                out[:, v] = special.ndtri(stream_uniforms(rk, first, n, stream, draw))
+        out = np.empty((c.drivers, n))
+        for v, name in enumerate(c.names[: c.drivers]):
+            if name == "revenue_growth":
+                out[v] = growth_scores(rk, np.int64(first), np.int64(n), self.growth)
             else:
-                out[:, v] = special.ndtri(u[col[name]])
+                stream, draw = (rng.STREAM_DRIVERS, 0) if name == "agi_declared" else self.event_counters[name]
+                out[v] = normal_scores(stream_uniforms(rk, first, n, stream, draw))
         return out
+
+    def scores(self, key: np.ndarray, first: int, n: int) -> np.ndarray:
+        """``(n, copula variables)``: the normal scores before the copula (drivers', then inputs')."""
+        c = self.copula
+        u = self._raw_uniforms(key, first, n)
+        col = {inp.key: j for j, inp in enumerate(self.inputs)}
+        inputs = np.array([u[col[name]] for name in c.names[c.drivers:]]).reshape(-1, n)
+        return np.vstack([self._driver_scores(key, first, n), normal_scores(inputs)]).T
 
     def achieved(self, key: np.ndarray, paths: int, first: int = 0) -> list[dict[str, Any]]:
         """The rank correlations on the run's paths (the first :data:`SAMPLE_LIMIT`), beside their targets: one
@@ -370,7 +369,57 @@ class UncertainPlan:
         return rows
 
 
-@jit
+@pjit
+def normal_scores(u):
+    """``ndtri`` of each uniform (an array of one or two dimensions), blocks in parallel."""
+    flat = u.reshape(u.size)
+    out = np.empty(u.size)
+    width = 4096
+    for b in numba.prange((u.size + width - 1) // width):
+        lo = b * width
+        hi = min(u.size, lo + width)
+        rng.ndtri_array(flat[lo:hi], out[lo:hi])
+    return out.reshape(u.shape)
+
+
+@jit(inline="always")
+def _ndtr(x):
+    """The standard normal CDF (as cephes' ndtr: erf near 0, erfc beyond)."""
+    y = x * (0.5 * math.sqrt(2.0))
+    if abs(y) < 0.5 * math.sqrt(2.0):
+        return 0.5 + 0.5 * math.erf(y)
+    tail = 0.5 * math.erfc(abs(y))
+    return 1.0 - tail if y > 0 else tail
+
+
+@pjit
+def correlate(u, drivers, factor, cols):
+    """The copula in place: input ``cols[j]``'s uniform (row of ``u``) becomes ``Phi(L z)`` of its row of the
+    factor ``L`` (``factor[n_drivers + j]``) and the scores ``z`` (the drivers', then the inputs' ``ndtri`` of
+    their own uniforms), cut to ``[1e-300, 1 - 2^-53]``; blocks of paths in parallel."""
+    n_drivers, n = drivers.shape
+    n_vars = n_drivers + cols.shape[0]
+    width = 1024
+    for b in numba.prange((n + width - 1) // width):
+        lo = b * width
+        m = min(n, lo + width) - lo
+        z = np.empty((n_vars, m))
+        for v in range(n_drivers):
+            for i in range(m):
+                z[v, i] = drivers[v, lo + i]
+        for j in range(cols.shape[0]):
+            rng.ndtri_array(u[cols[j], lo:lo + m], z[n_drivers + j])
+        for j in range(cols.shape[0]):
+            row = factor[n_drivers + j]
+            q = cols[j]
+            for i in range(m):
+                x = 0.0
+                for v in range(n_drivers + j + 1):
+                    x += row[v] * z[v, i]
+                u[q, lo + i] = min(max(_ndtr(x), 1e-300), 1.0 - 2**-53)
+
+
+@pjit
 def growth_scores(rk, first, n, coef):
     """The revenue path's score on each path: ``sum_k coef[:, k] . z_k`` over its step normals (the two shock
     normals and the third growth normal, as the kernel draws them), standardised."""
@@ -382,12 +431,13 @@ def growth_scores(rk, first, n, coef):
     norm = math.sqrt(norm) if norm > 0 else 1.0
     out = np.zeros(n)
     width = 256
-    shocks = np.empty((2, n_steps, width))
-    third = np.empty((n_steps, width))
-    jump_u = np.empty((n_steps, width))
-    z = np.empty(n_steps * width)
-    for lo in range(0, n, width):
+    for b in numba.prange((n + width - 1) // width):  # blocks of paths in parallel, each path's sum its own
+        lo = b * width
         m = min(width, n - lo)
+        shocks = np.empty((2, n_steps, width))
+        third = np.empty((n_steps, width))
+        jump_u = np.empty((n_steps, width))
+        z = np.empty(n_steps * width)
         rng.uniform_block(rk, first + lo, rng.STREAM_SHOCKS, 1, shocks[0], shocks[1])
         rng.uniform_block(rk, first + lo, rng.STREAM_JUMPS, 1, jump_u, third)
         for j in range(3):
@@ -563,6 +613,102 @@ def step_coefficients(h, kappa, s, rho):
 
 
 integrated_ou_jit = jit(integrated_ou)
+
+
+@jit
+def step_coefficients_paths(h, kappa, s, rho, m, out, c, work):
+    """:func:`step_coefficients` of the first ``m`` paths side by side (SIMD), into ``out[:, c, :m]``; the same
+    bits path by path.  Below ``kappa h = 1`` each path's series runs on until every path's has stopped: the
+    later terms are below a quarter of an ulp of each sum (see :func:`models.revenue.integrated_ou`), so they
+    change no sum.  ``work``: scratch of ``(7, m)`` or more."""
+    x, term, b, v_i, c_ig, v_g, c_wi = work[0], work[1], work[2], work[3], work[4], work[5], work[6]
+    series = False
+    for ii in range(m):
+        x[ii] = kappa[ii] * h
+        term[ii] = 1.0
+        b[ii] = v_i[ii] = c_ig[ii] = v_g[ii] = c_wi[ii] = 0.0
+        series |= x[ii] < 1.0
+    p2 = 1.0
+    for n in range(0, 60 if series else 0):
+        if n > 0:
+            p2 *= 2.0
+        for ii in range(m):
+            t = term[ii] * (-x[ii] / n) if n > 0 else term[ii]
+            term[ii] = t
+            b[ii] += t / (n + 1)
+            v_g[ii] += t * p2 / (n + 1)
+            c_wi[ii] += t / ((n + 1) * (n + 2))
+            c_ig[ii] -= t * (1.0 - 2.0 * p2) / ((n + 1) * (n + 2))
+            v_i[ii] += t * (4.0 * p2 - 2.0) / ((n + 1) * (n + 2) * (n + 3))
+        done = True
+        for ii in range(m):
+            if x[ii] < 1.0:
+                t = abs(term[ii])
+                done &= t < 1e-300 or (n >= 3 and t * p2 < 1e-17 * min(abs(b[ii]), abs(v_g[ii]), abs(c_wi[ii]),
+                                                                       abs(c_ig[ii]), abs(v_i[ii])))
+        if done:
+            break
+    root = math.sqrt(h)
+    for ii in range(m):
+        xx = x[ii]
+        k = kappa[ii]
+        e = math.exp(-xx)
+        if xx < 1.0:
+            bb, vi, cig, vg, cwi = h * b[ii], h**3 * v_i[ii], h * h * c_ig[ii], h * v_g[ii], h * h * c_wi[ii]
+        else:
+            bb = -math.expm1(-xx) / k
+            half = -math.expm1(-2 * xx) / (2 * k)
+            vi = (h - 2 * bb + half) / k**2
+            cig = (bb - half) / k
+            vg = half
+            cwi = (h - bb) / k
+        sg = s[ii]
+        vi = sg * sg * vi
+        cig = sg * sg * cig
+        vg = sg * sg * vg
+        cwi = rho[ii] * sg * cwi
+        cwg = rho[ii] * sg * bb
+        i1 = cwi / root if h > 0 else 0.0
+        g1 = cwg / root if h > 0 else 0.0
+        i2 = math.sqrt(max(vi - i1 * i1, 0.0))
+        g2 = (cig - i1 * g1) / i2 if i2 > 0 else 0.0
+        g3 = math.sqrt(max(vg - g1 * g1 - g2 * g2, 0.0))
+        out[0, c, ii] = e
+        out[1, c, ii] = bb
+        out[2, c, ii] = i1
+        out[3, c, ii] = i2
+        out[4, c, ii] = g1
+        out[5, c, ii] = g2
+        out[6, c, ii] = g3
+
+
+@jit
+def poisson_tail_paths(mean, m, out, c, pmf):
+    """:func:`poisson_tail` of the first ``m`` paths' means side by side (SIMD), into ``out[c, :, :m]``; the
+    same bits path by path (``pmf``: scratch of ``(columns + 12, m)`` or more: the terms of :func:`poisson_tail`
+    and a row for the running sums)."""
+    cols = out.shape[1]
+    top = pmf.shape[0] - 2
+    for ii in range(m):
+        pmf[0, ii] = math.exp(-mean[ii])
+    for j in range(1, top + 1):
+        for ii in range(m):
+            pmf[j, ii] = pmf[j - 1, ii] * (mean[ii] / j)
+    for j in range(cols):
+        for ii in range(m):
+            out[c, j, ii] = 0.0
+    acc = pmf[top + 1]  # the running sums, path by path
+    for ii in range(m):
+        acc[ii] = 0.0
+    for j in range(top, 0, -1):
+        for ii in range(m):
+            acc[ii] += pmf[j, ii]
+        if j <= cols:
+            for ii in range(m):
+                out[c, j - 1, ii] = acc[ii] if mean[ii] > 0.0 else 0.0
+    for ii in range(m):
+        if mean[ii] > 1.0:
+            out[c, 0, ii] = -math.expm1(-mean[ii])
 
 
 @jit
