@@ -794,10 +794,18 @@ def reference_simulate_uncertain(scenario: Scenario, paths: int, seed: int, firs
                                  ) -> tuple[ReferenceResult, dict[str, np.ndarray]]:
     """:func:`reference_simulate` with every uncertain input drawn per path: each path is the fixed scenario
     with that path's values (``with_values``), run on that path's random numbers."""
+    from valuation.scenario.ranges import timing_keys
+
     values = reference_input_values(scenario, paths, seed, first)
+    refitted = [prefix for prefix, spec in timing_keys(scenario).items()
+                if getattr(spec, "family", "") == "quantiles" and spec.fit != "piecewise"
+                and any(k.startswith(prefix + ".") for k in values)]
     runs = []
     for i in range(paths):
         fixed = scenario.with_values({"correlations": [], **{k: float(v[i]) for k, v in values.items()}})
+        if refitted:  # each path's least-squares fit, to the last digit (scipy's stops some 1e-8 short)
+            tables = timing_keys(fixed)
+            fixed = fixed.with_values({prefix: precise_fit(fixed, tables[prefix]) for prefix in refitted})
         runs.append(reference_simulate(fixed, 1, seed, first=first + i))
     head = runs[0]
     stack = {name: np.concatenate([getattr(r, name) for r in runs]) for name in
@@ -812,3 +820,46 @@ def reference_simulate_uncertain(scenario: Scenario, paths: int, seed: int, firs
         parties=head.parties, market_pvs=market, company=stack["company"], revenue_by_year=stack["revenue_by_year"],
         years=head.years, revenue_path=stack["revenue_path"], booked=stack["booked"], step_time=head.step_time)
     return result, values
+
+
+def precise_fit(scenario: Scenario, spec) -> dict:
+    """A quantile table's least-squares fit (exponential, weibull, lognormal) as its family's own table:
+    :func:`models.timing.fit_quantiles`' solution, then Newton steps on the sum of squares in 40-digit
+    arithmetic (mpmath, derivatives numerical), so that it is the minimum to the last digit."""
+    import mpmath as mp
+
+    start = 0.0 if spec.start is None else as_years(scenario, spec.start)
+    by = [as_years(scenario, p.by) for p in spec.points]
+    probs = [p.p for p in spec.points]
+    fit = fit_quantiles(by, probs, family=spec.fit, start=start, never=spec.never).distribution
+    names = {"exponential": ("rate",), "weibull": ("shape", "scale"), "lognormal": ("median", "sigma")}[spec.fit]
+    with mp.workdps(40):
+        r = [mp.mpf(b) - mp.mpf(start) for b in by]
+        pn = [mp.mpf(p) / (1 - mp.mpf(spec.never)) for p in probs]
+
+        def cost(*y):
+            a = mp.e ** y[0]
+            b = mp.e ** y[1] if len(y) > 1 else None
+            total = mp.mpf(0)
+            for rj, pj in zip(r, pn, strict=True):
+                if spec.fit == "lognormal":
+                    f = mp.ncdf((mp.log(rj) - y[0]) / b)
+                elif spec.fit == "weibull":
+                    f = 1 - mp.e ** (-((rj / b) ** a))
+                else:
+                    f = 1 - mp.e ** (-a * rj)
+                total += (f - pj) ** 2 / 2
+            return total
+
+        y = [mp.log(mp.mpf(getattr(fit, name))) for name in names]
+        k = len(y)
+        for _ in range(6):
+            grad = mp.matrix([mp.diff(cost, y, tuple(int(i == j) for i in range(k))) for j in range(k)])
+            hess = mp.matrix(k, k)
+            for i in range(k):
+                for j in range(k):
+                    hess[i, j] = mp.diff(cost, y, tuple((i == m) + (j == m) for m in range(k)))
+            step = mp.lu_solve(hess, grad)
+            y = [y[j] - step[j] for j in range(k)]
+        out = {name: float(mp.e ** v) for name, v in zip(names, y, strict=True)}
+    return {"family": spec.fit, **out, "start": spec.start, "never": spec.never}

@@ -42,7 +42,7 @@ from models.revenue import (
     overlap,
     saturated,
 )
-from models.timing import MAX_PIECES, sample_time
+from models.timing import MAX_PIECES, PIECEWISE, sample_time
 from valuation.engine.sampling import draw_normals, draw_uniforms
 from valuation.engine.tables import (
     CLAUSE_MOMENTS,
@@ -92,6 +92,7 @@ from valuation.engine.uncertain import (
     T_QUANTILE_P,
     T_REVENUE,
     T_TIMING,
+    fit_family,
     poisson_tail_paths,
     step_coefficients_paths,
 )
@@ -216,10 +217,9 @@ def _booked(la, lb, xa, xb, fa, fb, inv_m):
 @jit(inline="always")  # at most 30 arguments: numba inlines no more
 def _revenue_own(model, drivers, step_class, declared, missed, raw, p_log_r0, p_half_var, p_log_jump, p_coef, p_tail,
                  p_haircut, p_haircut_end, unc_coef, unc_jumps, unc_haircut, jumps, three, normals, normals3, jump_u,
-                 extra, log_r, g, log_r_steps, coef):
+                 extra, log_r, g, log_r_steps):
     """The revenue of ``SUB`` paths, each with its own parameters (uncertain inputs): the step of the fixed
-    case, with each path's drift, volatility, uplift, haircuts, growth coefficients and jump tails (``coef``:
-    scratch for one step's e, B, int_z1, int_z2, growth_z1..3 of each path)."""
+    case, with each path's drift, volatility, uplift, haircuts, growth coefficients and jump tails."""
     t, dt, sqrt_dt, jump_tail, haircut_steps = model.t, model.dt, model.sqrt_dt, model.jump_tail, model.haircut_steps
     growth_decay, growth_mean, int_z1, int_z2 = model.growth_decay, model.growth_mean, model.int_z1, model.int_z2
     growth_z1, growth_z2, growth_z3 = model.growth_z1, model.growth_z2, model.growth_z3
@@ -256,26 +256,33 @@ def _revenue_own(model, drivers, step_class, declared, missed, raw, p_log_r0, p_
                 for ii in range(n_sub):
                     extra[ii] = extra[ii] - cut if missed[dd, ii] else extra[ii]
         root = sqrt_dt[k]
-        if unc_coef:  # this step's coefficients, path by path (then one branch-free loop)
+        if unc_coef:  # this step's coefficients, path by path (one branch-free loop)
             for ii in range(n_sub):
-                for j in range(7):
-                    coef[j, ii] = p_coef[j, cls, ii]
-        else:
-            for j, table in enumerate((growth_decay, growth_mean, int_z1, int_z2, growth_z1, growth_z2, growth_z3)):
-                x = table[k]
-                for ii in range(n_sub):
-                    coef[j, ii] = x
-        for ii in range(n_sub):
-            z1 = normals[0, uk, ii]
-            z2 = normals[1, uk, ii]
-            z3 = normals3[uk, ii] if three else 0.0
-            gbar = raw[R_GBAR, ii]
-            dev = g[ii] - gbar
-            lr = log_r[ii] + (gbar + extra[ii] - p_half_var[ii]) * h + dev * coef[1, ii] + \
-                (coef[2, ii] * z1 + coef[3, ii] * z2) + raw[R_SIGMA, ii] * root * z1
-            g[ii] = gbar + dev * coef[0, ii] + (coef[4, ii] * z1 + coef[5, ii] * z2 + coef[6, ii] * z3)
-            log_r[ii] = lr
-            log_r_steps[k, ii] = lr
+                z1 = normals[0, uk, ii]
+                z2 = normals[1, uk, ii]
+                z3 = normals3[uk, ii] if three else 0.0
+                gbar = raw[R_GBAR, ii]
+                dev = g[ii] - gbar
+                lr = log_r[ii] + (gbar + extra[ii] - p_half_var[ii]) * h + dev * p_coef[1, cls, ii] + \
+                    (p_coef[2, cls, ii] * z1 + p_coef[3, cls, ii] * z2) + raw[R_SIGMA, ii] * root * z1
+                g[ii] = gbar + dev * p_coef[0, cls, ii] + (p_coef[4, cls, ii] * z1 + p_coef[5, cls, ii] * z2
+                                                           + p_coef[6, cls, ii] * z3)
+                log_r[ii] = lr
+                log_r_steps[k, ii] = lr
+        else:  # the model's own coefficients (the same operations)
+            decay, mean_k, i1, i2 = growth_decay[k], growth_mean[k], int_z1[k], int_z2[k]
+            g1, g2, g3 = growth_z1[k], growth_z2[k], growth_z3[k]
+            for ii in range(n_sub):
+                z1 = normals[0, uk, ii]
+                z2 = normals[1, uk, ii]
+                z3 = normals3[uk, ii] if three else 0.0
+                gbar = raw[R_GBAR, ii]
+                dev = g[ii] - gbar
+                lr = log_r[ii] + (gbar + extra[ii] - p_half_var[ii]) * h + dev * mean_k + (i1 * z1 + i2 * z2) + \
+                    raw[R_SIGMA, ii] * root * z1
+                g[ii] = gbar + dev * decay + (g1 * z1 + g2 * z2 + g3 * z3)
+                log_r[ii] = lr
+                log_r_steps[k, ii] = lr
         if jumps:
             for ii in range(n_sub):
                 u = jump_u[uk, ii]
@@ -285,6 +292,32 @@ def _revenue_own(model, drivers, step_class, declared, missed, raw, p_log_r0, p_
                 if n_j > 0:
                     log_r[ii] = log_r[ii] + n_j * p_log_jump[ii]
                     log_r_steps[k, ii] = log_r[ii]
+
+
+@jit(inline="always")
+def _refit_table(par, src, inputs, qp_p, r_path, p_pts, r_pts, work):
+    """Quantile table ``src`` on one path from its probabilities ``qp_p[src]`` (and its start and never, in
+    ``par``): years after the start from ``inputs.qp_r``, or from the points' years ``inputs.qp_by`` where the
+    start is uncertain; the exact piecewise fit (:func:`_refit`, its breaks too when the start moves) or the
+    least-squares fit of its family (:func:`valuation.engine.uncertain.fit_family`).  The tables are read in
+    place and the fit gets thread-private copies (``r_path``, ``p_pts``, ``r_pts``, ``work``): no reference
+    count shared between threads."""
+    n = inputs.qp_n[src]
+    start_unc = inputs.qp_start[src] > 0
+    r_path[0] = 0.0
+    for j in range(n):
+        r_path[j + 1] = inputs.qp_by[src, j] - par[0] if start_unc else inputs.qp_r[src, j + 1]
+    if inputs.qp_fit[src] == PIECEWISE:
+        tail_never = inputs.qp_tail_never[src] > 0
+        if start_unc:
+            for j in range(n + 1 if tail_never else n):
+                par[4 + j] = r_path[j]  # (models.timing: the breaks from slot 4)
+        _refit(par, n, qp_p[src], r_path, tail_never)
+    else:
+        for j in range(n):
+            p_pts[j] = qp_p[src, j]
+            r_pts[j] = r_path[j + 1]
+        fit_family(inputs.qp_fit[src], n, p_pts, r_pts, par[1], par[2:4], work)
 
 
 @jit(inline="always")
@@ -414,6 +447,16 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     in_slot = inputs.slot
     flags = inputs.flags
     n_inputs = in_target.shape[0]
+    timing_q = np.empty(n_inputs, np.int64)  # the inputs of timing tables, then the others (each path's loops)
+    other_q = np.empty(n_inputs, np.int64)
+    n_timing_q = n_other_q = 0
+    for q in range(n_inputs):
+        if in_target[q] == T_TIMING or in_target[q] == T_QUANTILE_P:
+            timing_q[n_timing_q] = q
+            n_timing_q += 1
+        else:
+            other_q[n_other_q] = q
+            n_other_q += 1
     unc = flags[F_ANY] > 0
     unc_rev = flags[F_REVENUE] > 0
     unc_path = flags[F_DYNAMICS] > 0  # the revenue path itself differs from path to path
@@ -427,8 +470,11 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     margin_w = inputs.margin_w
     qp_n = inputs.qp_n
     qp_r = inputs.qp_r
-    qp_tail_never = inputs.qp_tail_never
     qp_p = inputs.qp_p.copy()
+    r_path = np.zeros(qp_r.shape[1])  # a path's quantile points, years after its table's start
+    p_pts = np.zeros(qp_r.shape[1])
+    r_pts = np.zeros(qp_r.shape[1])
+    fit_work = np.zeros((14, qp_r.shape[1]))
     n_classes = class_h.shape[0]
     raw = np.zeros((base_raw.shape[0], SUB))
     p_margin = np.zeros((margin_w.shape[1], SUB))
@@ -445,7 +491,6 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     p_haircut = np.zeros((dl_date.shape[0], SUB))
     p_haircut_end = np.zeros((dl_date.shape[0], SUB))
     p_never = np.zeros(SUB)
-    coef_step = np.zeros((7, SUB))
     margin_path = np.zeros(model.margin.shape[0])  # a path's own margin per step
     margin_sub = np.zeros((model.margin.shape[0], SUB))  # ... of the SUB paths
     n_steps = t.shape[0] - 1
@@ -538,7 +583,8 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
                 for d in range(n_deadlines):
                     p_haircut[d, ii] = dl_haircut[d]
                     p_haircut_end[d, ii] = drivers.dl_haircut_end[d]
-                for q in range(n_inputs):
+                for qq in range(n_other_q):
+                    q = other_q[qq]
                     code = in_target[q]
                     v = in_values[i, q]
                     if code == T_REVENUE:
@@ -587,27 +633,22 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
         for ii in range(m):
             if unc:  # this path's timing tables
                 i = sub + ii
-                for q in range(n_inputs):
-                    code = in_target[q]
-                    if code == T_TIMING or code == T_QUANTILE_P:
-                        src = in_index[q]
-                        v = in_values[i, q]
-                        if code == T_QUANTILE_P:
-                            qp_p[src, in_slot[q]] = v
-                        elif src == 0:
-                            decl_par[in_slot[q]] = v
-                        elif src == 1:
-                            lag_par[in_slot[q]] = v
-                        else:
-                            ev_par[src - 2, in_slot[q]] = v
+                for qq in range(n_timing_q):
+                    q = timing_q[qq]
+                    src = in_index[q]
+                    v = in_values[i, q]
+                    if in_target[q] == T_QUANTILE_P:
+                        qp_p[src, in_slot[q]] = v
+                    elif src == 0:
+                        decl_par[in_slot[q]] = v
+                    elif src == 1:
+                        lag_par[in_slot[q]] = v
+                    else:
+                        ev_par[src - 2, in_slot[q]] = v
                 for src in range(qp_n.shape[0]):
                     if qp_n[src] > 0:
-                        if src == 0:
-                            _refit(decl_par, qp_n[src], qp_p[src], qp_r[src], qp_tail_never[src] > 0)
-                        elif src == 1:
-                            _refit(lag_par, qp_n[src], qp_p[src], qp_r[src], qp_tail_never[src] > 0)
-                        else:
-                            _refit(ev_par[src - 2], qp_n[src], qp_p[src], qp_r[src], qp_tail_never[src] > 0)
+                        par = decl_par if src == 0 else (lag_par if src == 1 else ev_par[src - 2])
+                        _refit_table(par, src, inputs, qp_p, r_path, p_pts, r_pts, fit_work)
             decl = sample_time(decl_code, decl_par, draws[DRAW_DECLARATION, ii])
             verified = np.inf
             if decl < np.inf:
@@ -636,7 +677,7 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
         if unc_path:  # each path with its own parameters
             _revenue_own(model, drivers, step_class, declared, missed, raw, p_log_r0, p_half_var, p_log_jump, p_coef,
                          p_tail, p_haircut, p_haircut_end, unc_coef, unc_jumps, unc_haircut, jumps, three, normals,
-                         normals3, jump_u, extra, log_r, g, log_r_steps, coef_step)
+                         normals3, jump_u, extra, log_r, g, log_r_steps)
         else:
             for ii in range(SUB):
                 log_r[ii] = base_log_r0

@@ -52,6 +52,8 @@ F_ANY, F_REVENUE, F_LOG_X0, F_COEF, F_JUMPS, F_MARGIN, F_HAIRCUT, F_MARKET, F_LO
 N_FLAGS = 11  # F_REVENUE: a path's own revenue numbers; F_DYNAMICS: among them, some that move its revenue path
 _PAR_SLOTS = {"start": 0, "never": 1, "rate": 2, "shape": 2, "median": 2, "after": 2, "scale": 3, "sigma": 3,
               "growth": 3}
+FIT_CODES = {"piecewise": timing.PIECEWISE, "exponential": timing.EXPONENTIAL, "weibull": timing.WEIBULL,
+             "lognormal": timing.LOGNORMAL}  # the fits a path redoes for itself (not gompertz: see ranges)
 SAMPLE_LIMIT = 1_000_000  # paths the achieved correlations are measured on (the first ones of the run)
 
 
@@ -68,10 +70,13 @@ class InputTables(NamedTuple):
     margin_w: np.ndarray  # (K+1, M) each step's margin as weights of the margin points (linear in them)
     margin_base: np.ndarray  # (M,)
     jump_cols: np.ndarray  # (NJ,) room for jump-count tails (as many as the largest intensity needs)
-    qp_n: np.ndarray  # (2 + E,) points of a quantile table with a piecewise fit (0: not one)
+    qp_n: np.ndarray  # (2 + E,) points of a quantile table refitted on each path (0: not one)
     qp_p: np.ndarray  # (2 + E, MAX_PIECES) its probabilities
     qp_r: np.ndarray  # (2 + E, MAX_PIECES + 1) its breaks (0, then each point's years after the start)
     qp_tail_never: np.ndarray  # (2 + E,) 1: the hazard stops after the last point
+    qp_by: np.ndarray  # (2 + E, MAX_PIECES) each point's years after the valuation date
+    qp_fit: np.ndarray  # (2 + E,) the table's fit: models.timing's family code (PIECEWISE: exact)
+    qp_start: np.ndarray  # (2 + E,) 1: its start is uncertain (the points' years after it move)
 
 
 K_UNIFORM, K_TRIANGULAR, K_PERT, K_NORMAL, K_LOGNORMAL = range(5)
@@ -137,11 +142,10 @@ def pert_table(a: float, b: float) -> np.ndarray:
 
 
 @jit(inline="always")
-def _quantile(p, z, kind, par, table, q, lo, hi):
-    """The inverse CDF of input ``q`` at ``p`` (``z``: the normal score ndtri(p) for pert, ndtri of the cut
-    probability for normal and lognormal; par[q]: uniform, triangular, pert: low, mode, high; normal and
-    lognormal: mean, SD (of the log), and the CDF at the cut's ends; table[q]: a PERT's nodes), cut to
-    ``[lo, hi]``."""
+def _quantile(p, z, kind, par, q, lo, hi):
+    """The inverse CDF of input ``q`` at ``p`` but for pert (:func:`_draw_block`; ``z``: ndtri of the cut
+    probability for normal and lognormal; par[q]: uniform, triangular: low, mode, high; normal and lognormal:
+    mean, SD (of the log), and the CDF at the cut's ends), cut to ``[lo, hi]``."""
     if kind == K_UNIFORM:
         x = par[q, 0] + p * (par[q, 2] - par[q, 0])
     elif kind == K_TRIANGULAR:
@@ -149,46 +153,101 @@ def _quantile(p, z, kind, par, table, q, lo, hi):
         c = (mode - low) / (high - low)
         x = low + math.sqrt(p * (high - low) * (mode - low)) if p < c else \
             high - math.sqrt((1.0 - p) * (high - low) * (high - mode))
-    elif kind == K_PERT:
-        n_nodes = table.shape[1]
-        step = 2.0 * TABLE_Z / (n_nodes - 1)
-        f = (z + TABLE_Z) * ((n_nodes - 1) / (2.0 * TABLE_Z))
-        j = min(max(int(f), 0), n_nodes - 2)  # f >= 0: every uniform's score is above -TABLE_Z
-        t = f - j
-        t2 = t * t
-        t3 = t2 * t
-        x = par[q, 0] + (par[q, 2] - par[q, 0]) * ((2 * t3 - 3 * t2 + 1) * table[q, j, 0] + (t3 - 2 * t2 + t) * step
-                                                   * table[q, j, 1] + (-2 * t3 + 3 * t2) * table[q, j + 1, 0]
-                                                   + (t3 - t2) * step * table[q, j + 1, 1])
     else:
         x = par[q, 0] + par[q, 1] * z
         x = math.exp(x) if kind == K_LOGNORMAL else x
     return min(max(x, lo), hi)
 
 
+@jit(inline="always")
+def _draw_block(u, m, kinds, par, table, lo, hi, out, first, cut, z):
+    """Each input's inverse CDF at the uniforms ``u[input, i]`` of ``m`` paths into ``out[first + i, input]``,
+    one input at a time (its table in cache), the normal scores in SIMD passes (models.rng.ndtri_array, the
+    same bits as ndtri); ``cut``, ``z``: scratch of ``m``."""
+    for q in range(kinds.shape[0]):
+        kind, low, high = kinds[q], lo[q], hi[q]
+        if kind == K_PERT:  # cubic Hermite in the normal score between the table's nodes (value, slope)
+            rng.ndtri_array(u[q, :m], z)
+            tq = table[q]
+            n_nodes = tq.shape[0]
+            scale = (n_nodes - 1) / (2.0 * TABLE_Z)
+            step = 2.0 * TABLE_Z / (n_nodes - 1)
+            a, span = par[q, 0], par[q, 2] - par[q, 0]
+            for i in range(m):
+                f = (z[i] + TABLE_Z) * scale
+                j = min(max(int(f), 0), n_nodes - 2)
+                t = f - j
+                t2 = t * t
+                t3 = t2 * t
+                x = a + span * ((2 * t3 - 3 * t2 + 1) * tq[j, 0] + (t3 - 2 * t2 + t) * step * tq[j, 1]
+                                + (-2 * t3 + 3 * t2) * tq[j + 1, 0] + (t3 - t2) * step * tq[j + 1, 1])
+                out[first + i, q] = min(max(x, low), high)
+            continue
+        if kind == K_NORMAL or kind == K_LOGNORMAL:
+            for i in range(m):
+                cut[i] = par[q, 2] + u[q, i] * (par[q, 3] - par[q, 2])
+            rng.ndtri_array(cut, z)
+        for i in range(m):
+            out[first + i, q] = _quantile(u[q, i], z[i], kind, par, q, low, high)
+
+
 @pjit
 def all_draws(u, kinds, par, table, lo, hi):
-    """``(paths, inputs)``: each input's inverse CDF at its uniforms ``u[input, path]``: blocks of paths in
-    parallel, one input at a time (its table in cache), the normal scores in SIMD passes (models.rng.ndtri_array,
-    the same bits as ndtri)."""
-    n_inputs, n = u.shape
-    out = np.empty((n, n_inputs))
+    """``(paths, inputs)``: each input's inverse CDF at its uniforms ``u[input, path]`` (:func:`_draw_block`),
+    blocks of paths in parallel."""
+    n = u.shape[1]
+    out = np.empty((n, u.shape[0]))
     width = 1024
     for b in numba.prange((n + width - 1) // width):
         first = b * width
         m = min(n, first + width) - first
-        cut = np.empty(m)
-        z = np.zeros(m)
+        _draw_block(u[:, first:first + m], m, kinds, par, table, lo, hi, out, first, np.empty(m), np.zeros(m))
+    return out
+
+
+@jit(inline="always")
+def _correlate_block(u, m, drivers, first, factor, cols, z):
+    """The copula on ``m`` paths in place: input ``cols[j]``'s uniform (row of ``u``) becomes ``Phi(L z)`` of
+    its row of the factor ``L`` (``factor[n_drivers + j]``) and the scores ``z`` (the drivers' from
+    ``drivers[:, first + i]``, then the inputs' ``ndtri`` of their own uniforms), cut to ``[1e-300,
+    1 - 2^-53]``; ``z``: scratch of ``(variables, m)``."""
+    n_drivers = drivers.shape[0]
+    for v in range(n_drivers):
+        for i in range(m):
+            z[v, i] = drivers[v, first + i]
+    for j in range(cols.shape[0]):
+        rng.ndtri_array(u[cols[j], :m], z[n_drivers + j, :m])
+    for j in range(cols.shape[0]):
+        row = factor[n_drivers + j]
+        q = cols[j]
+        for i in range(m):
+            x = 0.0
+            for v in range(n_drivers + j + 1):
+                x += row[v] * z[v, i]
+            u[q, i] = min(max(_ndtr(x), 1e-300), 1.0 - 2**-53)
+
+
+@pjit
+def input_values(rk, first, n, streams, draws, drivers, factor, cols, kinds, par, table, lo, hi):
+    """``(n, inputs)``: each uncertain input's value on paths ``first .. first + n - 1`` in one pass, blocks of
+    paths in parallel: its own uniform (draw ``draws[q]`` on ``streams[q]``, as :func:`all_uniforms`), the
+    copula (:func:`_correlate_block`: ``cols``, the correlated inputs; ``drivers``, the drivers' scores on the
+    paths) and its inverse CDF (:func:`_draw_block`)."""
+    n_inputs = streams.shape[0]
+    out = np.empty((n, n_inputs))
+    width = 1024
+    for b in numba.prange((n + width - 1) // width):
+        start = b * width
+        m = min(n, start + width) - start
+        buf = np.empty((1, width))
+        u = np.empty((n_inputs, width))
         for q in range(n_inputs):
-            kind, low, high = kinds[q], lo[q], hi[q]
-            if kind == K_PERT:
-                rng.ndtri_array(u[q, first:first + m], z)
-            elif kind == K_NORMAL or kind == K_LOGNORMAL:
-                for i in range(m):
-                    cut[i] = par[q, 2] + u[q, first + i] * (par[q, 3] - par[q, 2])
-                rng.ndtri_array(cut, z)
+            rng.uniform_block(rk, first + start, streams[q], draws[q], buf, buf[:0])
             for i in range(m):
-                out[first + i, q] = _quantile(u[q, first + i], z[i], kind, par, table, q, low, high)
+                u[q, i] = buf[0, i]
+        if cols.shape[0] > 0:
+            _correlate_block(u, m, drivers, start, factor, cols, np.empty((drivers.shape[0] + cols.shape[0], m)))
+        _draw_block(u, m, kinds, par, table, lo, hi, out, start, np.empty(m), np.zeros(m))
     return out
 
 
@@ -299,8 +358,18 @@ class UncertainPlan:
 
     def values(self, key: np.ndarray, first: int, n: int) -> np.ndarray:
         """``(n, inputs)``: each uncertain input's value on paths ``first .. first + n - 1``."""
-        u = self.uniforms(key, first, n)
-        return all_draws(u, *self._constants)
+        rk = rng.round_keys(np.asarray(key, np.uint32))
+        c = self.copula
+        if c is None:
+            drivers, cols, factor = np.zeros((0, n)), np.zeros(0, np.int64), np.zeros((0, 0))
+        else:
+            col = {inp.key: j for j, inp in enumerate(self.inputs)}
+            drivers = self._driver_scores(key, first, n)
+            cols = np.array([col[name] for name in c.names[c.drivers:]], np.int64)
+            factor = np.ascontiguousarray(c.factor)
+        return input_values(rk, np.int64(first), np.int64(n), np.array([i.stream for i in self.inputs], np.int64),
+                            np.array([i.draw for i in self.inputs], np.int64), drivers, factor, cols,
+                            *self._constants)
 
     @functools.cached_property
     def _constants(self) -> tuple[np.ndarray, ...]:
@@ -316,17 +385,6 @@ class UncertainPlan:
         rk = rng.round_keys(np.asarray(key, np.uint32))
         return all_uniforms(rk, np.int64(first), np.int64(n), np.array([i.stream for i in self.inputs], np.int64),
                             np.array([i.draw for i in self.inputs], np.int64))
-
-    def uniforms(self, key: np.ndarray, first: int, n: int) -> np.ndarray:
-        """``(inputs, n)``: each input's uniform on the paths, after the copula."""
-        u = self._raw_uniforms(key, first, n)
-        if self.copula is None:
-            return u
-        c = self.copula
-        col = {inp.key: j for j, inp in enumerate(self.inputs)}
-        drivers = self._driver_scores(key, first, n)
-        correlate(u, drivers, c.factor, np.array([col[name] for name in c.names[c.drivers:]], np.int64))
-        return u
 
     def _driver_scores(self, key: np.ndarray, first: int, n: int) -> np.ndarray:
         """``(drivers, n)``: the correlated drivers' normal scores on the paths."""
@@ -390,33 +448,6 @@ def _ndtr(x):
         return 0.5 + 0.5 * math.erf(y)
     tail = 0.5 * math.erfc(abs(y))
     return 1.0 - tail if y > 0 else tail
-
-
-@pjit
-def correlate(u, drivers, factor, cols):
-    """The copula in place: input ``cols[j]``'s uniform (row of ``u``) becomes ``Phi(L z)`` of its row of the
-    factor ``L`` (``factor[n_drivers + j]``) and the scores ``z`` (the drivers', then the inputs' ``ndtri`` of
-    their own uniforms), cut to ``[1e-300, 1 - 2^-53]``; blocks of paths in parallel."""
-    n_drivers, n = drivers.shape
-    n_vars = n_drivers + cols.shape[0]
-    width = 1024
-    for b in numba.prange((n + width - 1) // width):
-        lo = b * width
-        m = min(n, lo + width) - lo
-        z = np.empty((n_vars, m))
-        for v in range(n_drivers):
-            for i in range(m):
-                z[v, i] = drivers[v, lo + i]
-        for j in range(cols.shape[0]):
-            rng.ndtri_array(u[cols[j], lo:lo + m], z[n_drivers + j])
-        for j in range(cols.shape[0]):
-            row = factor[n_drivers + j]
-            q = cols[j]
-            for i in range(m):
-                x = 0.0
-                for v in range(n_drivers + j + 1):
-                    x += row[v] * z[v, i]
-                u[q, lo + i] = min(max(_ndtr(x), 1e-300), 1.0 - 2**-53)
 
 
 @pjit
@@ -492,7 +523,9 @@ def no_inputs(n_steps: int, n_sources: int) -> InputTables:
         flags=np.zeros(N_FLAGS, np.uint8), base_raw=np.zeros(len(RAW)), step_class=np.zeros(n_steps + 1, np.int64),
         class_h=np.zeros(1), margin_w=np.zeros((n_steps + 1, 1)), margin_base=np.zeros(1),
         jump_cols=np.zeros(1), qp_n=np.zeros(n_sources, np.int64), qp_p=np.zeros((n_sources, timing.MAX_PIECES)),
-        qp_r=np.zeros((n_sources, timing.MAX_PIECES + 1)), qp_tail_never=np.zeros(n_sources, np.uint8))
+        qp_r=np.zeros((n_sources, timing.MAX_PIECES + 1)), qp_tail_never=np.zeros(n_sources, np.uint8),
+        qp_by=np.zeros((n_sources, timing.MAX_PIECES)), qp_fit=np.zeros(n_sources, np.int64),
+        qp_start=np.zeros(n_sources, np.uint8))
 
 
 def plan(scenario: Any, t: np.ndarray, model: Any, timing_sources: list[str], margin_weights: np.ndarray,
@@ -511,6 +544,9 @@ def plan(scenario: Any, t: np.ndarray, model: Any, timing_sources: list[str], ma
     qp_p = np.zeros((n_src, timing.MAX_PIECES))
     qp_r = np.zeros((n_src, timing.MAX_PIECES + 1))
     qp_never = np.zeros(n_src, np.uint8)
+    qp_by = np.zeros((n_src, timing.MAX_PIECES))
+    qp_fit = np.zeros(n_src, np.int64)
+    qp_start = np.zeros(n_src, np.uint8)
     flags = np.zeros(N_FLAGS, np.uint8)
     for key in names:
         inputs.append(make_input(scenario, key, scenario.ranges[key]))
@@ -525,7 +561,10 @@ def plan(scenario: Any, t: np.ndarray, model: Any, timing_sources: list[str], ma
             qp_n[idx] = n
             qp_p[idx, :n] = [p.p for p in spec.points]
             qp_r[idx, 1:n + 1] = [_years(scenario, p.by) - start for p in spec.points]
+            qp_by[idx, :n] = [_years(scenario, p.by) for p in spec.points]
             qp_never[idx] = spec.tail == "never"
+            qp_fit[idx] = FIT_CODES[spec.fit]
+            qp_start[idx] |= code == T_TIMING and sl == 0
     for code, idx in zip(target, index, strict=True):
         if code in (T_REVENUE, T_HAIRCUT, T_HAIRCUT_YEARS, T_MARGIN):
             flags[F_REVENUE] = 1
@@ -554,7 +593,8 @@ def plan(scenario: Any, t: np.ndarray, model: Any, timing_sources: list[str], ma
         target=np.array(target, np.int64), index=np.array(index, np.int64), slot=np.array(slot, np.int64),
         flags=flags, base_raw=base_raw, step_class=cls, class_h=class_h,
         margin_w=np.ascontiguousarray(margin_weights), margin_base=np.asarray(margin_base, np.float64),
-        jump_cols=np.zeros(max(jump_columns, 1)), qp_n=qp_n, qp_p=qp_p, qp_r=qp_r, qp_tail_never=qp_never)
+        jump_cols=np.zeros(max(jump_columns, 1)), qp_n=qp_n, qp_p=qp_p, qp_r=qp_r, qp_tail_never=qp_never,
+        qp_by=qp_by, qp_fit=qp_fit, qp_start=qp_start)
     copula = build_copula(scenario)
     growth = growth_coefficients(model) if copula is not None and "revenue_growth" in copula.names else None
     counters = {name: rng.named_counter(f"event:{name}") for name in scenario.events}
@@ -709,6 +749,167 @@ def poisson_tail_paths(mean, m, out, c, pmf):
     for ii in range(m):
         if mean[ii] > 1.0:
             out[c, 0, ii] = -math.expm1(-mean[ii])
+
+
+@jit(inline="always")
+def _fit_cost(code, n, pn, log_r, r, y0, y1, res, der):
+    """Half the sum of squares of the residuals ``F(r_j) - pn_j`` of a family's inner CDF at log-parameters
+    ``(y0, y1)``, and their first and second derivatives in ``y``: ``der[0:2, j]``, ``der[2:5, j]`` (d00, d01,
+    d11)."""
+    a = math.exp(y0)
+    inv_b = math.exp(-y1)
+    cost = 0.0
+    for j in range(n):
+        if code == timing.LOGNORMAL:
+            z = (log_r[j] - y0) * inv_b
+            f = _ndtr(z)
+            phi = math.exp(-0.5 * z * z) * (1.0 / math.sqrt(2.0 * math.pi))
+            d0 = -phi * inv_b
+            der[0, j] = d0
+            der[1, j] = -phi * z
+            der[2, j] = z * d0 * inv_b
+            der[3, j] = -d0 * (1.0 - z * z)
+            der[4, j] = z * phi * (1.0 - z * z)
+        else:
+            if code == timing.EXPONENTIAL:
+                h = a * r[j]
+                h0, h1, h00, h01, h11 = h, 0.0, h, 0.0, 0.0
+            else:  # weibull: a the shape, b the scale
+                x = log_r[j] - y1
+                h = math.exp(a * x)
+                h0, h1 = h * a * x, -a * h
+                h00, h01, h11 = a * x * (h0 + h), a * (h1 * x - h), -a * h1
+            f = -math.expm1(-h)
+            sf = math.exp(-h)
+            der[0, j] = sf * h0
+            der[1, j] = sf * h1
+            der[2, j] = sf * (h00 - h0 * h0)
+            der[3, j] = sf * (h01 - h0 * h1)
+            der[4, j] = sf * (h11 - h1 * h1)
+        res[j] = f - pn[j]
+        cost += 0.5 * res[j] * res[j]
+    return cost
+
+
+@jit
+def fit_family(code, n, p, r, never, out, work):
+    """:func:`models.timing.fit_quantiles` for a fitted family (exponential, weibull, lognormal) on one path: the
+    least-squares fit in probability space, on log-parameters, of ``P(by r_j) = p_j`` (``r``: years after the
+    start), the chance of never held at ``never``; ``out[0], out[1]``: the parameters in
+    :meth:`models.timing.TimeDistribution.to_params` order.
+
+    It starts from the linearised problem's solution (:func:`_fit_start`) and takes
+    Newton steps on the sum of squares (exact first and second derivatives), a Levenberg-Marquardt step where
+    the Hessian is not positive definite, each step halved until the sum falls, until a step no longer moves the
+    parameters.  ``work``: scratch of ``(14, n)`` or more."""
+    k = 1 if code == timing.EXPONENTIAL else 2
+    pn, log_r, res, trial, der, der_trial = work[0], work[1], work[2], work[3], work[4:9], work[9:14]
+    for j in range(n):
+        pn[j] = p[j] / (1.0 - never)
+        log_r[j] = math.log(r[j])
+    y0, y1 = _fit_start(code, n, pn, log_r, r, trial, res)
+    cost = _fit_cost(code, n, pn, log_r, r, y0, y1, res, der)
+    lam = 1e-3
+    for _ in range(200):
+        g0 = g1 = j00 = j01 = j11 = s00 = s01 = s11 = 0.0
+        for j in range(n):
+            e = res[j]
+            g0 += der[0, j] * e
+            j00 += der[0, j] * der[0, j]
+            s00 += der[2, j] * e
+            if k == 2:
+                g1 += der[1, j] * e
+                j01 += der[0, j] * der[1, j]
+                j11 += der[1, j] * der[1, j]
+                s01 += der[3, j] * e
+                s11 += der[4, j] * e
+        h00, h01, h11 = j00 + s00, j01 + s01, j11 + s11
+        if k == 1:
+            newton = h00 > 0.0
+            d0, d1 = (-g0 / h00 if newton else -g0 / (j00 * (1.0 + lam))), 0.0
+        else:
+            det = h00 * h11 - h01 * h01
+            newton = h00 > 0.0 and det > 0.0
+            if not newton:  # Levenberg-Marquardt on the Gauss-Newton matrix
+                floor = 1e-9 * (j00 + j11)
+                h00 = j00 + lam * max(j00, floor)
+                h11 = j11 + lam * max(j11, floor)
+                h01 = j01
+                det = h00 * h11 - h01 * h01
+                lam *= 4.0
+            d0, d1 = -(h11 * g0 - h01 * g1) / det, -(h00 * g1 - h01 * g0) / det
+        longest = max(abs(d0), abs(d1))
+        if longest > 1.0:  # at most a factor e on a parameter per step
+            d0, d1 = d0 / longest, d1 / longest
+        if not (abs(d0) > 1e-15 * (1.0 + abs(y0)) or abs(d1) > 1e-15 * (1.0 + abs(y1))):
+            break  # the step no longer moves the parameters (or is not a number)
+        if newton and longest < 1e-8:  # Newton's last step: what it leaves is of order its square, below rounding
+            y0, y1 = y0 + d0, y1 + d1
+            break
+        moved = False
+        for _ in range(60):
+            new = _fit_cost(code, n, pn, log_r, r, y0 + d0, y1 + d1, trial, der_trial)
+            if new < cost or (newton and max(abs(d0), abs(d1)) < 1e-9):  # (rounding decides the sum there)
+                y0, y1, cost = y0 + d0, y1 + d1, new
+                for j in range(n):
+                    res[j] = trial[j]
+                    for i in range(5):
+                        der[i, j] = der_trial[i, j]
+                moved = True
+                break
+            d0, d1 = 0.5 * d0, 0.5 * d1
+        if not moved:
+            break
+        if newton:
+            lam = max(lam * 0.2, 1e-15)
+    out[0] = math.exp(y0)
+    out[1] = math.exp(y1) if k == 2 else 0.0
+
+
+@jit(inline="always")
+def _fit_start(code, n, pn, log_r, r, z, w):
+    """The linearised problem's solution on log-parameters (0 where it is not a positive number), as
+    :func:`models.timing._starting_values` but each point weighted as the least squares in probability space
+    weigh it to first order (lognormal: ``phi(z_j)^2``; weibull: ``(S_j h_j)^2``): closer to the minimum, so
+    fewer Newton steps.  ``z``, ``w``: scratch of ``n``."""
+    if code == timing.EXPONENTIAL:
+        num = den = 0.0
+        for j in range(n):
+            num += -math.log1p(-pn[j]) * r[j]
+            den += r[j] * r[j]
+        a = num / den
+        return (math.log(a) if a > 0 and a < np.inf else 0.0), 0.0
+    # a weighted line through (x_j, y_j): weibull log h on log r, lognormal log r on ndtri(pn)
+    for j in range(n):
+        if code == timing.LOGNORMAL:
+            z[j] = rng.ndtri(pn[j])
+            w[j] = math.exp(-z[j] * z[j])
+        else:
+            h = -math.log1p(-pn[j])
+            z[j] = math.log(h)
+            w[j] = ((1.0 - pn[j]) * h) ** 2
+    sw = mx = my = 0.0
+    for j in range(n):
+        x, y = (z[j], log_r[j]) if code == timing.LOGNORMAL else (log_r[j], z[j])
+        sw += w[j]
+        mx += w[j] * x
+        my += w[j] * y
+    mx /= sw
+    my /= sw
+    sxx = sxy = 0.0
+    for j in range(n):
+        x, y = (z[j], log_r[j]) if code == timing.LOGNORMAL else (log_r[j], z[j])
+        sxx += w[j] * (x - mx) * (x - mx)
+        sxy += w[j] * (x - mx) * (y - my)
+    slope = sxy / sxx
+    intercept = my - slope * mx
+    if code == timing.LOGNORMAL:
+        a, b = math.exp(intercept), slope
+    else:
+        a, b = slope, math.exp(-intercept / slope)
+    if not (a > 0 and b > 0 and a < np.inf and b < np.inf):
+        return 0.0, 0.0
+    return math.log(a), math.log(b)
 
 
 @jit

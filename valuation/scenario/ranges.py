@@ -131,20 +131,15 @@ def takes_distribution(scenario: Any, key: str) -> str | None:
                 if rest[-1] != "p":
                     return "a number of the world; a distribution goes on an elicited point's probability (p), " \
                            "not on its date"
-                if table.fit != "piecewise":
-                    return (f"a quantile table with fit = \"piecewise\" for a distribution on a probability "
-                            f"({prefix} has fit = {table.fit!r}: a least-squares fit per path is not done)")
-                return None
             if rest[0] == "pieces":
                 return None if rest[-1] == "hazard" else \
                     "a number of the world; a distribution goes on a piece's hazard, not on where it starts"
-            if rest[0] == "start" and family in ("quantiles", "piecewise_hazard"):
-                return (f"a table other than {family} for a distribution on its start (its "
-                        f"{'fit' if family == 'quantiles' else 'pieces'} hang on it)")
-            if rest[0] == "never" and family == "quantiles" and table.fit != "piecewise":
-                return (f"a quantile table with fit = \"piecewise\" for a distribution on never ({prefix} has fit = "
-                        f"{table.fit!r}: the fitted family depends on it, and a least-squares fit per path is not "
-                        "done)")
+            if rest[0] == "start" and family == "piecewise_hazard":
+                return "a table other than piecewise_hazard for a distribution on its start (its pieces hang on it)"
+            if family == "quantiles" and table.fit == "gompertz":
+                return (f"a quantile table with another fit (piecewise, exponential, weibull or lognormal) for a "
+                        f"distribution on its {rest[0]} ({prefix} has fit = \"gompertz\": each path would refit it, "
+                        "and a gompertz fit's growth can run off to zero)")
             return None
     if head == "market" or (head == "parties" and parts[-1] == "discount_rate"):
         return "an input of the world; discount rates stay fixed: they are how each party (or the market) " \
@@ -226,6 +221,15 @@ def _order_checks(scenario: Any, ranges: Mapping[str, InputRange]) -> Iterator[P
     for prefix, table in timing_keys(scenario).items():
         if getattr(table, "family", "") != "quantiles":
             continue
+        start = ranges.get(f"{prefix}.start")
+        if start is not None and start.dist is not None and table.points:
+            by = table.points[0].by
+            first = float(by) if isinstance(by, (int, float)) else scenario.years(by)
+            top = support(scenario, f"{prefix}.start", start)[1]
+            if not top < first:
+                yield Problem(f"{prefix}.start", f"expected draws before the first elicited point ({first:g} years "
+                              f"after the valuation date; this one goes up to {top:g}): every point comes after "
+                              "the start", has_value=False)
         spans = [span(f"{prefix}.points[{j}].p", p.p) for j, p in enumerate(table.points)]
         never = span(f"{prefix}.never", table.never)
         if not any(f"{prefix}.points[{j}].p" in ranges for j in range(len(spans))) and f"{prefix}.never" not in ranges:
