@@ -83,19 +83,39 @@ def every_input_uncertain(scenario):
     return scenario.with_values(changes)
 
 
-def full_model(paths: int, threads: int, repeats: int, uncertain: bool = False) -> dict:
-    scenario = valuation.load_scenario(BASE_CASE)
-    compiled = compile_scenario(every_input_uncertain(scenario), uncertain=True) if uncertain else \
-        compile_scenario(scenario)
+def full_model(paths: int, threads: int, repeats: int) -> dict:
+    compiled = compile_scenario(valuation.load_scenario(BASE_CASE))
     key, _ = key_from_seed(1)
     simulate_arrays(compiled, key, 2_048, threads=threads)  # compiled or loaded: not timed
     seconds = median_time(lambda: simulate_arrays(compiled, key, paths, threads=threads), repeats)
     steps = compiled.n_steps
-    out = {"paths": paths, "steps": steps, "threads": threads, "seconds": seconds,
-           "path_steps_per_s": paths * steps / seconds}
-    if uncertain:
-        out["uncertain_inputs"] = len(compiled.plan.inputs)
-    return out
+    return {"paths": paths, "steps": steps, "threads": threads, "seconds": seconds,
+            "path_steps_per_s": paths * steps / seconds}
+
+
+def uncertain_side_by_side(paths: int, threads: int, repeats: int) -> dict:
+    """Every listed input uncertain against the fixed run, the two run in turn (``repeats`` pairs): the ratio
+    is the median of the pairs' ratios, so a drift in the machine's speed during the run falls on both."""
+    scenario = valuation.load_scenario(BASE_CASE)
+    fixed = compile_scenario(scenario)
+    uncertain = compile_scenario(every_input_uncertain(scenario), uncertain=True)
+    key, _ = key_from_seed(1)
+    for compiled in (fixed, uncertain):
+        simulate_arrays(compiled, key, 2_048, threads=threads)  # compiled or loaded: not timed
+    pairs = []
+    for _ in range(repeats):
+        pair = []
+        for compiled in (fixed, uncertain):
+            start = time.perf_counter()
+            simulate_arrays(compiled, key, paths, threads=threads)
+            pair.append(time.perf_counter() - start)
+        pairs.append(pair)
+    seconds = statistics.median(p[1] for p in pairs)
+    steps = uncertain.n_steps
+    return {"paths": paths, "steps": steps, "threads": threads, "seconds": seconds,
+            "path_steps_per_s": paths * steps / seconds, "uncertain_inputs": len(uncertain.plan.inputs),
+            "fixed_seconds": statistics.median(p[0] for p in pairs), "pairs": len(pairs),
+            "paired_ratio": statistics.median(p[0] / p[1] for p in pairs)}
 
 
 def floor(paths: int, steps: int, threads: int, repeats: int) -> dict:
@@ -195,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = results["runs"]
     runs["full_1"] = full_model(paths, 1, repeats)
     runs["full_all"] = full_model(paths, all_threads, repeats)
-    runs["uncertain_all"] = full_model(paths, all_threads, repeats, uncertain=True)
+    runs["uncertain_all"] = uncertain_side_by_side(paths, all_threads, 3 * repeats)
     steps = runs["full_1"]["steps"]
     runs["floor_1"] = floor(paths, steps, 1, repeats)
     runs["floor_all"] = floor(paths, steps, all_threads, repeats)
@@ -228,8 +248,9 @@ def ratios(runs: dict, all_threads: int) -> dict:
         "full_over_numpy_1_thread": rate["full_1"] / rate["numpy"],
         "full_over_numpy_all_threads": rate["full_all"] / rate["numpy"],
     }
-    if "uncertain_all" in rate:
-        out["uncertain_over_fixed_all_threads"] = rate["uncertain_all"] / rate["full_all"]
+    if "uncertain_all" in rate:  # the fixed and uncertain runs side by side (pairs), else the two rows
+        out["uncertain_over_fixed_all_threads"] = runs["uncertain_all"].get(
+            "paired_ratio", rate["uncertain_all"] / rate["full_all"])
     if "quantlib" in rate:
         out["full_over_quantlib_1_thread"] = rate["full_1"] / rate["quantlib"]
         out["full_over_quantlib_all_threads"] = rate["full_all"] / rate["quantlib"]
@@ -295,11 +316,12 @@ WHY = {  # shown when a target is missed: what the gap is made of
         "step, is what makes every run reproducible bit for bit on any thread count). At all threads the ratio "
         "also carries the machine's thread scaling in this run (see the floor's speed-up)."),
     "uncertain_over_fixed_all_threads": (
-        "every input of the world drawn per path (29 here) costs twice: a pass before the kernel draws each "
-        "input's own uniform (a Philox call per input and path), its normal score and its quantile (a PERT table "
-        "look-up), about 15% of a fixed run, and in the kernel each path computes its own growth coefficients, "
-        "jump-count tails, margins, haircuts and timing tables, about 10%. Drawing the inputs inside the kernel's "
-        "own blocks (their uniforms beside the drivers') would save most of the first part."),
+        "every input of the world drawn per path (34 here, the AGI declaration's three elicited probabilities "
+        "among them) costs in three places, measured by feeding the kernel values drawn beforehand: the pass "
+        "that draws them (a Philox call, a normal score and a quantile per input and path) about 10% of a fixed "
+        "run; each path's least-squares refit of the declaration's lognormal (Newton, some four evaluations of "
+        "three normal CDFs) about 6%; each path's own growth coefficients, jump-count tails, margins, haircuts "
+        "and timing tables, and the revenue step with its own parameters, about 12%."),
     "full_over_numpy_1_thread": (
         "as above; at one thread the kernel is about 2x the numpy reference, on either side of the target from run "
         "to run."),
@@ -323,7 +345,8 @@ def render(results: dict) -> str:
     ]
     labels = (("full_1", "full model (base case, all structures)"),
               ("full_all", "full model (base case, all structures)"),
-              ("uncertain_all", "full model, every listed input uncertain ({n} drawn per path)"),
+              ("uncertain_all", "full model, every listed input uncertain ({n} drawn per path; in turn with the fixed "
+                                "model)"),
               ("floor_1", "floor: Philox + inverse-CDF normal + log-normal step"),
               ("floor_all", "floor: Philox + inverse-CDF normal + log-normal step"),
               ("numpy", "numpy reference (`numpy_reference.py`, numpy.random.Generator)"),

@@ -236,20 +236,22 @@ def _revenue_own(model, drivers, step_class, declared, missed, raw, p_log_r0, p_
         h = dt[k]
         uk = np.uint64(k - 1)
         cls = step_class[k]
+        inv_h = 1.0 / h  # (a product per path, not a division)
+        whole = (b - a) * inv_h
         for ii in range(n_sub):
             up = raw[R_UPLIFT, ii]
             d = declared[ii]
             left = a if a > d else d
-            part = up * (b - left if b > left else 0.0) / h
-            extra[ii] = up * 0.0 if b <= d else (up * (b - a) / h if a >= d else part)
+            part = up * ((b - left if b > left else 0.0) * inv_h)
+            extra[ii] = up * 0.0 if b <= d else (up * whole if a >= d else part)
         for dd in range(dl_date.shape[0]):
             if unc_haircut:  # each path's own haircut and end (branch-free: the paths side by side)
                 date = dl_date[dd]
+                left = a if a > date else date
                 for ii in range(n_sub):
                     end = p_haircut_end[dd, ii]
-                    left = a if a > date else date
                     right = b if b < end else end
-                    cut = p_haircut[dd, ii] * (right - left if right > left else 0.0) / h
+                    cut = p_haircut[dd, ii] * ((right - left if right > left else 0.0) * inv_h)
                     extra[ii] = extra[ii] - (cut if missed[dd, ii] else 0.0)
             elif dl_haircut[dd] > 0.0:
                 cut = haircut_steps[dd, k]
