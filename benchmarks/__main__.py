@@ -317,11 +317,14 @@ WHY = {  # shown when a target is missed: what the gap is made of
         "also carries the machine's thread scaling in this run (see the floor's speed-up)."),
     "uncertain_over_fixed_all_threads": (
         "every input of the world drawn per path (34 here, the AGI declaration's three elicited probabilities "
-        "among them) costs in three places, measured by feeding the kernel values drawn beforehand: the pass "
-        "that draws them (a Philox call, a normal score and a quantile per input and path) about 10% of a fixed "
-        "run; each path's least-squares refit of the declaration's lognormal (Newton, some four evaluations of "
-        "three normal CDFs) about 6%; each path's own growth coefficients, jump-count tails, margins, haircuts "
-        "and timing tables, and the revenue step with its own parameters, about 12%."),
+        "among them) costs in three places, measured apart on 200,000 paths by feeding the kernel values drawn "
+        "beforehand and by leaving groups of inputs fixed: the pass that draws them (a Philox call, a normal score "
+        "and a quantile per input and path) about 10% of a fixed run; each path's least-squares refit of the "
+        "declaration's lognormal (Newton from a weighted linear start, three to four evaluations of three normal "
+        "CDFs) about 7%; each path's own growth coefficients, jump-count tails, margins, haircuts and timing "
+        "tables, and the revenue step with its own parameters, about 11%. Each of the last is small (1-3%) on its "
+        "own; the two large parts are arithmetic a path cannot skip (its own counter-based draw per input, and a "
+        "fit to its own points)."),
     "full_over_numpy_1_thread": (
         "as above; at one thread the kernel is about 2x the numpy reference, on either side of the target from run "
         "to run."),
