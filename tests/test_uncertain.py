@@ -369,7 +369,8 @@ def test_minimal_with_uncertain_margin_and_no_market_matches_the_reference():
 
 def _fitted_tables() -> dict:
     """The base case with its least-squares-fitted AGI declaration uncertain (each point's probability), a
-    weibull-fitted event with an uncertain never and an exponential-fitted one with an uncertain start."""
+    weibull-fitted event with an uncertain never, an exponential-fitted one with an uncertain start, and piecewise
+    fits (either tail) with an uncertain start."""
     spec = base_case_dict()
     points = spec["agi"]["declaration"]["points"]
     for j, (low, high) in enumerate([(0.15, 0.35), (0.4, 0.6), (0.75, 0.92)]):
@@ -384,6 +385,9 @@ def _fitted_tables() -> dict:
     spec["events"]["spin_off"] = {"family": "quantiles", "fit": "piecewise", "tail": "never",
                                   "start": {"value": 0.5, "low": 0.0, "high": 1.0, "dist": "uniform"},
                                   "points": [{"by": 2.0, "p": 0.3}, {"by": 5.0, "p": 0.6}]}
+    spec["events"]["licence"] = {"family": "quantiles", "fit": "piecewise",
+                                 "start": {"value": 0.3, "low": 0.1, "high": 0.9, "dist": "pert"},
+                                 "points": [{"by": 1.0, "p": 0.2}, {"by": 4.0, "p": 0.7}]}
     return spec
 
 
@@ -393,7 +397,7 @@ def test_fitted_quantile_tables_take_distributions_and_match_the_reference():
     s = _scenario(_fitted_tables())
     result, _ = _compare(s, paths=40, seed=8, uncertain=True)
     drivers = result.drivers
-    for name in ("agi_declared", "listing", "merger", "spin_off"):
+    for name in ("agi_declared", "listing", "merger", "spin_off", "licence"):
         times = drivers[name].to_numpy()
         finite = times[np.isfinite(times)]
         assert finite.size >= 20 and np.unique(finite).size == finite.size, name  # each path its own table

@@ -217,9 +217,10 @@ def _booked(la, lb, xa, xb, fa, fb, inv_m):
 @jit(inline="always")  # at most 30 arguments: numba inlines no more
 def _revenue_own(model, drivers, step_class, declared, missed, raw, p_log_r0, p_half_var, p_log_jump, p_coef, p_tail,
                  p_haircut, p_haircut_end, unc_coef, unc_jumps, unc_haircut, jumps, three, normals, normals3, jump_u,
-                 extra, log_r, g, log_r_steps):
+                 extra, log_r, g, log_r_steps, coef):
     """The revenue of ``SUB`` paths, each with its own parameters (uncertain inputs): the step of the fixed
-    case, with each path's drift, volatility, uplift, haircuts, growth coefficients and jump tails."""
+    case, with each path's drift, volatility, uplift, haircuts, growth coefficients and jump tails (``coef``:
+    scratch for one step's e, B, int_z1, int_z2, growth_z1..3 of each path)."""
     t, dt, sqrt_dt, jump_tail, haircut_steps = model.t, model.dt, model.sqrt_dt, model.jump_tail, model.haircut_steps
     growth_decay, growth_mean, int_z1, int_z2 = model.growth_decay, model.growth_mean, model.int_z1, model.int_z2
     growth_z1, growth_z2, growth_z3 = model.growth_z1, model.growth_z2, model.growth_z3
@@ -258,33 +259,26 @@ def _revenue_own(model, drivers, step_class, declared, missed, raw, p_log_r0, p_
                 for ii in range(n_sub):
                     extra[ii] = extra[ii] - cut if missed[dd, ii] else extra[ii]
         root = sqrt_dt[k]
-        if unc_coef:  # this step's coefficients, path by path (one branch-free loop)
-            for ii in range(n_sub):
-                z1 = normals[0, uk, ii]
-                z2 = normals[1, uk, ii]
-                z3 = normals3[uk, ii] if three else 0.0
-                gbar = raw[R_GBAR, ii]
-                dev = g[ii] - gbar
-                lr = log_r[ii] + (gbar + extra[ii] - p_half_var[ii]) * h + dev * p_coef[1, cls, ii] + \
-                    (p_coef[2, cls, ii] * z1 + p_coef[3, cls, ii] * z2) + raw[R_SIGMA, ii] * root * z1
-                g[ii] = gbar + dev * p_coef[0, cls, ii] + (p_coef[4, cls, ii] * z1 + p_coef[5, cls, ii] * z2
-                                                           + p_coef[6, cls, ii] * z3)
-                log_r[ii] = lr
-                log_r_steps[k, ii] = lr
-        else:  # the model's own coefficients (the same operations)
-            decay, mean_k, i1, i2 = growth_decay[k], growth_mean[k], int_z1[k], int_z2[k]
-            g1, g2, g3 = growth_z1[k], growth_z2[k], growth_z3[k]
-            for ii in range(n_sub):
-                z1 = normals[0, uk, ii]
-                z2 = normals[1, uk, ii]
-                z3 = normals3[uk, ii] if three else 0.0
-                gbar = raw[R_GBAR, ii]
-                dev = g[ii] - gbar
-                lr = log_r[ii] + (gbar + extra[ii] - p_half_var[ii]) * h + dev * mean_k + (i1 * z1 + i2 * z2) + \
-                    raw[R_SIGMA, ii] * root * z1
-                g[ii] = gbar + dev * decay + (g1 * z1 + g2 * z2 + g3 * z3)
-                log_r[ii] = lr
-                log_r_steps[k, ii] = lr
+        if unc_coef:  # this step's coefficients, path by path (then one branch-free loop)
+            for j in range(7):
+                for ii in range(n_sub):
+                    coef[j, ii] = p_coef[j, cls, ii]
+        else:
+            for j, table in enumerate((growth_decay, growth_mean, int_z1, int_z2, growth_z1, growth_z2, growth_z3)):
+                x = table[k]
+                for ii in range(n_sub):
+                    coef[j, ii] = x
+        for ii in range(n_sub):
+            z1 = normals[0, uk, ii]
+            z2 = normals[1, uk, ii]
+            z3 = normals3[uk, ii] if three else 0.0
+            gbar = raw[R_GBAR, ii]
+            dev = g[ii] - gbar
+            lr = log_r[ii] + (gbar + extra[ii] - p_half_var[ii]) * h + dev * coef[1, ii] + \
+                (coef[2, ii] * z1 + coef[3, ii] * z2) + raw[R_SIGMA, ii] * root * z1
+            g[ii] = gbar + dev * coef[0, ii] + (coef[4, ii] * z1 + coef[5, ii] * z2 + coef[6, ii] * z3)
+            log_r[ii] = lr
+            log_r_steps[k, ii] = lr
         if jumps:
             for ii in range(n_sub):
                 u = jump_u[uk, ii]
@@ -493,6 +487,7 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     p_haircut = np.zeros((dl_date.shape[0], SUB))
     p_haircut_end = np.zeros((dl_date.shape[0], SUB))
     p_never = np.zeros(SUB)
+    coef_step = np.zeros((7, SUB))
     margin_path = np.zeros(model.margin.shape[0])  # a path's own margin per step
     margin_sub = np.zeros((model.margin.shape[0], SUB))  # ... of the SUB paths
     n_steps = t.shape[0] - 1
@@ -679,7 +674,7 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
         if unc_path:  # each path with its own parameters
             _revenue_own(model, drivers, step_class, declared, missed, raw, p_log_r0, p_half_var, p_log_jump, p_coef,
                          p_tail, p_haircut, p_haircut_end, unc_coef, unc_jumps, unc_haircut, jumps, three, normals,
-                         normals3, jump_u, extra, log_r, g, log_r_steps)
+                         normals3, jump_u, extra, log_r, g, log_r_steps, coef_step)
         else:
             for ii in range(SUB):
                 log_r[ii] = base_log_r0

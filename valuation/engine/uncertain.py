@@ -239,12 +239,8 @@ def input_values(rk, first, n, streams, draws, drivers, factor, cols, kinds, par
     for b in numba.prange((n + width - 1) // width):
         start = b * width
         m = min(n, start + width) - start
-        buf = np.empty((1, width))
         u = np.empty((n_inputs, width))
-        for q in range(n_inputs):
-            rng.uniform_block(rk, first + start, streams[q], draws[q], buf, buf[:0])
-            for i in range(m):
-                u[q, i] = buf[0, i]
+        _block_uniforms(rk, first + start, m, streams, draws, np.empty((1, width)), u, 0)
         if cols.shape[0] > 0:
             _correlate_block(u, m, drivers, start, factor, cols, np.empty((drivers.shape[0] + cols.shape[0], m)))
         _draw_block(u, m, kinds, par, table, lo, hi, out, start, np.empty(m), np.zeros(m))
@@ -260,13 +256,18 @@ def all_uniforms(rk, first, n, streams, draws):
     width = 2048
     for b in numba.prange((n + width - 1) // width):
         lo = b * width
-        m = min(n, lo + width) - lo
-        buf = np.empty((1, width))
-        for q in range(n_inputs):
-            rng.uniform_block(rk, first + lo, streams[q], draws[q], buf, buf[:0])
-            for i in range(m):
-                out[q, lo + i] = buf[0, i]
+        _block_uniforms(rk, first + lo, min(n, lo + width) - lo, streams, draws, np.empty((1, width)), out, lo)
     return out
+
+
+@jit(inline="always")
+def _block_uniforms(rk, path0, m, streams, draws, buf, out, col):
+    """``out[q, col + i]``: the first uniform of draw ``draws[q]`` on ``streams[q]`` for path ``path0 + i``,
+    ``i < m`` (``buf``: scratch of one row of at least ``m``)."""
+    for q in range(streams.shape[0]):
+        rng.uniform_block(rk, path0, streams[q], draws[q], buf, buf[:0])
+        for i in range(m):
+            out[q, col + i] = buf[0, i]
 
 
 def stream_uniforms(rk: np.ndarray, first: int, n: int, stream: int, draw: int) -> np.ndarray:
