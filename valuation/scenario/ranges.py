@@ -113,9 +113,9 @@ def takes_distribution(scenario: Any, key: str) -> str | None:
     """Why the input at ``key`` cannot take a distribution, or None where it can.
 
     The inputs that describe the world can: every ``[revenue]`` number and margin point, the AGI's, events' and
-    deadline completions' timing parameters (the probabilities of elicited points with a piecewise fit),
-    ``agi.never_verified`` and deadline haircuts.  Deal terms and discount rates cannot: they are what is
-    negotiated and how each party values.
+    deadline completions' timing parameters (a quantile table's elicited probabilities, never and start, but
+    not under a gompertz fit), ``agi.never_verified`` and deadline haircuts.  Deal terms and discount rates
+    cannot: they are what is negotiated and how each party values.
     """
     parts = keys.parse(key)
     head = parts[0]
