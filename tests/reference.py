@@ -863,3 +863,56 @@ def precise_fit(scenario: Scenario, spec) -> dict:
             y = [y[j] - step[j] for j in range(k)]
         out = {name: float(mp.e ** v) for name, v in zip(names, y, strict=True)}
     return {"family": spec.fit, **out, "start": spec.start, "never": spec.never}
+
+
+# --------------------------------------------------------------- per-path coefficients, one path at a time
+# The kernel computes each path's growth coefficients and jump-count tails for its paths side by side
+# (valuation.engine.uncertain.step_coefficients_paths, poisson_tail_paths); these are the same sums one path at a
+# time, which those must match bit for bit.
+
+from models._jit import jit  # noqa: E402
+from models.revenue import integrated_ou  # noqa: E402
+
+integrated_ou_jit = jit(integrated_ou)
+
+
+@jit
+def step_coefficients(h, kappa, s, rho):
+    """:meth:`models.revenue.RevenueModel.step_tables` for one step length: (e, B, int_z1, int_z2, growth_z1,
+    growth_z2, growth_z3)."""
+    e, b, v_i, c_ig, v_g, c_wi = integrated_ou_jit(h, kappa)
+    v_i = s * s * v_i
+    c_ig = s * s * c_ig
+    v_g = s * s * v_g
+    c_wi = rho * s * c_wi
+    c_wg = rho * s * b
+    root = math.sqrt(h)
+    i1 = c_wi / root if h > 0 else 0.0
+    g1 = c_wg / root if h > 0 else 0.0
+    i2 = math.sqrt(max(v_i - i1 * i1, 0.0))
+    g2 = (c_ig - i1 * g1) / i2 if i2 > 0 else 0.0
+    g3 = math.sqrt(max(v_g - g1 * g1 - g2 * g2, 0.0))
+    return e, b, i1, i2, g1, g2, g3
+
+
+@jit
+def poisson_tail(mean, out, pmf):
+    """``out[n - 1] = P(N >= n)`` for a Poisson count of this mean, ``n = 1 .. len(out)`` (each tail summed from
+    the far end, accurate where it is tiny); ``pmf``: scratch of ``len(out) + 11`` (the columns are as many as
+    the largest intensity needs, so ten more terms are far below every tail kept)."""
+    m = out.shape[0]
+    for j in range(m):
+        out[j] = 0.0
+    if not mean > 0.0:
+        return
+    top = pmf.shape[0] - 1
+    pmf[0] = math.exp(-mean)
+    for j in range(1, top + 1):
+        pmf[j] = pmf[j - 1] * (mean / j)
+    acc = 0.0
+    for j in range(top, 0, -1):
+        acc += pmf[j]
+        if j <= m:
+            out[j - 1] = acc
+    if mean > 1.0:  # 1 - P(0) loses nothing here, and the sum of many terms a little: take it exactly
+        out[0] = -math.expm1(-mean)

@@ -36,7 +36,6 @@ from scipy import special, stats
 from models import rng, timing
 from models._jit import jit, pjit
 from models.copula import cholesky_psd, is_psd, nearest_correlation, normal_to_rank, rank_to_normal
-from models.revenue import integrated_ou
 from valuation import keys
 from valuation.scenario.ranges import BOUNDED, Z95, InputRange, bounds, correlation_matrix, dist_inputs, timing_keys
 
@@ -635,33 +634,13 @@ def _target(scenario: Any, key: str, src_of: dict[str, int], tables_of: dict[str
 
 
 @jit
-def step_coefficients(h, kappa, s, rho):
-    """:meth:`models.revenue.RevenueModel.step_tables` for one step length: (e, B, int_z1, int_z2, growth_z1,
-    growth_z2, growth_z3)."""
-    e, b, v_i, c_ig, v_g, c_wi = integrated_ou_jit(h, kappa)
-    v_i = s * s * v_i
-    c_ig = s * s * c_ig
-    v_g = s * s * v_g
-    c_wi = rho * s * c_wi
-    c_wg = rho * s * b
-    root = math.sqrt(h)
-    i1 = c_wi / root if h > 0 else 0.0
-    g1 = c_wg / root if h > 0 else 0.0
-    i2 = math.sqrt(max(v_i - i1 * i1, 0.0))
-    g2 = (c_ig - i1 * g1) / i2 if i2 > 0 else 0.0
-    g3 = math.sqrt(max(v_g - g1 * g1 - g2 * g2, 0.0))
-    return e, b, i1, i2, g1, g2, g3
-
-
-integrated_ou_jit = jit(integrated_ou)
-
-
-@jit
 def step_coefficients_paths(h, kappa, s, rho, m, out, c, work):
-    """:func:`step_coefficients` of the first ``m`` paths side by side (SIMD), into ``out[:, c, :m]``; the same
-    bits path by path.  Below ``kappa h = 1`` each path's series runs on until every path's has stopped: the
-    later terms are below a quarter of an ulp of each sum (see :func:`models.revenue.integrated_ou`), so they
-    change no sum.  ``work``: scratch of ``(7, m)`` or more."""
+    """:meth:`models.revenue.RevenueModel.step_tables` (e, B, int_z1, int_z2, growth_z1..3) for one step length
+    ``h`` and the first ``m`` paths' own kappa, growth volatility and correlation, side by side (SIMD), into
+    ``out[:, c, :m]``; the same bits, path by path, as one path at a time.  Below ``kappa h = 1`` each path's
+    series runs on until every path's has stopped: the later terms are below a quarter of an ulp of each sum
+    (see :func:`models.revenue.integrated_ou`), so they change no sum.  ``work``: scratch of ``(7, m)`` or
+    more."""
     x, term, b, v_i, c_ig, v_g, c_wi = work[0], work[1], work[2], work[3], work[4], work[5], work[6]
     series = False
     for ii in range(m):
@@ -725,9 +704,9 @@ def step_coefficients_paths(h, kappa, s, rho, m, out, c, work):
 
 @jit
 def poisson_tail_paths(mean, m, out, c, pmf):
-    """:func:`poisson_tail` of the first ``m`` paths' means side by side (SIMD), into ``out[c, :, :m]``; the
-    same bits path by path (``pmf``: scratch of ``(columns + 12, m)`` or more: the terms of :func:`poisson_tail`
-    and a row for the running sums)."""
+    """``out[c, n - 1, i] = P(N >= n)`` for Poisson counts with the first ``m`` paths' means, side by side (SIMD):
+    each tail summed from the far end (accurate where it is tiny), ``1 - P(0)`` exact above a mean of 1; ``pmf``:
+    scratch of ``(columns + 12, m)`` or more (the terms, eleven beyond the columns kept, and the running sums)."""
     cols = out.shape[1]
     top = pmf.shape[0] - 2
     for ii in range(m):
@@ -913,24 +892,3 @@ def _fit_start(code, n, pn, log_r, r, z, w):
     return math.log(a), math.log(b)
 
 
-@jit
-def poisson_tail(mean, out, pmf):
-    """``out[n - 1] = P(N >= n)`` for a Poisson count of this mean, ``n = 1 .. len(out)`` (each tail summed from
-    the far end, accurate where it is tiny); ``pmf``: scratch of ``len(out) + 11`` (the columns are as many as
-    the largest intensity needs, so ten more terms are far below every tail kept)."""
-    m = out.shape[0]
-    for j in range(m):
-        out[j] = 0.0
-    if not mean > 0.0:
-        return
-    top = pmf.shape[0] - 1
-    pmf[0] = math.exp(-mean)
-    for j in range(1, top + 1):
-        pmf[j] = pmf[j - 1] * (mean / j)
-    acc = 0.0
-    for j in range(top, 0, -1):
-        acc += pmf[j]
-        if j <= m:
-            out[j - 1] = acc
-    if mean > 1.0:  # 1 - P(0) loses nothing here, and the sum of many terms a little: take it exactly
-        out[0] = -math.expm1(-mean)
