@@ -134,7 +134,7 @@ def test_per_path_coefficients_side_by_side_are_the_scalar_bits():
         mean = np.exp(rng.uniform(-30, 1.0, m))
         mean[rng.uniform(size=m) < 0.1] = 0.0
         out = np.full((2, cols, m), np.nan)
-        poisson_tail_paths(mean, m, out, 0, np.empty((cols + 12, m)))
+        poisson_tail_paths(mean, m, out, 0, np.empty((cols + 11, m)), np.empty(m), np.empty(m))
         row, pmf = np.empty(cols), np.empty(cols + 11)
         for i in range(m):
             poisson_tail(mean[i], row, pmf)

@@ -42,7 +42,7 @@ from models.revenue import (
     overlap,
     saturated,
 )
-from models.timing import MAX_PIECES, PIECEWISE, sample_time
+from models.timing import MAX_PIECES, sample_time
 from valuation.engine.sampling import draw_normals, draw_uniforms
 from valuation.engine.tables import (
     CLAUSE_MOMENTS,
@@ -92,7 +92,6 @@ from valuation.engine.uncertain import (
     T_QUANTILE_P,
     T_REVENUE,
     T_TIMING,
-    fit_family,
     poisson_tail_paths,
     step_coefficients_paths,
 )
@@ -217,10 +216,10 @@ def _booked(la, lb, xa, xb, fa, fb, inv_m):
 @jit(inline="always")  # at most 30 arguments: numba inlines no more
 def _revenue_own(model, drivers, step_class, declared, missed, raw, p_log_r0, p_half_var, p_log_jump, p_coef, p_tail,
                  p_haircut, p_haircut_end, unc_coef, unc_jumps, unc_haircut, jumps, three, normals, normals3, jump_u,
-                 extra, log_r, g, log_r_steps, coef):
+                 extra, log_r, g, log_r_steps, last_end):
     """The revenue of ``SUB`` paths, each with its own parameters (uncertain inputs): the step of the fixed
-    case, with each path's drift, volatility, uplift, haircuts, growth coefficients and jump tails (``coef``:
-    scratch for one step's e, B, int_z1, int_z2, growth_z1..3 of each path)."""
+    case, with each path's drift, volatility, uplift, haircuts, growth coefficients and jump tails
+    (``last_end``: scratch of a deadline each, where the paths' haircuts end at the latest)."""
     t, dt, sqrt_dt, jump_tail, haircut_steps = model.t, model.dt, model.sqrt_dt, model.jump_tail, model.haircut_steps
     growth_decay, growth_mean, int_z1, int_z2 = model.growth_decay, model.growth_mean, model.int_z1, model.int_z2
     growth_z1, growth_z2, growth_z3 = model.growth_z1, model.growth_z2, model.growth_z3
@@ -231,6 +230,13 @@ def _revenue_own(model, drivers, step_class, declared, missed, raw, p_log_r0, p_
     for ii in range(n_sub):
         log_r[ii] = p_log_r0[ii]
         g[ii] = raw[R_G0, ii]
+    if unc_haircut:  # a step outside every path's haircut (or with none) subtracts +0.0: skipped, the same bits
+        for dd in range(dl_date.shape[0]):
+            last = -np.inf
+            for ii in range(n_sub):
+                end = p_haircut_end[dd, ii] if p_haircut[dd, ii] > 0.0 and missed[dd, ii] else -np.inf
+                last = end if end > last else last
+            last_end[dd] = last
     for k in range(1, n_steps + 1):
         a = t[k - 1]
         b = t[k]
@@ -248,6 +254,8 @@ def _revenue_own(model, drivers, step_class, declared, missed, raw, p_log_r0, p_
         for dd in range(dl_date.shape[0]):
             if unc_haircut:  # each path's own haircut and end (branch-free: the paths side by side)
                 date = dl_date[dd]
+                if b <= date or a >= last_end[dd]:
+                    continue
                 left = a if a > date else date
                 for ii in range(n_sub):
                     end = p_haircut_end[dd, ii]
@@ -259,26 +267,33 @@ def _revenue_own(model, drivers, step_class, declared, missed, raw, p_log_r0, p_
                 for ii in range(n_sub):
                     extra[ii] = extra[ii] - cut if missed[dd, ii] else extra[ii]
         root = sqrt_dt[k]
-        if unc_coef:  # this step's coefficients, path by path (then one branch-free loop)
-            for j in range(7):
-                for ii in range(n_sub):
-                    coef[j, ii] = p_coef[j, cls, ii]
-        else:
-            for j, table in enumerate((growth_decay, growth_mean, int_z1, int_z2, growth_z1, growth_z2, growth_z3)):
-                x = table[k]
-                for ii in range(n_sub):
-                    coef[j, ii] = x
-        for ii in range(n_sub):
-            z1 = normals[0, uk, ii]
-            z2 = normals[1, uk, ii]
-            z3 = normals3[uk, ii] if three else 0.0
-            gbar = raw[R_GBAR, ii]
-            dev = g[ii] - gbar
-            lr = log_r[ii] + (gbar + extra[ii] - p_half_var[ii]) * h + dev * coef[1, ii] + \
-                (coef[2, ii] * z1 + coef[3, ii] * z2) + raw[R_SIGMA, ii] * root * z1
-            g[ii] = gbar + dev * coef[0, ii] + (coef[4, ii] * z1 + coef[5, ii] * z2 + coef[6, ii] * z3)
-            log_r[ii] = lr
-            log_r_steps[k, ii] = lr
+        if unc_coef:  # this step's coefficients, path by path
+            for ii in range(n_sub):
+                z1 = normals[0, uk, ii]
+                z2 = normals[1, uk, ii]
+                z3 = normals3[uk, ii] if three else 0.0
+                gbar = raw[R_GBAR, ii]
+                dev = g[ii] - gbar
+                lr = log_r[ii] + (gbar + extra[ii] - p_half_var[ii]) * h + dev * p_coef[1, cls, ii] + \
+                    (p_coef[2, cls, ii] * z1 + p_coef[3, cls, ii] * z2) + raw[R_SIGMA, ii] * root * z1
+                g[ii] = gbar + dev * p_coef[0, cls, ii] + (p_coef[4, cls, ii] * z1 + p_coef[5, cls, ii] * z2
+                                                           + p_coef[6, cls, ii] * z3)
+                log_r[ii] = lr
+                log_r_steps[k, ii] = lr
+        else:  # the step's (the same for every path)
+            decay, mean_k, i1, i2 = growth_decay[k], growth_mean[k], int_z1[k], int_z2[k]
+            g1, g2, g3 = growth_z1[k], growth_z2[k], growth_z3[k]
+            for ii in range(n_sub):
+                z1 = normals[0, uk, ii]
+                z2 = normals[1, uk, ii]
+                z3 = normals3[uk, ii] if three else 0.0
+                gbar = raw[R_GBAR, ii]
+                dev = g[ii] - gbar
+                lr = log_r[ii] + (gbar + extra[ii] - p_half_var[ii]) * h + dev * mean_k + \
+                    (i1 * z1 + i2 * z2) + raw[R_SIGMA, ii] * root * z1
+                g[ii] = gbar + dev * decay + (g1 * z1 + g2 * z2 + g3 * z3)
+                log_r[ii] = lr
+                log_r_steps[k, ii] = lr
         if jumps:
             for ii in range(n_sub):
                 u = jump_u[uk, ii]
@@ -288,45 +303,6 @@ def _revenue_own(model, drivers, step_class, declared, missed, raw, p_log_r0, p_
                 if n_j > 0:
                     log_r[ii] = log_r[ii] + n_j * p_log_jump[ii]
                     log_r_steps[k, ii] = log_r[ii]
-
-
-@jit(inline="always")
-def _refit_table(par, src, inputs, qp_p, r_path, p_pts, r_pts, work):
-    """Quantile table ``src`` on one path from its probabilities ``qp_p[src]`` (and its start and never, in
-    ``par``): years after the start from ``inputs.qp_r``, or from the points' years ``inputs.qp_by`` where the
-    start is uncertain; the exact piecewise fit (:func:`_refit`, its breaks too when the start moves) or the
-    least-squares fit of its family (:func:`valuation.engine.uncertain.fit_family`).  The tables are read in
-    place and the fit gets thread-private copies (``r_path``, ``p_pts``, ``r_pts``, ``work``): no reference
-    count shared between threads."""
-    n = inputs.qp_n[src]
-    start_unc = inputs.qp_start[src] > 0
-    r_path[0] = 0.0
-    for j in range(n):
-        r_path[j + 1] = inputs.qp_by[src, j] - par[0] if start_unc else inputs.qp_r[src, j + 1]
-    if inputs.qp_fit[src] == PIECEWISE:
-        tail_never = inputs.qp_tail_never[src] > 0
-        if start_unc:
-            for j in range(n + 1 if tail_never else n):
-                par[4 + j] = r_path[j]  # (models.timing: the breaks from slot 4)
-        _refit(par, n, qp_p[src], r_path, tail_never)
-    else:
-        for j in range(n):
-            p_pts[j] = qp_p[src, j]
-            r_pts[j] = r_path[j + 1]
-        fit_family(inputs.qp_fit[src], n, p_pts, r_pts, par[1], par[2:4], work)
-
-
-@jit(inline="always")
-def _refit(par, n, p, r, tail_never):
-    """A quantile table's piecewise hazards from its probabilities (``models.timing.fit_quantiles``, exact)."""
-    never = par[1]
-    h_prev = 0.0
-    for j in range(n):
-        h = -math.log1p(-(p[j] / (1.0 - never)))
-        par[MAX_PIECES + 4 + j] = (h - h_prev) / (r[j + 1] - r[j])
-        h_prev = h
-    if tail_never:
-        par[MAX_PIECES + 4 + n] = 0.0
 
 
 @jit(inline="always")
@@ -359,7 +335,7 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     Per path: the drivers (AGI declaration and verification, events, deadlines met), the revenue path,
     each per-step clause over the steps its window touches, then the one-off clauses; then its PVs
     with fallbacks applied.  ``model``, ``drivers``, ``clauses``, ``triggers``: the named tables of
-    :mod:`valuation.engine.tables`; ``inputs`` and ``in_values`` (row ``i`` for path ``first + i``): the
+    :mod:`valuation.engine.tables`; ``inputs`` and ``in_values`` (column ``i`` for path ``first + i``): the
     uncertain inputs (:mod:`valuation.engine.uncertain`), each path's own values of them.  The revenue path of
     path ``p`` goes to row ``p - record_from`` of ``out_revenue_path`` while there is one.
 
@@ -434,9 +410,15 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     trig_src = triggers.src
     trig_val = triggers.val
     trig_fixed = triggers.fixed
-    decl_par = decl_par.copy()  # thread-private: passed on per path (reference counts stay local)
-    lag_par = lag_par.copy()
-    ev_par = ev_par.copy()
+    # thread-private (passed on per path: reference counts stay local), in one table a row per timing source, so a
+    # path's uncertain inputs are written in place without handing an array on
+    tpar = np.empty((2 + ev_par.shape[0], decl_par.shape[0]))
+    tpar[0] = decl_par
+    tpar[1] = lag_par
+    tpar[2:] = ev_par
+    decl_par = tpar[0]
+    lag_par = tpar[1]
+    ev_par = tpar[2:]
     # ---- uncertain inputs: what each changes, and per SUB paths the values the paths compute for themselves
     in_target = inputs.target
     in_index = inputs.index
@@ -466,11 +448,28 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     margin_w = inputs.margin_w
     qp_n = inputs.qp_n
     qp_r = inputs.qp_r
+    qp_by = inputs.qp_by
+    qp_start = inputs.qp_start
+    qp_tail_never = inputs.qp_tail_never
+    qp_fit_row = inputs.qp_fit_row
+    # the SUB paths' timing inputs and fitted tables' parameters, copied from their rows of the values at once
+    # (each row a stream through memory: read path by path, every value waited for its own cache line)
+    fit_at = np.full(qp_fit_row.shape[0], -1, np.int64)  # where a fitted table's two rows sit in sub_values
+    n_sub_rows = n_timing_q
+    for src in range(qp_fit_row.shape[0]):
+        if qp_n[src] > 0 and qp_fit_row[src] >= 0:
+            fit_at[src] = n_sub_rows
+            n_sub_rows += 2
+    sub_rows = np.empty(n_sub_rows, np.int64)
+    for qq in range(n_timing_q):
+        sub_rows[qq] = timing_q[qq]
+    for src in range(qp_fit_row.shape[0]):
+        if fit_at[src] >= 0:
+            sub_rows[fit_at[src]] = qp_fit_row[src]
+            sub_rows[fit_at[src] + 1] = qp_fit_row[src] + 1
+    sub_values = np.zeros((n_sub_rows, SUB))
     qp_p = inputs.qp_p.copy()
     r_path = np.zeros(qp_r.shape[1])  # a path's quantile points, years after its table's start
-    p_pts = np.zeros(qp_r.shape[1])
-    r_pts = np.zeros(qp_r.shape[1])
-    fit_work = np.zeros((14, qp_r.shape[1]))
     n_classes = class_h.shape[0]
     raw = np.zeros((base_raw.shape[0], SUB))
     p_margin = np.zeros((margin_w.shape[1], SUB))
@@ -481,13 +480,14 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
     p_size = np.zeros(SUB)
     p_coef = np.zeros((7, n_classes, SUB))
     p_tail = np.zeros((n_classes, inputs.jump_cols.shape[0], SUB))
-    unc_pmf = np.zeros((inputs.jump_cols.shape[0] + 12, SUB))  # scratch: Poisson terms, path by path
+    unc_pmf = np.zeros((inputs.jump_cols.shape[0] + 11, SUB))  # scratch: Poisson terms, path by path
+    unc_term, unc_acc = np.zeros(SUB), np.zeros(SUB)
     jump_mean = np.zeros(SUB)
     unc_work = np.zeros((7, SUB))  # scratch: the growth coefficients' series, path by path
     p_haircut = np.zeros((dl_date.shape[0], SUB))
     p_haircut_end = np.zeros((dl_date.shape[0], SUB))
     p_never = np.zeros(SUB)
-    coef_step = np.zeros((7, SUB))
+    last_end = np.zeros(dl_date.shape[0])  # per deadline: where the SUB paths' haircuts end at the latest
     margin_path = np.zeros(model.margin.shape[0])  # a path's own margin per step
     margin_sub = np.zeros((model.margin.shape[0], SUB))  # ... of the SUB paths
     n_steps = t.shape[0] - 1
@@ -569,44 +569,73 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
 
         # ---- uncertain inputs: each path's own parameters (a path's timing tables are set just before its
         # drivers are drawn, below)
-        if unc:
-            for ii in range(m):
-                i = sub + ii
-                for r in range(base_raw.shape[0]):
-                    raw[r, ii] = base_raw[r]
-                for j in range(p_margin.shape[0]):
-                    p_margin[j, ii] = inputs.margin_base[j]
+        if unc:  # input by input, the paths side by side (simple loops, SIMD)
+            for k in range(n_sub_rows):
+                row = sub_rows[k]
+                for ii in range(m):
+                    sub_values[k, ii] = in_values[row, sub + ii]
+            for r in range(base_raw.shape[0]):
+                x = base_raw[r]
+                for ii in range(SUB):
+                    raw[r, ii] = x
+            for j in range(p_margin.shape[0]):
+                x = inputs.margin_base[j]
+                for ii in range(SUB):
+                    p_margin[j, ii] = x
+            for ii in range(SUB):
                 p_never[ii] = never_verified
-                for d in range(n_deadlines):
-                    p_haircut[d, ii] = dl_haircut[d]
-                    p_haircut_end[d, ii] = drivers.dl_haircut_end[d]
-                for qq in range(n_other_q):
-                    q = other_q[qq]
-                    code = in_target[q]
-                    v = in_values[i, q]
-                    if code == T_REVENUE:
-                        raw[in_index[q], ii] = v
-                    elif code == T_MARGIN:
-                        p_margin[in_index[q], ii] = v
-                    elif code == T_NEVER_VERIFIED:
-                        p_never[ii] = v
-                    elif code == T_HAIRCUT:
-                        p_haircut[in_index[q], ii] = v
-                    elif code == T_HAIRCUT_YEARS:
-                        p_haircut_end[in_index[q], ii] = dl_date[in_index[q]] + v
-                if unc_rev:
-                    market = raw[R_MARKET, ii]
-                    p_inv_m[ii] = 1.0 / market if flags[F_MARKET] > 0 else base_inv_m
-                    p_size[ii] = market if flags[F_MARKET] > 0 else base_size
-                    if flags[F_LOG_X0] > 0:
+            for d in range(n_deadlines):
+                x, end = dl_haircut[d], drivers.dl_haircut_end[d]
+                for ii in range(SUB):
+                    p_haircut[d, ii] = x
+                    p_haircut_end[d, ii] = end
+            for qq in range(n_other_q):
+                q = other_q[qq]
+                code = in_target[q]
+                idx = in_index[q]
+                if code == T_REVENUE:
+                    for ii in range(m):
+                        raw[idx, ii] = in_values[q, sub + ii]
+                elif code == T_MARGIN:
+                    for ii in range(m):
+                        p_margin[idx, ii] = in_values[q, sub + ii]
+                elif code == T_NEVER_VERIFIED:
+                    for ii in range(m):
+                        p_never[ii] = in_values[q, sub + ii]
+                elif code == T_HAIRCUT:
+                    for ii in range(m):
+                        p_haircut[idx, ii] = in_values[q, sub + ii]
+                elif code == T_HAIRCUT_YEARS:
+                    date = dl_date[idx]
+                    for ii in range(m):
+                        p_haircut_end[idx, ii] = date + in_values[q, sub + ii]
+            if unc_rev:
+                if flags[F_MARKET] > 0:
+                    for ii in range(m):
+                        p_inv_m[ii] = 1.0 / raw[R_MARKET, ii]
+                        p_size[ii] = raw[R_MARKET, ii]
+                else:
+                    for ii in range(m):
+                        p_inv_m[ii] = base_inv_m
+                        p_size[ii] = base_size
+                if flags[F_LOG_X0] > 0:
+                    for ii in range(m):
+                        market = raw[R_MARKET, ii]
                         x0 = raw[R_INITIAL, ii]
                         ratio = x0 / market
                         p_log_r0[ii] = math.log(x0 / math.sqrt(1.0 - ratio * ratio)) if market < np.inf else \
                             math.log(x0)
-                    else:
+                else:
+                    for ii in range(m):
                         p_log_r0[ii] = base_log_r0
+                for ii in range(m):
                     p_half_var[ii] = 0.5 * raw[R_SIGMA, ii] * raw[R_SIGMA, ii]
-                    p_log_jump[ii] = math.log1p(-raw[R_JUMP_LOSS, ii]) if flags[F_LOG_JUMP] > 0 else rev[LOG_JUMP]
+                if flags[F_LOG_JUMP] > 0:
+                    for ii in range(m):
+                        p_log_jump[ii] = math.log1p(-raw[R_JUMP_LOSS, ii])
+                else:
+                    for ii in range(m):
+                        p_log_jump[ii] = rev[LOG_JUMP]
             if unc_coef:  # each step class's coefficients and jump-count tails, the paths side by side (SIMD)
                 for c in range(n_classes):
                     step_coefficients_paths(class_h[c], raw[R_KAPPA], raw[R_SG], raw[R_RHO], m, p_coef, c, unc_work)
@@ -614,7 +643,7 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
                 for c in range(n_classes):
                     for ii in range(m):
                         jump_mean[ii] = raw[R_LAMBDA, ii] * class_h[c]
-                    poisson_tail_paths(jump_mean, m, p_tail, c, unc_pmf)
+                    poisson_tail_paths(jump_mean, m, p_tail, c, unc_pmf, unc_term, unc_acc)
 
         if unc_margin:  # each path's margin per step: the points' weights, the paths side by side (SIMD)
             for k in range(n_steps + 1):
@@ -628,24 +657,42 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
 
         # ---- drivers, path by path
         for ii in range(m):
-            if unc:  # this path's timing tables
-                i = sub + ii
+            if unc:  # this path's timing tables, written in place (no array handed on per path: see above)
                 for qq in range(n_timing_q):
                     q = timing_q[qq]
-                    src = in_index[q]
-                    v = in_values[i, q]
+                    v = sub_values[qq, ii]
                     if in_target[q] == T_QUANTILE_P:
-                        qp_p[src, in_slot[q]] = v
-                    elif src == 0:
-                        decl_par[in_slot[q]] = v
-                    elif src == 1:
-                        lag_par[in_slot[q]] = v
+                        qp_p[in_index[q], in_slot[q]] = v
                     else:
-                        ev_par[src - 2, in_slot[q]] = v
+                        tpar[in_index[q], in_slot[q]] = v
                 for src in range(qp_n.shape[0]):
-                    if qp_n[src] > 0:
-                        par = decl_par if src == 0 else (lag_par if src == 1 else ev_par[src - 2])
-                        _refit_table(par, src, inputs, qp_p, r_path, p_pts, r_pts, fit_work)
+                    n_pts = qp_n[src]
+                    if n_pts == 0:
+                        continue
+                    at = fit_at[src]
+                    if at >= 0:  # a least-squares table: the draw pass fitted it (uncertain._fit_block)
+                        tpar[src, 2] = sub_values[at, ii]
+                        tpar[src, 3] = sub_values[at + 1, ii]
+                        continue
+                    # a piecewise table's exact fit (models.timing.fit_quantiles): its hazards from its points, its
+                    # years after the start from qp_r, or from the points' years where the start moves (its breaks
+                    # move with it)
+                    start_unc = qp_start[src] > 0
+                    tail_never = qp_tail_never[src] > 0
+                    r_path[0] = 0.0
+                    for j in range(n_pts):
+                        r_path[j + 1] = qp_by[src, j] - tpar[src, 0] if start_unc else qp_r[src, j + 1]
+                    if start_unc:
+                        for j in range(n_pts + 1 if tail_never else n_pts):
+                            tpar[src, 4 + j] = r_path[j]  # (models.timing: the breaks from slot 4)
+                    never = tpar[src, 1]
+                    h_prev = 0.0
+                    for j in range(n_pts):
+                        h = -math.log1p(-(qp_p[src, j] / (1.0 - never)))
+                        tpar[src, MAX_PIECES + 4 + j] = (h - h_prev) / (r_path[j + 1] - r_path[j])
+                        h_prev = h
+                    if tail_never:
+                        tpar[src, MAX_PIECES + 4 + n_pts] = 0.0
             decl = sample_time(decl_code, decl_par, draws[DRAW_DECLARATION, ii])
             verified = np.inf
             if decl < np.inf:
@@ -674,7 +721,7 @@ def _simulate_path(first, lo, hi, rk, sampler, model, drivers, clauses, triggers
         if unc_path:  # each path with its own parameters
             _revenue_own(model, drivers, step_class, declared, missed, raw, p_log_r0, p_half_var, p_log_jump, p_coef,
                          p_tail, p_haircut, p_haircut_end, unc_coef, unc_jumps, unc_haircut, jumps, three, normals,
-                         normals3, jump_u, extra, log_r, g, log_r_steps, coef_step)
+                         normals3, jump_u, extra, log_r, g, log_r_steps, last_end)
         else:
             for ii in range(SUB):
                 log_r[ii] = base_log_r0

@@ -56,11 +56,23 @@ class Runner:
                  chunk_size: int = 65_536):
         self.compiled, self.key, self.sampler = compiled, key, sampler
         self.threads, self.chunk = threads, chunk_paths(chunk_size)
+        self._values = np.empty(0)  # room for the uncertain inputs' values of a chunk, kept from chunk to chunk
+
+    def _input_values(self, first: int, n: int) -> np.ndarray:
+        """``(rows, n)``: the uncertain inputs' values on the paths (no rows without any), in memory the run keeps:
+        memory fresh from the system costs a page fault every 4 KiB, about as much as the draws."""
+        plan = self.compiled.plan
+        if plan is None:
+            return np.zeros((0, n))
+        size = plan.rows * n
+        if self._values.size < size:
+            self._values = np.empty(max(size, plan.rows * self.chunk))
+        return plan.columns(self.key, first, n, out=self._values[:size].reshape(plan.rows, n))
 
     def _kernel(self, first: int, n: int, out: dict[str, np.ndarray], flows: np.ndarray, revenue_path: np.ndarray,
                 record_from: int) -> None:
         c = self.compiled
-        values = c.plan.values(self.key, first, n) if c.plan is not None else np.zeros((n, 0))
+        values = self._input_values(first, n)
         with numba.parallel_chunksize(CHUNK):
             kernel.run_block(np.int64(first), np.int64(n), self.key, np.int64(self.sampler), c.model, c.drivers,
                              c.clauses, c.triggers, c.inputs, values, len(c.parties), out["pv"], out["times"],

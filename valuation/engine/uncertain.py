@@ -37,6 +37,7 @@ from models import rng, timing
 from models._jit import jit, pjit
 from models.copula import cholesky_psd, is_psd, nearest_correlation, normal_to_rank, rank_to_normal
 from valuation import keys
+from valuation.engine import fits
 from valuation.scenario.ranges import BOUNDED, Z95, InputRange, bounds, correlation_matrix, dist_inputs, timing_keys
 
 # What an input changes (InputTables.target)
@@ -72,15 +73,19 @@ class InputTables(NamedTuple):
     qp_n: np.ndarray  # (2 + E,) points of a quantile table refitted on each path (0: not one)
     qp_p: np.ndarray  # (2 + E, MAX_PIECES) its probabilities
     qp_r: np.ndarray  # (2 + E, MAX_PIECES + 1) its breaks (0, then each point's years after the start)
+    qp_log_r: np.ndarray  # (2 + E, MAX_PIECES + 1) their logarithms (-inf for the 0)
     qp_tail_never: np.ndarray  # (2 + E,) 1: the hazard stops after the last point
     qp_by: np.ndarray  # (2 + E, MAX_PIECES) each point's years after the valuation date
     qp_fit: np.ndarray  # (2 + E,) the table's fit: models.timing's family code (PIECEWISE: exact)
     qp_start: np.ndarray  # (2 + E,) 1: its start is uncertain (the points' years after it move)
+    qp_fit_row: np.ndarray  # (2 + E,) a fitted table's row of the values (its two parameters, by the draw pass), or -1
 
 
 K_UNIFORM, K_TRIANGULAR, K_PERT, K_NORMAL, K_LOGNORMAL = range(5)
 TABLE_Z = 8.5  # the PERT table spans normal scores -8.5 .. 8.5 (every uniform the generator gives)
 TABLE_NODES = 8193
+VALUES_BLOCK = 8192  # paths per work item of the pass that draws the inputs (one input's table stays in cache)
+LOOKUP_BLOCK = 1024  # PERT draws looked up at a time (the nodes found, gathered, then interpolated)
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ class Input:
         """The input's values at uniforms ``u`` (inverse CDF; normal and lognormal cut to ``[lo, hi]``)."""
         return all_draws(np.ascontiguousarray(u, np.float64).reshape(1, -1), np.array([self.kind], np.int64),
                          self.par.reshape(1, 4), self.table.reshape(1, *self.table.shape), np.array([self.lo]),
-                         np.array([self.hi]))[:, 0]
+                         np.array([self.hi]))[0]
 
 
 def make_input(scenario: Any, key: str, r: InputRange) -> Input:
@@ -141,66 +146,101 @@ def pert_table(a: float, b: float) -> np.ndarray:
 
 
 @jit(inline="always")
-def _quantile(p, z, kind, par, q, lo, hi):
-    """The inverse CDF of input ``q`` at ``p`` but for pert (:func:`_draw_block`; ``z``: ndtri of the cut
-    probability for normal and lognormal; par[q]: uniform, triangular: low, mode, high; normal and lognormal:
-    mean, SD (of the log), and the CDF at the cut's ends), cut to ``[lo, hi]``."""
-    if kind == K_UNIFORM:
-        x = par[q, 0] + p * (par[q, 2] - par[q, 0])
-    elif kind == K_TRIANGULAR:
-        low, mode, high = par[q, 0], par[q, 1], par[q, 2]
-        c = (mode - low) / (high - low)
-        x = low + math.sqrt(p * (high - low) * (mode - low)) if p < c else \
-            high - math.sqrt((1.0 - p) * (high - low) * (high - mode))
-    else:
-        x = par[q, 0] + par[q, 1] * z
-        x = math.exp(x) if kind == K_LOGNORMAL else x
-    return min(max(x, lo), hi)
+def _normal_scores(u, z, m):
+    """``z[i] = ndtri(u[i])``, ``i < m`` (models.rng.ndtri_array), :data:`LOOKUP_BLOCK` at a time: its scratch
+    stays small, so memory comes from the allocator's free lists, not fresh from the system (a page fault every
+    4 KiB, as much again as the scores)."""
+    for lo in range(0, m, LOOKUP_BLOCK):
+        hi = min(m, lo + LOOKUP_BLOCK)
+        rng.ndtri_array(u[lo:hi], z[lo:hi])
 
 
 @jit(inline="always")
-def _draw_block(u, m, kinds, par, table, lo, hi, out, first, cut, z):
-    """Each input's inverse CDF at the uniforms ``u[input, i]`` of ``m`` paths into ``out[first + i, input]``,
-    one input at a time (its table in cache), the normal scores in SIMD passes (models.rng.ndtri_array, the
-    same bits as ndtri); ``cut``, ``z``: scratch of ``m``."""
-    for q in range(kinds.shape[0]):
-        kind, low, high = kinds[q], lo[q], hi[q]
-        if kind == K_PERT:  # cubic Hermite in the normal score between the table's nodes (value, slope)
-            rng.ndtri_array(u[q, :m], z)
-            tq = table[q]
-            n_nodes = tq.shape[0]
-            scale = (n_nodes - 1) / (2.0 * TABLE_Z)
-            step = 2.0 * TABLE_Z / (n_nodes - 1)
-            a, span = par[q, 0], par[q, 2] - par[q, 0]
-            for i in range(m):
-                f = (z[i] + TABLE_Z) * scale
-                j = min(max(int(f), 0), n_nodes - 2)
-                t = f - j
-                t2 = t * t
-                t3 = t2 * t
-                x = a + span * ((2 * t3 - 3 * t2 + 1) * tq[j, 0] + (t3 - 2 * t2 + t) * step * tq[j, 1]
-                                + (-2 * t3 + 3 * t2) * tq[j + 1, 0] + (t3 - t2) * step * tq[j + 1, 1])
-                out[first + i, q] = min(max(x, low), high)
-            continue
-        if kind == K_NORMAL or kind == K_LOGNORMAL:
-            for i in range(m):
-                cut[i] = par[q, 2] + u[q, i] * (par[q, 3] - par[q, 2])
-            rng.ndtri_array(cut, z)
+def _pert_lookup(z, m, par, tq, low, high, out, cut, node, near):
+    """A PERT input's values at normal scores ``z[:m]`` into ``out[:m]``: cubic Hermite in the normal score
+    between the table's nodes (value, slope), in three simple loops (each SIMD; one loop would not be) over
+    :data:`LOOKUP_BLOCK` draws at a time; ``cut``: scratch of ``m``."""
+    n_nodes = tq.shape[0]
+    scale = (n_nodes - 1) / (2.0 * TABLE_Z)
+    step = 2.0 * TABLE_Z / (n_nodes - 1)
+    a, span = par[0], par[2] - par[0]
+    x0, s0, x1, s1 = near
+    for lo in range(0, m, LOOKUP_BLOCK):  # three simple loops (each SIMD), not one (scalar)
+        hi = min(m, lo + LOOKUP_BLOCK)
+        for i in range(lo, hi):  # the node and where between it and the next
+            f = (z[i] + TABLE_Z) * scale
+            j = min(max(int(f), 0), n_nodes - 2)
+            node[i - lo] = j
+            cut[i] = f - j
+        for i in range(hi - lo):  # the two nodes' values and slopes (four arrays: rows of one would not SIMD)
+            j = node[i]
+            x0[i] = tq[j, 0]
+            s0[i] = tq[j, 1]
+            x1[i] = tq[j + 1, 0]
+            s1[i] = tq[j + 1, 1]
+        for i in range(hi - lo):
+            t = cut[lo + i]
+            t2 = t * t
+            t3 = t2 * t
+            x = a + span * ((2 * t3 - 3 * t2 + 1) * x0[i] + (t3 - 2 * t2 + t) * step * s0[i]
+                            + (-2 * t3 + 3 * t2) * x1[i] + (t3 - t2) * step * s1[i])
+            cut[lo + i] = min(max(x, low), high)
+    for i in range(m):
+        out[i] = cut[i]
+
+
+@jit(inline="always")
+def _draw_input(u, m, kind, par, tq, low, high, out, cut, z, node, near):
+    """One input's inverse CDF at the uniforms ``u[:m]`` into ``out[:m]``, cut to ``[low, high]``, a loop of its
+    own for each kind (without branches, so SIMD): uniform, triangular (``par``: low, mode, high); pert (its
+    table ``tq``: cubic Hermite in the normal score, :func:`pert_table`); normal and lognormal (``par``: mean, SD
+    of the log, and the CDF at the cut's ends; the normal score of the cut probability by
+    models.rng.ndtri_array, the same bits as ndtri).  ``cut``, ``z``: scratch of ``m``; ``node``, ``near``: of
+    ``LOOKUP_BLOCK`` and four of ``LOOKUP_BLOCK``."""
+    if kind == K_PERT:  # cubic Hermite in the normal score between the table's nodes
+        _normal_scores(u, z, m)
+        _pert_lookup(z, m, par, tq, low, high, out, cut, node, near)
+    elif kind == K_UNIFORM:
+        a, span = par[0], par[2] - par[0]
         for i in range(m):
-            out[first + i, q] = _quantile(u[q, i], z[i], kind, par, q, low, high)
+            out[i] = min(max(a + u[i] * span, low), high)
+    elif kind == K_TRIANGULAR:
+        a, mode, b = par[0], par[1], par[2]
+        c = (mode - a) / (b - a)
+        for i in range(m):
+            p = u[i]
+            below = p < c
+            s = math.sqrt(p * (b - a) * (mode - a) if below else (1.0 - p) * (b - a) * (b - mode))
+            out[i] = min(max(a + s if below else b - s, low), high)
+    else:
+        for i in range(m):
+            cut[i] = par[2] + u[i] * (par[3] - par[2])
+        _normal_scores(cut, z, m)
+        mu, sd = par[0], par[1]
+        if kind == K_LOGNORMAL:
+            for i in range(m):
+                out[i] = min(max(math.exp(mu + sd * z[i]), low), high)
+        else:
+            for i in range(m):
+                out[i] = min(max(mu + sd * z[i], low), high)
 
 
 @pjit
 def all_draws(u, kinds, par, table, lo, hi):
-    """``(paths, inputs)``: each input's inverse CDF at its uniforms ``u[input, path]`` (:func:`_draw_block`),
+    """``(inputs, paths)``: each input's inverse CDF at its uniforms ``u[input, path]`` (:func:`_draw_input`),
     blocks of paths in parallel."""
     n = u.shape[1]
-    out = np.empty((n, u.shape[0]))
+    out = np.empty(u.shape)
     width = 1024
     for b in numba.prange((n + width - 1) // width):
         first = b * width
         m = min(n, first + width) - first
-        _draw_block(u[:, first:first + m], m, kinds, par, table, lo, hi, out, first, np.empty(m), np.zeros(m))
+        cut, z = np.empty(m), np.zeros(m)
+        node = np.empty(LOOKUP_BLOCK, np.int64)
+        near = (np.empty(LOOKUP_BLOCK), np.empty(LOOKUP_BLOCK), np.empty(LOOKUP_BLOCK), np.empty(LOOKUP_BLOCK))
+        for q in range(kinds.shape[0]):
+            _draw_input(u[q, first:first + m], m, kinds[q], par[q], table[q], lo[q], hi[q], out[q, first:first + m],
+                        cut, z, node, near)
     return out
 
 
@@ -227,23 +267,125 @@ def _correlate_block(u, m, drivers, first, factor, cols, z):
 
 
 @pjit
-def input_values(rk, first, n, streams, draws, drivers, factor, cols, kinds, par, table, lo, hi):
-    """``(n, inputs)``: each uncertain input's value on paths ``first .. first + n - 1`` in one pass, blocks of
-    paths in parallel: its own uniform (draw ``draws[q]`` on ``streams[q]``, as :func:`all_uniforms`), the
-    copula (:func:`_correlate_block`: ``cols``, the correlated inputs; ``drivers``, the drivers' scores on the
-    paths) and its inverse CDF (:func:`_draw_block`)."""
+def input_values(rk, first, n, streams, draws, drivers, factor, cols, kinds, par, table, lo, hi, fits_int, fits_flt,
+                 out):
+    """``out[q, i]`` (``(inputs, n)``): each uncertain input's value on paths ``first .. first + n - 1`` in one
+    pass, blocks of
+    ``VALUES_BLOCK`` paths in parallel: the correlated inputs' uniforms (draw ``draws[q]`` on ``streams[q]``,
+    as :func:`all_uniforms`) through the copula first (:func:`_correlate_block`: ``cols``, the correlated
+    inputs; ``drivers``, the drivers' scores on the paths), then input by input its own uniforms (unless
+    correlated) and its inverse CDF (:func:`_draw_input`), then each refitted table's parameters (``fits_int``,
+    ``fits_flt``: :func:`_fit_block`) into the rows after the inputs'.  One input at a time over many paths, so its PERT
+    table stays in cache (every input's at once would not).  ``out`` is the caller's: a run keeps one (writing
+    into memory fresh from the system costs about as much as the draws)."""
     n_inputs = streams.shape[0]
-    out = np.empty((n, n_inputs))
-    width = 1024
+    n_cols = cols.shape[0]
+    width = VALUES_BLOCK
     for b in numba.prange((n + width - 1) // width):
         start = b * width
         m = min(n, start + width) - start
-        u = np.empty((n_inputs, width))
-        _block_uniforms(rk, first + start, m, streams, draws, np.empty((1, width)), u, 0)
-        if cols.shape[0] > 0:
-            _correlate_block(u, m, drivers, start, factor, cols, np.empty((drivers.shape[0] + cols.shape[0], m)))
-        _draw_block(u, m, kinds, par, table, lo, hi, out, start, np.empty(m), np.zeros(m))
-    return out
+        uc = np.empty((n_cols, width))  # the correlated inputs' uniforms, then Phi(L z)
+        if n_cols > 0:
+            for j in range(n_cols):
+                rng.uniform_block(rk, first + start, streams[cols[j]], draws[cols[j]], uc[j:j + 1], uc[:0])
+            _correlate_block(uc, m, drivers, start, factor, np.arange(n_cols),
+                             np.empty((drivers.shape[0] + n_cols, m)))
+        buf = np.empty((1, width))
+        cut, z, res = np.empty(width), np.zeros(width), np.empty(width)
+        node = np.empty(LOOKUP_BLOCK, np.int64)
+        near = (np.empty(LOOKUP_BLOCK), np.empty(LOOKUP_BLOCK), np.empty(LOOKUP_BLOCK), np.empty(LOOKUP_BLOCK))
+        for q in range(n_inputs):
+            jc = -1
+            for j in range(n_cols):
+                if cols[j] == q:
+                    jc = j
+            if jc < 0:
+                rng.uniform_block(rk, first + start, streams[q], draws[q], buf, buf[:0])
+            else:
+                for i in range(width):
+                    buf[0, i] = uc[jc, i] if i < m else 0.5
+            # the whole block (the paths past the last drawn, never used): a trip count the compiler knows runs
+            # these loops half again as fast
+            _draw_input(buf[0], width, kinds[q], par[q], table[q], lo[q], hi[q], res, cut, z, node, near)
+            row = out[q]
+            for i in range(m):
+                row[start + i] = res[i]
+        if fits_int.shape[0] > 0:
+            _fit_block(fits_int, fits_flt, out, n_inputs, start, m)
+
+
+@jit(inline="always")
+def _fit_block(fits_int, fits_flt, out, first_row, start, m):
+    """Each refitted table's least-squares fit on paths ``start .. start + m - 1`` of ``out`` (its points'
+    probabilities, never and start from the inputs' rows where uncertain, else the table's own), its two
+    parameters into rows ``first_row + 2 f`` and ``+ 1``: the lognormal :data:`fits.LANES` paths side by side
+    (:func:`fits.fit_lognormal_lanes`), the others one path at a time (:func:`fits.fit_family`).
+
+    ``fits_int[f]``: family code, points, the never's and the start's input rows, each point's (-1: fixed);
+    ``fits_flt[f]``: never, start, then per point (MAX_PIECES each) probability, years after the valuation date,
+    years after the start and their logarithm."""
+    n_pieces = timing.MAX_PIECES
+    lanes = fits.LANES
+    p_raw = np.empty((n_pieces, lanes))
+    pn = np.empty((n_pieces, lanes))
+    r = np.empty((n_pieces, lanes))
+    log_r = np.empty((n_pieces, lanes))
+    never = np.empty(lanes)
+    a, b = np.empty(lanes), np.empty(lanes)
+    p_one, r_one, log_one, params, one_work = (np.empty(n_pieces), np.empty(n_pieces), np.empty(n_pieces),
+                                               np.empty(2), np.empty((14, n_pieces)))
+    for f in range(fits_int.shape[0]):
+        code, n, never_row, start_row = fits_int[f, 0], fits_int[f, 1], fits_int[f, 2], fits_int[f, 3]
+        for lo in range(0, m, lanes):
+            mm = min(lanes, m - lo)
+            for i in range(mm):  # (simple loops, each of its own arrays: SIMD)
+                never[i] = fits_flt[f, 0]
+            if never_row >= 0:
+                src = out[never_row]
+                for i in range(mm):
+                    never[i] = src[start + lo + i]
+            for j in range(n):
+                p_row = fits_int[f, 4 + j]
+                pj, nj, rj, lj = p_raw[j], pn[j], r[j], log_r[j]
+                for i in range(mm):
+                    pj[i] = fits_flt[f, 2 + j]
+                if p_row >= 0:
+                    src = out[p_row]
+                    for i in range(mm):
+                        pj[i] = src[start + lo + i]
+                for i in range(mm):
+                    nj[i] = pj[i] / (1.0 - never[i])
+                if start_row >= 0:  # the points' years after a moved start
+                    src = out[start_row]
+                    by = fits_flt[f, 2 + n_pieces + j]
+                    for i in range(mm):
+                        rj[i] = by - src[start + lo + i]
+                    for i in range(mm):
+                        lj[i] = math.log(rj[i])
+                else:
+                    for i in range(mm):
+                        rj[i] = fits_flt[f, 2 + 2 * n_pieces + j]
+                    for i in range(mm):
+                        lj[i] = fits_flt[f, 2 + 3 * n_pieces + j]
+            if code == timing.LOGNORMAL:  # every lane (past mm: the first's again, never used): a known count
+                for j in range(n):
+                    nj, lj = pn[j], log_r[j]
+                    for i in range(mm, lanes):
+                        nj[i] = nj[0]
+                        lj[i] = lj[0]
+                fits.fit_lognormal_lanes(n, pn, log_r, a, b)
+            else:
+                for i in range(mm):
+                    for j in range(n):
+                        p_one[j], r_one[j], log_one[j] = p_raw[j, i], r[j, i], log_r[j, i]
+                    fits.fit_family(code, n, p_one, r_one, log_one, never[i], params, one_work)
+                    a[i], b[i] = params[0], params[1]
+            dst = out[first_row + 2 * f]
+            for i in range(mm):
+                dst[start + lo + i] = a[i]
+            dst = out[first_row + 2 * f + 1]
+            for i in range(mm):
+                dst[start + lo + i] = b[i]
 
 
 @pjit
@@ -351,13 +493,27 @@ class UncertainPlan:
     tables: InputTables
     growth: np.ndarray | None = None  # (3, K+1) coefficients of the revenue path's score (when correlated)
     event_counters: dict[str, tuple[int, int]] = field(default_factory=dict)
+    fits: tuple[np.ndarray, np.ndarray] = (np.zeros((0, 4 + timing.MAX_PIECES), np.int64),
+                                           np.zeros((0, 2 + 4 * timing.MAX_PIECES)))  # see _fits
 
     @property
     def keys(self) -> list[str]:
         return [i.key for i in self.inputs]
 
+    @property
+    def rows(self) -> int:
+        """Rows of :meth:`columns`: each input's, then each refitted table's two parameters."""
+        return len(self.inputs) + 2 * self.fits[0].shape[0]
+
     def values(self, key: np.ndarray, first: int, n: int) -> np.ndarray:
         """``(n, inputs)``: each uncertain input's value on paths ``first .. first + n - 1``."""
+        return self.columns(key, first, n)[: len(self.inputs)].T
+
+    def columns(self, key: np.ndarray, first: int, n: int, out: np.ndarray | None = None) -> np.ndarray:
+        """``(rows, n)``: each uncertain input's values on paths ``first .. first + n - 1``, then each refitted
+        table's parameters (:attr:`rows`; as the kernel reads them), into ``out`` (C-contiguous, that shape)
+        where given."""
+        out = np.empty((self.rows, n)) if out is None else out
         rk = rng.round_keys(np.asarray(key, np.uint32))
         c = self.copula
         if c is None:
@@ -367,9 +523,10 @@ class UncertainPlan:
             drivers = self._driver_scores(key, first, n)
             cols = np.array([col[name] for name in c.names[c.drivers:]], np.int64)
             factor = np.ascontiguousarray(c.factor)
-        return input_values(rk, np.int64(first), np.int64(n), np.array([i.stream for i in self.inputs], np.int64),
-                            np.array([i.draw for i in self.inputs], np.int64), drivers, factor, cols,
-                            *self._constants)
+        input_values(rk, np.int64(first), np.int64(n), np.array([i.stream for i in self.inputs], np.int64),
+                     np.array([i.draw for i in self.inputs], np.int64), drivers, factor, cols, *self._constants,
+                     *self.fits, out)
+        return out
 
     @functools.cached_property
     def _constants(self) -> tuple[np.ndarray, ...]:
@@ -523,7 +680,8 @@ def no_inputs(n_steps: int, n_sources: int) -> InputTables:
         flags=np.zeros(N_FLAGS, np.uint8), base_raw=np.zeros(len(RAW)), step_class=np.zeros(n_steps + 1, np.int64),
         class_h=np.zeros(1), margin_w=np.zeros((n_steps + 1, 1)), margin_base=np.zeros(1),
         jump_cols=np.zeros(1), qp_n=np.zeros(n_sources, np.int64), qp_p=np.zeros((n_sources, timing.MAX_PIECES)),
-        qp_r=np.zeros((n_sources, timing.MAX_PIECES + 1)), qp_tail_never=np.zeros(n_sources, np.uint8),
+        qp_r=np.zeros((n_sources, timing.MAX_PIECES + 1)), qp_log_r=np.zeros((n_sources, timing.MAX_PIECES + 1)),
+        qp_tail_never=np.zeros(n_sources, np.uint8), qp_fit_row=np.full(n_sources, -1, np.int64),
         qp_by=np.zeros((n_sources, timing.MAX_PIECES)), qp_fit=np.zeros(n_sources, np.int64),
         qp_start=np.zeros(n_sources, np.uint8))
 
@@ -593,12 +751,59 @@ def plan(scenario: Any, t: np.ndarray, model: Any, timing_sources: list[str], ma
         target=np.array(target, np.int64), index=np.array(index, np.int64), slot=np.array(slot, np.int64),
         flags=flags, base_raw=base_raw, step_class=cls, class_h=class_h,
         margin_w=np.ascontiguousarray(margin_weights), margin_base=np.asarray(margin_base, np.float64),
-        jump_cols=np.zeros(max(jump_columns, 1)), qp_n=qp_n, qp_p=qp_p, qp_r=qp_r, qp_tail_never=qp_never,
-        qp_by=qp_by, qp_fit=qp_fit, qp_start=qp_start)
+        jump_cols=np.zeros(max(jump_columns, 1)), qp_n=qp_n, qp_p=qp_p, qp_r=qp_r, qp_log_r=_log_breaks(qp_r),
+        qp_tail_never=qp_never, qp_by=qp_by, qp_fit=qp_fit, qp_start=qp_start,
+        qp_fit_row=np.full(len(qp_n), -1, np.int64))
+    fits, qp_fit_row = _fits(scenario, [tables_of[k] for k in timing_sources], target, index, slot, qp_n, qp_fit,
+                             qp_p, qp_by, qp_r, len(inputs))
+    tables = tables._replace(qp_fit_row=qp_fit_row)
     copula = build_copula(scenario)
     growth = growth_coefficients(model) if copula is not None and "revenue_growth" in copula.names else None
     counters = {name: rng.named_counter(f"event:{name}") for name in scenario.events}
-    return UncertainPlan(inputs=inputs, copula=copula, tables=tables, growth=growth, event_counters=counters)
+    return UncertainPlan(inputs=inputs, copula=copula, tables=tables, growth=growth, event_counters=counters,
+                         fits=fits)
+
+
+def _fits(scenario: Any, specs: list[Any], target: list[int], index: list[int], slot: list[int], qp_n: np.ndarray,
+          qp_fit: np.ndarray, qp_p: np.ndarray, qp_by: np.ndarray, qp_r: np.ndarray,
+          n_inputs: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """The least-squares tables each path refits (the draw pass fits them, :func:`_fit_block`), as
+    ``(fits_int, fits_flt)`` (see :data:`FIT_INT`, :data:`FIT_FLT`), and each timing source's row of its two fitted
+    parameters in the values (-1: none)."""
+    n_pieces = timing.MAX_PIECES
+    rows, ints, flts = np.full(len(qp_n), -1, np.int64), [], []
+    for src in range(len(qp_n)):
+        if qp_n[src] == 0 or qp_fit[src] == timing.PIECEWISE:
+            continue
+        spec, n = specs[src], int(qp_n[src])
+        fi = np.full(4 + n_pieces, -1, np.int64)
+        fi[0], fi[1] = qp_fit[src], n
+        for q, (code, idx, sl) in enumerate(zip(target, index, slot, strict=True)):
+            if idx != src:
+                continue
+            if code == T_QUANTILE_P:
+                fi[4 + sl] = q
+            elif code == T_TIMING and sl in (0, 1):
+                fi[3 - sl] = q  # the start's row in fi[3], the never's in fi[2]
+        ff = np.zeros(2 + 4 * n_pieces)
+        ff[0] = spec.never
+        ff[1] = _years(scenario, spec.start) if spec.start is not None else 0.0
+        ff[2:2 + n] = qp_p[src, :n]
+        ff[2 + n_pieces:2 + n_pieces + n] = qp_by[src, :n]
+        ff[2 + 2 * n_pieces:2 + 2 * n_pieces + n] = qp_r[src, 1:n + 1]
+        ff[2 + 3 * n_pieces:2 + 3 * n_pieces + n] = _log_breaks(qp_r[src, 1:n + 1])
+        rows[src] = n_inputs + 2 * len(ints)
+        ints.append(fi)
+        flts.append(ff)
+    return (np.array(ints, np.int64).reshape(-1, 4 + n_pieces), np.array(flts).reshape(-1, 2 + 4 * n_pieces)), rows
+
+
+def _log_breaks(r: np.ndarray) -> np.ndarray:
+    """The logarithms of a table's breaks (``math.log`` of each, as a path with a moved start takes them)."""
+    out = np.full(r.shape, -math.inf)
+    for idx in zip(*np.nonzero(r > 0), strict=True):
+        out[idx] = math.log(float(r[idx]))
+    return out
 
 
 def _years(scenario: Any, x: Any) -> float:
@@ -703,192 +908,37 @@ def step_coefficients_paths(h, kappa, s, rho, m, out, c, work):
 
 
 @jit
-def poisson_tail_paths(mean, m, out, c, pmf):
+def poisson_tail_paths(mean, m, out, c, pmf, term, acc):
     """``out[c, n - 1, i] = P(N >= n)`` for Poisson counts with the first ``m`` paths' means, side by side (SIMD):
     each tail summed from the far end (accurate where it is tiny), ``1 - P(0)`` exact above a mean of 1; ``pmf``:
-    scratch of ``(columns + 12, m)`` or more (the terms, eleven beyond the columns kept, and the running sums)."""
+    scratch of ``(columns + 11, m)`` or more (the terms, ten beyond the columns kept); ``term``, ``acc``: of ``m``
+    (the running term and sums: arrays of their own, so each loop runs in SIMD)."""
     cols = out.shape[1]
-    top = pmf.shape[0] - 2
+    top = pmf.shape[0] - 1
     for ii in range(m):
-        pmf[0, ii] = math.exp(-mean[ii])
+        term[ii] = math.exp(-mean[ii])
+    for ii in range(m):
+        pmf[0, ii] = term[ii]
     for j in range(1, top + 1):
         for ii in range(m):
-            pmf[j, ii] = pmf[j - 1, ii] * (mean[ii] / j)
-    for j in range(cols):
+            term[ii] = term[ii] * (mean[ii] / j)
+        row = pmf[j]
         for ii in range(m):
-            out[c, j, ii] = 0.0
-    acc = pmf[top + 1]  # the running sums, path by path
+            row[ii] = term[ii]
+    for j in range(cols):
+        row = out[c, j]
+        for ii in range(m):
+            row[ii] = 0.0
     for ii in range(m):
         acc[ii] = 0.0
     for j in range(top, 0, -1):
+        row = pmf[j]
         for ii in range(m):
-            acc[ii] += pmf[j, ii]
+            acc[ii] += row[ii]
         if j <= cols:
+            row = out[c, j - 1]
             for ii in range(m):
-                out[c, j - 1, ii] = acc[ii] if mean[ii] > 0.0 else 0.0
+                row[ii] = acc[ii] if mean[ii] > 0.0 else 0.0
     for ii in range(m):
         if mean[ii] > 1.0:
             out[c, 0, ii] = -math.expm1(-mean[ii])
-
-
-@jit(inline="always")
-def _fit_cost(code, n, pn, log_r, r, y0, y1, res, der):
-    """Half the sum of squares of the residuals ``F(r_j) - pn_j`` of a family's inner CDF at log-parameters
-    ``(y0, y1)``, and their first and second derivatives in ``y``: ``der[0:2, j]``, ``der[2:5, j]`` (d00, d01,
-    d11)."""
-    a = math.exp(y0)
-    inv_b = math.exp(-y1)
-    cost = 0.0
-    for j in range(n):
-        if code == timing.LOGNORMAL:
-            z = (log_r[j] - y0) * inv_b
-            f = _ndtr(z)
-            phi = math.exp(-0.5 * z * z) * (1.0 / math.sqrt(2.0 * math.pi))
-            d0 = -phi * inv_b
-            der[0, j] = d0
-            der[1, j] = -phi * z
-            der[2, j] = z * d0 * inv_b
-            der[3, j] = -d0 * (1.0 - z * z)
-            der[4, j] = z * phi * (1.0 - z * z)
-        else:
-            if code == timing.EXPONENTIAL:
-                h = a * r[j]
-                h0, h1, h00, h01, h11 = h, 0.0, h, 0.0, 0.0
-            else:  # weibull: a the shape, b the scale
-                x = log_r[j] - y1
-                h = math.exp(a * x)
-                h0, h1 = h * a * x, -a * h
-                h00, h01, h11 = a * x * (h0 + h), a * (h1 * x - h), -a * h1
-            f = -math.expm1(-h)
-            sf = math.exp(-h)
-            der[0, j] = sf * h0
-            der[1, j] = sf * h1
-            der[2, j] = sf * (h00 - h0 * h0)
-            der[3, j] = sf * (h01 - h0 * h1)
-            der[4, j] = sf * (h11 - h1 * h1)
-        res[j] = f - pn[j]
-        cost += 0.5 * res[j] * res[j]
-    return cost
-
-
-@jit
-def fit_family(code, n, p, r, never, out, work):
-    """:func:`models.timing.fit_quantiles` for a fitted family (exponential, weibull, lognormal) on one path: the
-    least-squares fit in probability space, on log-parameters, of ``P(by r_j) = p_j`` (``r``: years after the
-    start), the chance of never held at ``never``; ``out[0], out[1]``: the parameters in
-    :meth:`models.timing.TimeDistribution.to_params` order.
-
-    It starts from the linearised problem's solution (:func:`_fit_start`) and takes
-    Newton steps on the sum of squares (exact first and second derivatives), a Levenberg-Marquardt step where
-    the Hessian is not positive definite, each step halved until the sum falls, until a step no longer moves the
-    parameters.  ``work``: scratch of ``(14, n)`` or more."""
-    k = 1 if code == timing.EXPONENTIAL else 2
-    pn, log_r, res, trial, der, der_trial = work[0], work[1], work[2], work[3], work[4:9], work[9:14]
-    for j in range(n):
-        pn[j] = p[j] / (1.0 - never)
-        log_r[j] = math.log(r[j])
-    y0, y1 = _fit_start(code, n, pn, log_r, r, trial, res)
-    cost = _fit_cost(code, n, pn, log_r, r, y0, y1, res, der)
-    lam = 1e-3
-    for _ in range(200):
-        g0 = g1 = j00 = j01 = j11 = s00 = s01 = s11 = 0.0
-        for j in range(n):
-            e = res[j]
-            g0 += der[0, j] * e
-            j00 += der[0, j] * der[0, j]
-            s00 += der[2, j] * e
-            if k == 2:
-                g1 += der[1, j] * e
-                j01 += der[0, j] * der[1, j]
-                j11 += der[1, j] * der[1, j]
-                s01 += der[3, j] * e
-                s11 += der[4, j] * e
-        h00, h01, h11 = j00 + s00, j01 + s01, j11 + s11
-        if k == 1:
-            newton = h00 > 0.0
-            d0, d1 = (-g0 / h00 if newton else -g0 / (j00 * (1.0 + lam))), 0.0
-        else:
-            det = h00 * h11 - h01 * h01
-            newton = h00 > 0.0 and det > 0.0
-            if not newton:  # Levenberg-Marquardt on the Gauss-Newton matrix
-                floor = 1e-9 * (j00 + j11)
-                h00 = j00 + lam * max(j00, floor)
-                h11 = j11 + lam * max(j11, floor)
-                h01 = j01
-                det = h00 * h11 - h01 * h01
-                lam *= 4.0
-            d0, d1 = -(h11 * g0 - h01 * g1) / det, -(h00 * g1 - h01 * g0) / det
-        longest = max(abs(d0), abs(d1))
-        if longest > 1.0:  # at most a factor e on a parameter per step
-            d0, d1 = d0 / longest, d1 / longest
-        if not (abs(d0) > 1e-15 * (1.0 + abs(y0)) or abs(d1) > 1e-15 * (1.0 + abs(y1))):
-            break  # the step no longer moves the parameters (or is not a number)
-        if newton and longest < 1e-8:  # Newton's last step: what it leaves is of order its square, below rounding
-            y0, y1 = y0 + d0, y1 + d1
-            break
-        moved = False
-        for _ in range(60):
-            new = _fit_cost(code, n, pn, log_r, r, y0 + d0, y1 + d1, trial, der_trial)
-            if new < cost or (newton and max(abs(d0), abs(d1)) < 1e-9):  # (rounding decides the sum there)
-                y0, y1, cost = y0 + d0, y1 + d1, new
-                for j in range(n):
-                    res[j] = trial[j]
-                    for i in range(5):
-                        der[i, j] = der_trial[i, j]
-                moved = True
-                break
-            d0, d1 = 0.5 * d0, 0.5 * d1
-        if not moved:
-            break
-        if newton:
-            lam = max(lam * 0.2, 1e-15)
-    out[0] = math.exp(y0)
-    out[1] = math.exp(y1) if k == 2 else 0.0
-
-
-@jit(inline="always")
-def _fit_start(code, n, pn, log_r, r, z, w):
-    """The linearised problem's solution on log-parameters (0 where it is not a positive number), as
-    :func:`models.timing._starting_values` but each point weighted as the least squares in probability space
-    weigh it to first order (lognormal: ``phi(z_j)^2``; weibull: ``(S_j h_j)^2``): closer to the minimum, so
-    fewer Newton steps.  ``z``, ``w``: scratch of ``n``."""
-    if code == timing.EXPONENTIAL:
-        num = den = 0.0
-        for j in range(n):
-            num += -math.log1p(-pn[j]) * r[j]
-            den += r[j] * r[j]
-        a = num / den
-        return (math.log(a) if a > 0 and a < np.inf else 0.0), 0.0
-    # a weighted line through (x_j, y_j): weibull log h on log r, lognormal log r on ndtri(pn)
-    for j in range(n):
-        if code == timing.LOGNORMAL:
-            z[j] = rng.ndtri(pn[j])
-            w[j] = math.exp(-z[j] * z[j])
-        else:
-            h = -math.log1p(-pn[j])
-            z[j] = math.log(h)
-            w[j] = ((1.0 - pn[j]) * h) ** 2
-    sw = mx = my = 0.0
-    for j in range(n):
-        x, y = (z[j], log_r[j]) if code == timing.LOGNORMAL else (log_r[j], z[j])
-        sw += w[j]
-        mx += w[j] * x
-        my += w[j] * y
-    mx /= sw
-    my /= sw
-    sxx = sxy = 0.0
-    for j in range(n):
-        x, y = (z[j], log_r[j]) if code == timing.LOGNORMAL else (log_r[j], z[j])
-        sxx += w[j] * (x - mx) * (x - mx)
-        sxy += w[j] * (x - mx) * (y - my)
-    slope = sxy / sxx
-    intercept = my - slope * mx
-    if code == timing.LOGNORMAL:
-        a, b = math.exp(intercept), slope
-    else:
-        a, b = slope, math.exp(-intercept / slope)
-    if not (a > 0 and b > 0 and a < np.inf and b < np.inf):
-        return 0.0, 0.0
-    return math.log(a), math.log(b)
-
-
