@@ -24,12 +24,15 @@ failure is said once.
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import sys
 import tempfile
+import types
 
 import numba
+import numpy as np
 from numba.core import event
 from numba.misc.appdirs import AppDirs
 
@@ -176,3 +179,37 @@ class _CompileNote(event.Listener):
 
     def on_end(self, event) -> None:
         pass
+
+
+def python_version(func, _done: dict | None = None):
+    """A jitted function's own Python code, calling the Python code of the jitted functions it calls (by name, or
+    as an attribute of a module): the same arithmetic without compiling anything, for a one-off computation
+    where a compile would cost seconds (a scenario's own fitted table, at validation).  Scalar IEEE arithmetic
+    and the C library's functions, as in the compiled code."""
+    done = {} if _done is None else _done
+    if func in done:
+        return done[func]
+    py = func.py_func
+    names = dict(py.__globals__)
+    clone = types.FunctionType(py.__code__, names, py.__name__, py.__defaults__, py.__closure__)
+    done[func] = clone
+    for name in py.__code__.co_names:
+        value = names.get(name)
+        if isinstance(value, numba.core.dispatcher.Dispatcher):
+            names[name] = python_version(value, done)
+        elif isinstance(value, types.ModuleType) and value not in (math, np):
+            names[name] = _PythonModule(value, done)
+    return clone
+
+
+class _PythonModule:
+    """A module whose jitted functions are read as their :func:`python_version`."""
+
+    def __init__(self, module: types.ModuleType, done: dict) -> None:
+        self._module, self._done = module, done
+
+    def __getattr__(self, name: str):
+        value = getattr(self._module, name)
+        if isinstance(value, numba.core.dispatcher.Dispatcher):
+            return python_version(value, self._done)
+        return value

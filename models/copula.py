@@ -64,11 +64,20 @@ def nearest_correlation(matrix: np.ndarray, fixed: np.ndarray | None = None, tol
 def cholesky_psd(matrix: np.ndarray, tol: float = 1e-12) -> np.ndarray:
     """A lower triangular ``L`` with ``L L' = matrix`` for a positive semi-definite matrix (a zero pivot gives a
     zero column: the variable is a combination of earlier ones)."""
-    n = matrix.shape[0]
-    out = np.zeros((n, n))
+    # sums in a plain loop, in a fixed order: a BLAS dot product's kernel (chosen by CPU) orders them its own way,
+    # and the factor feeds every path
+    a = np.asarray(matrix, np.float64).tolist()
+    n = len(a)
+    out = [[0.0] * n for _ in range(n)]
     for j in range(n):
-        d = matrix[j, j] - out[j, :j] @ out[j, :j]
+        d = a[j][j]
+        for k in range(j):
+            d -= out[j][k] * out[j][k]
         if d > tol:
-            out[j, j] = math.sqrt(d)
-            out[j + 1:, j] = (matrix[j + 1:, j] - out[j + 1:, :j] @ out[j, :j]) / out[j, j]
-    return out
+            out[j][j] = math.sqrt(d)
+            for i in range(j + 1, n):
+                x = a[i][j]
+                for k in range(j):
+                    x -= out[i][k] * out[j][k]
+                out[i][j] = x / out[j][j]
+    return np.array(out, np.float64).reshape(n, n)

@@ -141,6 +141,11 @@ def distribution(spec, scenario: Scenario):
     if family == "quantiles":
         by = [as_years(scenario, p.by) for p in spec.points]
         probs = [p.p for p in spec.points]
+        if spec.fit in ("exponential", "weibull", "lognormal"):  # the least-squares minimum to the last digit
+            exact = _precise_fit_cached(scenario, spec.model_copy(update={"never": never}))
+            law = {"exponential": Exponential, "weibull": Weibull, "lognormal": Lognormal}[spec.fit]
+            names = {"exponential": ("rate",), "weibull": ("shape", "scale"), "lognormal": ("median", "sigma")}
+            return law(*[exact[name] for name in names[spec.fit]], start=start, never=never)
         return fit_quantiles(by, probs, family=spec.fit, start=start, never=never, tail=spec.tail).distribution
     raise ValueError(f"unknown timing family {family!r}")
 
@@ -820,6 +825,16 @@ def reference_simulate_uncertain(scenario: Scenario, paths: int, seed: int, firs
         parties=head.parties, market_pvs=market, company=stack["company"], revenue_by_year=stack["revenue_by_year"],
         years=head.years, revenue_path=stack["revenue_path"], booked=stack["booked"], step_time=head.step_time)
     return result, values
+
+
+_PRECISE: dict = {}
+
+
+def _precise_fit_cached(scenario: Scenario, spec) -> dict:
+    key = (id(scenario), spec.model_dump_json())
+    if key not in _PRECISE:
+        _PRECISE[key] = (scenario, precise_fit(scenario, spec))  # (the scenario kept: its id stays its own)
+    return _PRECISE[key][1]
 
 
 def precise_fit(scenario: Scenario, spec) -> dict:

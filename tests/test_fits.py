@@ -97,3 +97,18 @@ def test_a_lanes_fit_does_not_depend_on_the_other_lanes():
     m3, s3 = _lane_fit(p[:, one], never[one], r[:, one])
     assert np.all(m3 == median[0]) and np.all(s3 == sigma[0])
 
+
+def test_the_python_code_of_the_one_path_fit_gives_the_compiled_bits():
+    """A scenario's own fitted table is fitted by the fit's Python code (validating compiles nothing): the very
+    bits of the compiled fit, for each family."""
+    from models._jit import python_version
+
+    python = python_version(fits.fit_family)
+    p, never, r = _problems(200, 6)
+    compiled, interpreted, work = np.zeros(2), np.zeros(2), np.zeros((14, 3))
+    for code in (timing.LOGNORMAL, timing.WEIBULL, timing.EXPONENTIAL):
+        for i in range(200):
+            args = (code, 3, p[:, i].copy(), r[:, i].copy(), np.log(r[:, i]), never[i])
+            fits.fit_family(*args, compiled, work)
+            python(*args, interpreted, work)
+            assert np.array_equal(compiled, interpreted), (code, i, compiled, interpreted)

@@ -7,6 +7,7 @@ import hashlib
 import itertools
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -274,16 +275,42 @@ def _hash(result) -> str:
     return h.hexdigest()
 
 
-def test_fixed_runs_are_bit_for_bit_those_before_uncertain_inputs():
-    """uncertain=False (the default) gives the very numbers of the version before uncertain inputs existed:
-    hashes of every per-path output, recorded with that version (3,000 paths, seed 7) on this platform."""
-    recorded = json.loads(FIXTURE.read_text())
+def _shipped_hashes(uncertain: bool = False) -> dict[str, str]:
     root = Path(__file__).resolve().parents[1] / "inputs"
-    for name, digest in recorded.items():
+    out = {}
+    for name in json.loads(FIXTURE.read_text()):
         s = load_scenario(root / f"{name}.toml")
-        assert _hash(valuation.simulate(s, paths=3000, seed=7, keep_paths=True)) == digest, name
-        if s.ranges_with_dist():
-            assert _hash(valuation.simulate(s, paths=3000, seed=7, keep_paths=True, uncertain=False)) == digest
+        out[name] = _hash(valuation.simulate(s, paths=3000, seed=7, keep_paths=True, uncertain=uncertain))
+    return out
+
+
+def test_fixed_runs_are_bit_for_bit_those_recorded():
+    """uncertain=False (the default) gives the very numbers recorded: hashes of every per-path output of each
+    shipped scenario (3,000 paths, seed 7).  Recorded first with the version before uncertain inputs existed (the
+    fixed runs matched it bit for bit), re-recorded once when the fitted timing tables moved from scipy's least
+    squares to the paths' own fitter and the discount tables to the C library's pow (the numbers then became
+    the same on every machine: see the next test); a change to the kernel must leave them alone."""
+    recorded = json.loads(FIXTURE.read_text())
+    assert _shipped_hashes() == recorded
+    s = load_scenario(BASE_CASE)
+    assert s.ranges_with_dist()
+    assert _hash(valuation.simulate(s, paths=3000, seed=7, keep_paths=True, uncertain=False)) == recorded["base_case"]
+
+
+def test_results_do_not_depend_on_the_cpus_vector_instructions():
+    """The same numbers with numpy's SIMD kernels (AVX-512's exp, log and pow round their last bits their own
+    way) and OpenBLAS's CPU-specific kernels switched off, in a fresh process: what a worker on another machine
+    computes.  On a CPU without them the two runs are the same run and the test says nothing new."""
+    import subprocess
+
+    code = ("import json, sys; sys.path.insert(0, 'tests'); import test_uncertain as t; "
+            "print(json.dumps([t._shipped_hashes(), t._shipped_hashes(uncertain=True)]))")
+    env = {**os.environ, "NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR AVX2 FMA3 AVX512F AVX512_SKX",
+           "OPENBLAS_CORETYPE": "Prescott"}
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True)
+    there = json.loads(out.stdout.strip().splitlines()[-1])
+    assert there == [_shipped_hashes(), _shipped_hashes(uncertain=True)]
 
 
 def test_adding_an_uncertain_input_leaves_the_others_draws_as_they_were():
@@ -406,7 +433,8 @@ def test_each_paths_fit_is_the_least_squares_minimum():
     from reference import precise_fit
 
     from models import timing
-    from valuation.engine.uncertain import FIT_CODES, fit_family
+    from valuation.engine.fits import fit_family
+    from valuation.engine.uncertain import FIT_CODES
 
     rng = np.random.default_rng(4)
     base = load_scenario(BASE_CASE)
@@ -421,7 +449,7 @@ def test_each_paths_fit_is_the_least_squares_minimum():
             spec = base.agi.declaration.model_copy(update={"fit": fit, "never": never, "points": points})
             exact = precise_fit(base, spec)
             out = np.zeros(2)
-            fit_family(FIT_CODES[fit], 3, p, by - start, never, out, np.zeros((14, 3)))
+            fit_family(FIT_CODES[fit], 3, p, by - start, np.log(by - start), never, out, np.zeros((14, 3)))
             for j, name in enumerate(names):
                 assert abs(out[j] - exact[name]) <= 1e-13 * exact[name], (fit, name, out[j], exact[name])
             scipy_fit = timing.fit_quantiles(by, p, fit, start, never=never).distribution

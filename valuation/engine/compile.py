@@ -8,6 +8,8 @@ gets its own counter words from its name (:func:`models.rng.named_counter`).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from datetime import date as Date
 from datetime import timedelta
@@ -16,8 +18,10 @@ from typing import Any
 import numpy as np
 
 from models import rng, timing
+from models._jit import python_version
 from models.revenue import UPLIFT, RevenueModel, jump_tail
 from valuation import keys
+from valuation.engine import fits
 from valuation.engine import uncertain as uncertain_inputs
 from valuation.engine.tables import (
     COND_DEADLINE,
@@ -167,7 +171,7 @@ def _model(s: Scenario, model: RevenueModel, t: np.ndarray, dt: np.ndarray, driv
         haircut_steps[d, 1:] = drivers.dl_haircut[d] * ov / h
     if s.market is not None:  # a step's profit at the step's middle, then the exit value at the horizon
         rate = 0.0 if undiscounted else s.market.rates[s.market.company_class]
-        company_df = (1.0 + rate) ** (-np.append(flow_times(t), t[-1]))
+        company_df = discount_factors(np.array([rate]), np.append(flow_times(t), t[-1]))[0]
     else:
         company_df = np.full(len(t) + 1, np.nan)
     _, year_first, year_cut = calendar_years(s, t)
@@ -324,7 +328,7 @@ def _clauses(s: Scenario, t: np.ndarray, src_index: dict[str, int], undiscounted
             time_at[c] = s.years(clause.date)
 
     rates_arr = np.array(rates, np.float64)
-    df = (1.0 + rates_arr[:, None]) ** (-flow_times(t)[None, :])  # a step's flows are dated at its middle
+    df = discount_factors(rates_arr, flow_times(t))  # a step's flows are dated at its middle
     time_df = np.ones((C, 2))
     time_df_market = np.ones(C)
     for c in range(C):
@@ -424,6 +428,12 @@ def _value(xs: np.ndarray, ys: np.ndarray, x: float, linear: bool) -> float:
     return float(ys[max(int(np.searchsorted(xs, x, side="right")) - 1, 0)])
 
 
+def discount_factors(rates: np.ndarray, times: np.ndarray) -> np.ndarray:
+    """``(1 + rates[i]) ** -times[j]``, each by the C library's ``pow``: numpy's array power takes a SIMD path on
+    CPUs with AVX-512 whose last bits differ from other machines', and these tables feed every path."""
+    return np.array([[math.pow(1.0 + r, -x) for x in times.tolist()] for r in rates.tolist()], np.float64)
+
+
 def build_timing(spec: Any, scenario: Scenario, absolute: bool) -> tuple[Any, Any]:
     """A scenario timing table → a ``models.timing`` distribution (and its quantile fit, if any)."""
 
@@ -448,9 +458,37 @@ def build_timing(spec: Any, scenario: Scenario, absolute: bool) -> tuple[Any, An
         if starts[0] > 0:
             starts, hazards = [0.0, *starts], [0.0, *hazards]
         return timing.PiecewiseHazard(tuple(starts), tuple(hazards), **common), None
-    fit = timing.fit_quantiles([years(p.by) for p in spec.points], [p.p for p in spec.points],
-                               family=spec.fit, start=start, never=spec.never, tail=spec.tail)
+    by, probs = [years(p.by) for p in spec.points], [p.p for p in spec.points]
+    fit = timing.fit_quantiles(by, probs, family=spec.fit, start=start, never=spec.never, tail=spec.tail)
+    if spec.fit in FITTED_FAMILIES:
+        fit = _deterministic_fit(fit, spec.fit, start, spec.never)
     return fit.distribution, fit
+
+
+FITTED_FAMILIES = {"exponential": (timing.EXPONENTIAL, timing.Exponential), "weibull": (timing.WEIBULL, timing.Weibull),
+                   "lognormal": (timing.LOGNORMAL, timing.Lognormal)}
+
+
+@functools.cache
+def _fit_family_python():
+    return python_version(fits.fit_family)
+
+
+def _deterministic_fit(fit: Any, family: str, start: float, never: float) -> Any:
+    """The fit's parameters by :func:`valuation.engine.fits.fit_family`, the fitter of the paths' own tables, in
+    place of scipy's: scipy's least squares goes through the BLAS, whose kernels (chosen by CPU) round differently
+    from machine to machine, and the parameters feed every path.  The same minimum (both to rounding, the tests hold
+    this one to 1e-13 of a 40-digit Newton), and the same bits on any machine.  Its Python code (the same bits as
+    the compiled one, a fraction of a millisecond): validating a scenario compiles nothing."""
+    code, law = FITTED_FAMILIES[family]
+    r = np.array(fit.times, np.float64) - start
+    p = np.array(fit.probs, np.float64)
+    out = np.zeros(2)
+    _fit_family_python()(code, len(r), p, r, np.array([math.log(x) for x in r.tolist()]), never, out,
+                         np.zeros((14, len(r))))
+    dist = law(*out[:1 if code == timing.EXPONENTIAL else 2], start=start, never=never)
+    residual = float(np.max(np.abs(dist.cdf(np.array(fit.times)) - p)))
+    return dataclasses.replace(fit, distribution=dist, residual=residual)
 
 
 PV_LIMIT = 1e12  # USD bn: beyond this a PV is an overflow, not a valuation
