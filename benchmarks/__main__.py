@@ -317,14 +317,13 @@ WHY = {  # shown when a target is missed: what the gap is made of
         "also carries the machine's thread scaling in this run (see the floor's speed-up)."),
     "uncertain_over_fixed_all_threads": (
         "every input of the world drawn per path (34 here, the AGI declaration's three elicited probabilities "
-        "among them) costs in three places, measured apart on 200,000 paths by feeding the kernel values drawn "
-        "beforehand and by leaving groups of inputs fixed: the pass that draws them (a Philox call, a normal score "
-        "and a quantile per input and path) about 10% of a fixed run; each path's least-squares refit of the "
-        "declaration's lognormal (Newton from a weighted linear start, three to four evaluations of three normal "
-        "CDFs) about 7%; each path's own growth coefficients, jump-count tails, margins, haircuts and timing "
-        "tables, and the revenue step with its own parameters, about 11%. Each of the last is small (1-3%) on its "
-        "own; the two large parts are arithmetic a path cannot skip (its own counter-based draw per input, and a "
-        "fit to its own points)."),
+        "among them) costs in three places, measured apart on 200,000 paths at one thread: the pass that draws "
+        "them (a Philox call, a normal score and a quantile per input and path, input by input in blocks) about 7% "
+        "of a fixed run; each path's least-squares refit of the declaration's lognormal (1,024 paths side by side "
+        "in SIMD, one or two Newton steps from a polished start) about 4-5%; each path's own growth coefficients, "
+        "jump-count tails, margins, haircuts and timing tables in the kernel about 8%. The draw and the fit are "
+        "arithmetic a path cannot skip (its own counter-based draw per input, a fit to its own points); the ratio "
+        "moves by a few hundredths from run to run on this shared machine."),
     "full_over_numpy_1_thread": (
         "as above; at one thread the kernel is about 2x the numpy reference, on either side of the target from run "
         "to run."),
