@@ -93,6 +93,16 @@ def without_dists(*args: str) -> Callable[[Path, Path], list[str]]:
     return setup
 
 
+def edited_case(change: tuple[str, str], *args: str) -> Callable[[Path, Path], list[str]]:
+    """The base case with one text change as ``edited.toml``, and these arguments."""
+
+    def setup(folder: Path, report: Path) -> list[str]:
+        (folder / "edited.toml").write_text(_replace(*change), encoding="utf-8")
+        return list(args)
+
+    return setup
+
+
 def copied(*args: str) -> Callable[[Path, Path], list[str]]:
     """The base case copied as ``bc.toml``, and these arguments."""
 
@@ -107,7 +117,7 @@ def arguments(*args: str, out: str | None = "out.xlsx") -> Callable[[Path, Path]
     """The shipped base case with these command-line arguments."""
 
     def setup(folder: Path, report: Path) -> list[str]:
-        if args and args[0] in ("run", "validate", "calibrate", "frobnicate"):
+        if args and args[0] in ("run", "validate", "calibrate", "sensitivity", "frobnicate"):
             return list(args)
         return ["run", str(BASE_CASE), *args, *(["--out", out] if out else [])]
 
@@ -475,6 +485,21 @@ CATALOGUE = [
                                                "1", "2")),
     Mistake("uncertain-without-distributions", "command line", "`--uncertain` for a scenario in which no input "
             "has a distribution", "--uncertain", without_dists("run", "fixed.toml", "--uncertain", *RUN)),
+    Mistake("sensitivity-unknown-input", "command line", "`sensitivity --inputs` naming no input of the scenario",
+            "revenue.nonsense", arguments("sensitivity", str(BASE_CASE), "--inputs", "revenue.nonsense", "--paths",
+                                          "100", "--out", "out.xlsx")),
+    Mistake("sensitivity-input-without-range", "command line", "`sensitivity --inputs` naming an input without a "
+            "low/high range", "revenue.mean_reversion", arguments("sensitivity", str(BASE_CASE), "--inputs",
+                                                                  "revenue.mean_reversion", "--out", "out.xlsx")),
+    Mistake("sensitivity-empty-range", "command line", "`sensitivity` of an input whose range is empty "
+            "(`low = high`)", "revenue.exit_multiple",
+            edited_case(('exit_multiple = { value = 6.818, low = 6.0, high = 10.0',
+                         'exit_multiple = { value = 6.818, low = 6.818, high = 6.818'),
+                        "sensitivity", "edited.toml", "--inputs", "revenue.exit_multiple", "--out", "out.xlsx")),
+    Mistake("sensitivity-unknown-statistic", "command line", "`sensitivity --statistic` of no known statistic",
+            "--statistic", arguments("sensitivity", str(BASE_CASE), "--statistic", "p150", "--out", "out.xlsx")),
+    Mistake("sensitivity-one-point", "command line", "`sensitivity --points` below 2", "--points",
+            arguments("sensitivity", str(BASE_CASE), "--points", "1", "--out", "out.xlsx")),
     Mistake("calibrate-onto-the-input", "command line", "`calibrate --out` naming the input scenario", "--out",
             copied("calibrate", "bc.toml", "--vary", "revenue.exit_multiple", "--mark", "softbank_round_2025",
                    "--out", "bc.toml")),

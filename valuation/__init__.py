@@ -28,9 +28,12 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 # in place before numba, numpy and pandas load.
 _LAZY = {"ArgumentTypeError": "valuation.arguments", "InputError": "valuation.errors",
          "PathsNotKept": "valuation.results", "Scenario": "valuation.scenario", "SimulationResult": "valuation.results",
-         "load_scenario": "valuation.scenario", "merge": "valuation.api", "simulate": "valuation.api"}
+         "load_scenario": "valuation.scenario", "merge": "valuation.api", "simulate": "valuation.api",
+         "Sensitivity": "valuation.analysis", "sensitivity": "valuation.analysis", "BreakEven": "valuation.analysis",
+         "break_even": "valuation.analysis"}
 
 if TYPE_CHECKING:
+    from valuation.analysis import BreakEven, Sensitivity, break_even, sensitivity
     from valuation.api import merge, simulate
     from valuation.arguments import ArgumentTypeError
     from valuation.errors import InputError
@@ -50,5 +53,5 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
 
-__all__ = ["ArgumentTypeError", "InputError", "PathsNotKept", "Scenario", "SimulationResult", "__version__",
-           "load_scenario", "merge", "simulate"]
+__all__ = ["ArgumentTypeError", "BreakEven", "InputError", "PathsNotKept", "Scenario", "Sensitivity",
+           "SimulationResult", "__version__", "break_even", "load_scenario", "merge", "sensitivity", "simulate"]

@@ -85,7 +85,45 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--seed", type=_count, help="random seed of every run (default: the scenario's)")
     cal.add_argument("--between", type=float, nargs=2, metavar=("LOW", "HIGH"),
                      help="range to search (default: the input's allowed range)")
-    parser.set_defaults(commands={"run": run, "validate": check, "calibrate": cal})
+    sens = sub.add_parser("sensitivity", help="tornado and spider: each input with a low/high range re-run at its "
+                                              "ends on the same random numbers; writes a workbook")
+    sens.add_argument("file", help="scenario file (.toml) or report (.xlsx)")
+    sens.add_argument("--inputs", nargs="+", metavar="KEY", help="key paths of the inputs to vary (default: every "
+                                                                 "input with a low/high range)")
+    sens.add_argument("--statistic", default="mean", help=common_statistic_help())
+    sens.add_argument("--points", type=_count, default=5, help="points across each range for the spider, both ends "
+                                                               "included (default 5; 2: the tornado only)")
+    sens.add_argument("--paths", type=_count, help="paths of every run (default: the scenario's)")
+    sens.add_argument("--seed", type=_count, help="random seed of every run (default: the scenario's)")
+    sens.add_argument("--threads", type=_count, help="worker threads (default: all cores)")
+    sens.add_argument("--baseline", help="structure the diff statistic compares with (default: the scenario's)")
+    sens.add_argument("--out", help="workbook path (default: reports/<file stem>-sensitivity.xlsx)")
+    sens_draws = sens.add_mutually_exclusive_group()
+    sens_draws.add_argument("--uncertain", dest="uncertain", action="store_true", default=None,
+                            help="draw the inputs that have a distribution (the varied one held at each point)")
+    sens_draws.add_argument("--fixed", dest="uncertain", action="store_false", default=None,
+                            help="hold every input at its value, whatever the scenario's default")
+    be = sub.add_parser("break-even", help="the value of one input at which a party's statistic under one structure "
+                                           "equals that under another (or a target), on common random numbers")
+    be.add_argument("file", help="scenario file (.toml) or report (.xlsx)")
+    be.add_argument("--vary", required=True, help="key path of the number to solve, e.g. structures[3].clauses[0].cap")
+    be.add_argument("--structure", required=True, help="the structure whose value is solved for")
+    be.add_argument("--party", required=True, help="the party whose value it is")
+    be.add_argument("--versus", help="the structure to break even against (default: none; then --target)")
+    be.add_argument("--target", type=float, default=0.0, help="the value to meet without --versus (USD bn; default 0)")
+    be.add_argument("--statistic", default="mean", help="mean (the default), p<q> or cvar<q>")
+    be.add_argument("--between", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                    help="range to search (default: the input's low/high range, else its allowed range)")
+    be.add_argument("--paths", type=_count, help="paths of every run (default: the scenario's)")
+    be.add_argument("--seed", type=_count, help="random seed of every run (default: the scenario's)")
+    be.add_argument("--threads", type=_count, help="worker threads (default: all cores)")
+    be_draws = be.add_mutually_exclusive_group()
+    be_draws.add_argument("--uncertain", dest="uncertain", action="store_true", default=None,
+                          help="draw the inputs that have a distribution")
+    be_draws.add_argument("--fixed", dest="uncertain", action="store_false", default=None,
+                          help="hold every input at its value, whatever the scenario's default")
+    parser.set_defaults(commands={"run": run, "validate": check, "calibrate": cal, "sensitivity": sens,
+                                  "break-even": be})
     return parser
 
 
@@ -109,6 +147,10 @@ def main(argv: list[str] | None = None) -> int:
                 return _validate(args)
             if args.command == "calibrate":
                 return _calibrate(args)
+            if args.command == "sensitivity":
+                return _sensitivity(args)
+            if args.command == "break-even":
+                return _break_even(args)
             return _run(args)
         except InputError as exc:
             _say(sys.stderr, f"error: {exc.message()}")
@@ -194,15 +236,15 @@ def _validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _output(args: argparse.Namespace, size: int) -> tuple[Path, Path | None]:
+def _output(args: argparse.Namespace, size: int, suffix: str = "") -> tuple[Path, Path | None]:
     """The workbook path, checked (room for ``size`` bytes), and the default folder to create just before
-    writing (None: none)."""
+    writing (None: none); the default name is the file's stem and ``suffix``."""
     from valuation.report.xlsx import check_output_path, unwritable
 
     if args.out:
         return check_output_path(args.out, size), None
     folder = Path(DEFAULT_FOLDER)
-    out = folder / f"{Path(args.file).stem}.xlsx"
+    out = folder / f"{Path(args.file).stem}{suffix}.xlsx"
     if out.exists() and Path(args.file).exists() and os.path.realpath(out) == os.path.realpath(args.file):
         out = out.with_name(f"{out.stem}-rerun.xlsx")  # never overwrite the workbook we read by default
     if folder.is_dir():
@@ -257,12 +299,7 @@ def _run(args: argparse.Namespace) -> int:
         if bar:
             bar.close()
     interrupts.check()
-    if folder is not None:  # the default folder is ours to create, once there is a workbook to put in it
-        try:
-            folder.mkdir(exist_ok=True)
-        except OSError as exc:
-            raise InputError(str(folder), f"cannot be created ({exc.strerror or exc}); expected a writable "
-                                          "working folder (or give --out)") from None
+    _make_folder(folder)
     written = result.to_excel(out)  # before printing: a closed pipe must not cost the workbook
     lines = _report(scenario, result, args.view) + ["", f"workbook: {printable(str(written))}"]
     if not _say(sys.stdout, "\n".join(lines)):  # a full disk, a closed pipe or no stdout: the work is done
@@ -270,6 +307,102 @@ def _run(args: argparse.Namespace) -> int:
             _silence(sys.stdout.fileno() if _has_fileno(sys.stdout) else 1)
         _say(sys.stderr, f"note: the summary could not be printed (standard output is closed or full); the "
                          f"workbook is complete: {printable(str(written))}")
+    return EXIT_OK
+
+
+def _make_folder(folder: Path | None) -> None:
+    """The default folder is ours to create, once there is a workbook to put in it."""
+    if folder is None:
+        return
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise InputError(str(folder), f"cannot be created ({exc.strerror or exc}); expected a writable "
+                                      "working folder (or give --out)") from None
+
+
+def common_statistic_help() -> str:
+    return ("mean (mean PV, the default), diff (mean of PV minus the baseline structure's, path by path), p<q> (a "
+            "percentile, e.g. p5) or cvar<q> (minus the mean of the worst q%% of paths)")
+
+
+def _sensitivity(args: argparse.Namespace) -> int:
+    from valuation.analysis import common
+    from valuation.analysis.sensitivity import sensitivity
+    from valuation.engine.compile import compile_scenario
+    from valuation.scenario import load_scenario
+
+    scenario = load_scenario(args.file)
+    common.statistic("", args.statistic, "--statistic")  # every check before any path runs
+    keys = common.ranged_inputs("", scenario, args.inputs)
+    if args.baseline is not None:
+        common.name_argument("", "--baseline", args.baseline, scenario.structure_names(), "a structure")
+    if args.points < 2:
+        raise InputError("", [Problem("--points", "a whole number >= 2 (both ends of each range)", args.points)])
+    uncertain = scenario.simulation.uncertain if args.uncertain is None else args.uncertain
+    compile_scenario(scenario, uncertain=uncertain)
+    paths = scenario.simulation.paths if args.paths is None else args.paths
+    if paths < 2 * common.BATCHES:
+        raise InputError("", [Problem("--paths", f"a whole number >= {2 * common.BATCHES} (standard errors come "
+                                      f"from {common.BATCHES} batches of paths)", paths)])
+    out, folder = _output(args, 200_000 + 2_000 * len(keys) * len(scenario.structures) * len(scenario.parties),
+                          "-sensitivity")
+    bar = _runs_bar(1 + len(keys) * args.points)
+
+    def progress(done: int, total: int) -> None:
+        interrupts.check()
+        if bar:
+            bar.update(1)
+
+    try:
+        result = sensitivity(scenario, keys, paths=paths, seed=args.seed, statistic=args.statistic,
+                             points=args.points, uncertain=uncertain, baseline=args.baseline, threads=args.threads,
+                             progress=progress)
+    finally:
+        if bar:
+            bar.close()
+    interrupts.check()
+    _make_folder(folder)
+    written = result.to_excel(out)
+    _say(sys.stdout, "\n".join([scenario.name, *result.lines(), "", f"workbook: {printable(str(written))}"]))
+    return EXIT_OK
+
+
+def _break_even(args: argparse.Namespace) -> int:
+    from valuation.analysis import common
+    from valuation.analysis.break_even import break_even
+    from valuation.scenario import load_scenario
+
+    scenario = load_scenario(args.file)
+    names = scenario.structure_names()  # every check before any path runs, named as on the command line
+    common.name_argument("", "--structure", args.structure, names, "a structure")
+    common.name_argument("", "--party", args.party, scenario.party_names(), "a party")
+    if args.versus is not None:
+        common.name_argument("", "--versus", args.versus, names, "a structure")
+        if args.versus == args.structure:
+            raise InputError("", [Problem("--versus", f"a structure other than --structure {args.structure!r} (the "
+                                          "gap against itself is zero everywhere)", args.versus)])
+    common.statistic("", args.statistic, "--statistic")
+    common.number_at("", scenario, "--vary", args.vary)
+    if args.between is not None:
+        common.search_between("", scenario, args.vary, 0.0, list(args.between))
+    if not math.isfinite(args.target):
+        raise InputError("", [Problem("--target", "a finite number (USD bn)", args.target)])
+    bar = _runs_bar(0)
+
+    def progress(done: int, total: int) -> None:
+        interrupts.check()
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        result = break_even(scenario, args.vary, args.structure, args.party, args.versus, statistic=args.statistic,
+                            target=args.target, paths=args.paths, seed=args.seed, between=args.between,
+                            uncertain=args.uncertain, threads=args.threads, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    _say(sys.stdout, "\n".join([scenario.name, *result.lines()]))
     return EXIT_OK
 
 
@@ -371,6 +504,15 @@ def _report(scenario, result, view: str | None = None) -> list[str]:
             lines += ["", f"note: {key} fitted as {fit.distribution}; it misses the given points by up to "
                           f"{fit.residual:.3f} in probability"]
     return lines
+
+
+def _runs_bar(runs: int):
+    """A bar over the runs of an analysis (``runs``: how many, 0 where a solve does not know)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return None
+    return tqdm(total=runs or None, unit=" runs", delay=1.0, file=sys.stderr, leave=False, disable=None)
 
 
 def _progress_bar(paths: int):

@@ -1,0 +1,193 @@
+"""The analysis workbooks: a Read me and the analysis's own sheet, native charts, written atomically.
+
+**Sensitivity.**  The tornado table (every structure x party and input, the swing's paired and independent-seed
+standard errors side by side), one tornado chart per structure x party that some input moves (horizontal bars:
+the change from the base value at each end of each input's range, the largest swing on top) and a spider chart
+per pair (the statistic across each input's range, the top inputs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from openpyxl import Workbook
+from openpyxl.chart import BarChart, Reference, ScatterChart, Series
+from openpyxl.utils import get_column_letter
+
+from valuation.errors import printable
+from valuation.report.xlsx import (
+    BN,
+    BN3,
+    LABEL_FONT,
+    NOTE_FONT,
+    WRAP_LEFT,
+    atomic_save,
+    check_output_path,
+    header,
+    print_setup,
+    put,
+    style_chart,
+    table,
+    title,
+    widths,
+)
+
+if TYPE_CHECKING:
+    from valuation.analysis.sensitivity import Sensitivity
+
+TOP_INPUTS = 10  # bars per tornado chart
+SPIDER_INPUTS = 6  # lines per spider chart
+CHART_ROWS = 22  # rows a chart takes (with a gap)
+
+
+def _read_me(ws, heading: str, facts: list[tuple[str, str]], notes: list[str]) -> None:
+    title(ws, heading)
+    row = 3
+    for label, value in facts:
+        put(ws, row, 1, label, font=LABEL_FONT)
+        put(ws, row, 2, value)
+        row += 1
+    row += 1
+    for note in notes:
+        put(ws, row, 1, note, font=NOTE_FONT)
+        ws.merge_cells(start_row=row, start_column=1, end_row=row, end_column=8)
+        ws.cell(row=row, column=1).alignment = WRAP_LEFT
+        ws.row_dimensions[row].height = 15 * max(1, len(note) // 110 + 1)
+        row += 1
+    widths(ws, {1: 28, 2: 90})
+    print_setup(ws, landscape=False)
+
+
+def write_sensitivity(sens: Sensitivity, path: str | Path) -> Path:
+    """The sensitivity workbook at ``path`` (atomically); returns the path."""
+    path = check_output_path(path, 200_000 + 400 * len(sens.tornado) + 200 * len(sens.spider))
+    wb = Workbook()
+    readme = wb.active
+    readme.title = "Read me"
+    scenario = sens.scenario
+    _read_me(readme, f"Sensitivity: {scenario.name}", [
+        ("Scenario file", printable(Path(scenario.path).name) if scenario.path else "(built in Python)"),
+        ("Statistic", f"{sens.statistic.label} (USD bn)" + (f", against {sens.baseline}"
+                                                           if sens.statistic.versus_baseline else "")),
+        ("Inputs varied", f"{len(sens.inputs)}, one at a time over their low/high ranges"),
+        ("Paths per run", f"{sens.paths:,}"), ("Seed", str(sens.seed)),
+        ("Runs", f"{sens.runs}, all on the same random numbers (common random numbers)"),
+        ("Uncertain inputs", "drawn per path (the varied input held at each point)" if sens.uncertain else "fixed"),
+    ], [
+        "Each input is set to its low and then its high end (and points between, for the spider) with every other "
+        "input at its value; every run uses the same random numbers, so the difference between two runs is due to "
+        "the input alone.",
+        "Swing = statistic at the high end minus statistic at the low end. 'Swing SE' is its standard error on the "
+        "same paths; 'SE, independent seeds' is what it would be had each end been run on its own random numbers: "
+        "the ratio is what common random numbers buy.",
+        "A party's PV is what the deal moves to (positive) or from (negative) that party, in its own view (its "
+        "discount rates and own-value streams).",
+    ])
+    ws = wb.create_sheet("Sensitivity")
+    _sensitivity_sheet(ws, wb.create_sheet("Chart data"), sens)
+    return atomic_save(wb, path)
+
+
+def _chart_pairs(sens: Sensitivity) -> list[tuple[str, str, str]]:
+    """The structure x party pairs to chart, with their titles: a party whose numbers are the same under every
+    structure is charted once ("every structure")."""
+    out = []
+    for party in sens.parties:
+        moving = [structure for structure in sens.structures if (structure, party) in sens.moving()]
+        if not moving:
+            continue
+        frames = [sens.bars(structure, party)[["at_low", "at_high"]] for structure in moving]
+        same = len(moving) == len(sens.structures) and all(f.equals(frames[0]) for f in frames[1:])
+        if same:
+            out.append((moving[0], party, f"{party}, every structure"))
+        else:
+            out += [(structure, party, f"{structure}: {party}") for structure in moving]
+    return out
+
+
+def _sensitivity_sheet(ws, data, sens: Sensitivity) -> None:
+    title(ws, f"Sensitivity of the {sens.statistic.label} (USD bn)",
+          f"{len(sens.inputs)} inputs, {sens.paths:,} paths per run, seed {sens.seed}; bars: change from the base "
+          "value with the input at its low and high end")
+    # the charts first, two per row band: tornado (left) and spider (right) of each structure x party; their
+    # numbers on the Chart data sheet (the table below holds everything)
+    put(data, 1, 1, "The numbers the Sensitivity sheet's charts draw (the full table is on that sheet)", font=NOTE_FONT)
+    data_col = 1
+    row = 4
+    data_row = 3
+    for structure, party, label in _chart_pairs(sens):
+        bars = sens.bars(structure, party).head(TOP_INPUTS)
+        base = float(sens.base.loc[(structure, party), "value"])
+        top = data_row
+        header(data, top, ["Input", "Low end", "High end"], col=data_col)
+        # reversed: a bar chart draws its first category at the bottom; the largest swing belongs on top
+        for i, (key, r) in enumerate(reversed(list(bars.iterrows()))):
+            put(data, top + 1 + i, data_col, key)
+            put(data, top + 1 + i, data_col + 1, r["at_low"] - base, BN)
+            put(data, top + 1 + i, data_col + 2, r["at_high"] - base, BN)
+        last = top + len(bars)
+        chart = BarChart()
+        chart.type = "bar"
+        chart.grouping = "clustered"
+        chart.overlap = 100
+        chart.gapWidth = 40
+        chart.add_data(Reference(data, min_col=data_col + 1, max_col=data_col + 2, min_row=top, max_row=last),
+                       titles_from_data=True)
+        chart.set_categories(Reference(data, min_col=data_col, min_row=top + 1, max_row=last))
+        style_chart(chart, f"{label} (base {base:,.1f})", "Input",
+                    "Change from the base value (USD bn)", width=16, height=10)
+        chart.y_axis.number_format = "#,##0.0"
+        chart.y_axis.numFmt.sourceLinked = False
+        ws.add_chart(chart, f"A{row}")
+        spider_top = last + 2
+        data_row = _spider_data(data, sens, structure, party, list(bars.index[:SPIDER_INPUTS]), spider_top, data_col)
+        spider = ScatterChart()
+        style_chart(spider, f"{label}, across each range", "Position in the input's range "
+                    "(0 = low end, 1 = high end)", f"{sens.statistic.label} (USD bn)", width=16, height=10)
+        spider.y_axis.tickLblPos = "low"
+        spider.x_axis.scaling.min, spider.x_axis.scaling.max = 0.0, 1.0
+        n = sens.spider.index.get_level_values("point").max() + 1
+        for j in range(min(SPIDER_INPUTS, len(bars))):
+            x = Reference(data, min_col=data_col, min_row=spider_top + 1, max_row=spider_top + n)
+            y = Reference(data, min_col=data_col + 1 + j, min_row=spider_top, max_row=spider_top + n)
+            series = Series(y, x, title_from_data=True)
+            series.smooth = False
+            spider.series.append(series)
+        ws.add_chart(spider, f"F{row}")
+        row += CHART_ROWS
+    # the full table
+    row += 1
+    put(ws, row, 1, "Every structure x party and input (largest swing first)", font=LABEL_FONT)
+    row += 1
+    columns = ["Structure", "Party", "Input", "Low end", "High end", "At low", "SE", "At high", "SE", "Swing",
+               "Swing SE (paired)", "SE, independent seeds", "Base", "Base SE"]
+    header(ws, row, columns, height=45)
+    first = row
+    for (structure, party, key), r in sens.tornado.iterrows():
+        row += 1
+        values = [structure, party, key, r["low"], r["high"], r["at_low"], r["at_low_se"], r["at_high"],
+                  r["at_high_se"], r["swing"], r["swing_se"], r["swing_se_independent"], r["base"], r["base_se"]]
+        formats = [None, None, None, "General", "General", BN, BN3, BN, BN3, BN, BN3, BN3, BN, BN3]
+        for c, (value, fmt) in enumerate(zip(values, formats, strict=True)):
+            put(ws, row, 1 + c, value, fmt)
+    if row > first:
+        table(ws, "Tornado", first, row, len(columns))
+    widths(ws, {1: 22, 2: 14, 3: 34, **{c: 11 for c in range(4, 15)}})
+    widths(data, {1: 34})
+    for c in range(2, 2 + SPIDER_INPUTS):
+        data.column_dimensions[get_column_letter(c)].width = 14
+    print_setup(ws)
+    print_setup(data)
+
+
+def _spider_data(ws, sens: Sensitivity, structure: str, party: str, keys: list[str], top: int, col: int) -> int:
+    """The spider's table at ``top``: position, then the statistic of each input; returns the next free row."""
+    header(ws, top, ["Position", *keys], col=col)
+    frame = sens.spider.xs((structure, party), level=["structure", "party"])
+    n = int(frame.index.get_level_values("point").max()) + 1
+    for i in range(n):
+        put(ws, top + 1 + i, col, i / (n - 1), "0.00")
+        for j, key in enumerate(keys):
+            put(ws, top + 1 + i, col + 1 + j, float(frame.loc[(key, i), "value"]), BN)
+    return top + n + 2
