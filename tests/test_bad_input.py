@@ -117,7 +117,8 @@ def arguments(*args: str, out: str | None = "out.xlsx") -> Callable[[Path, Path]
     """The shipped base case with these command-line arguments."""
 
     def setup(folder: Path, report: Path) -> list[str]:
-        if args and args[0] in ("run", "validate", "calibrate", "sensitivity", "frobnicate"):
+        if args and args[0] in ("run", "validate", "calibrate", "sensitivity", "break-even", "negotiate",
+                                "frobnicate"):
             return list(args)
         return ["run", str(BASE_CASE), *args, *(["--out", out] if out else [])]
 
@@ -500,6 +501,16 @@ CATALOGUE = [
             "--statistic", arguments("sensitivity", str(BASE_CASE), "--statistic", "p150", "--out", "out.xlsx")),
     Mistake("sensitivity-one-point", "command line", "`sensitivity --points` below 2", "--points",
             arguments("sensitivity", str(BASE_CASE), "--points", "1", "--out", "out.xlsx")),
+    Mistake("negotiate-walk-away-is-the-structure", "command line", "`negotiate --walk-away` naming the structure "
+            "negotiated", "--walk-away", arguments("negotiate", str(BASE_CASE), "--vary", "revenue.exit_multiple",
+                                                   "--structure", "oct_2025_recap", "--walk-away", "oct_2025_recap",
+                                                   "--out", "out.xlsx")),
+    Mistake("negotiate-unknown-party", "command line", "`negotiate --parties` naming no party of the scenario",
+            "--parties", arguments("negotiate", str(BASE_CASE), "--vary", "revenue.exit_multiple", "--structure",
+                                   "oct_2025_recap", "--parties", "microsoft", "nobody", "--out", "out.xlsx")),
+    Mistake("break-even-unknown-structure", "command line", "`break-even --structure` naming no structure",
+            "--structure", arguments("break-even", str(BASE_CASE), "--vary", "revenue.exit_multiple", "--structure",
+                                     "nope", "--party", "microsoft")),
     Mistake("calibrate-onto-the-input", "command line", "`calibrate --out` naming the input scenario", "--out",
             copied("calibrate", "bc.toml", "--vary", "revenue.exit_multiple", "--mark", "softbank_round_2025",
                    "--out", "bc.toml")),

@@ -93,16 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     sens.add_argument("--statistic", default="mean", help=common_statistic_help())
     sens.add_argument("--points", type=_count, default=5, help="points across each range for the spider, both ends "
                                                                "included (default 5; 2: the tornado only)")
-    sens.add_argument("--paths", type=_count, help="paths of every run (default: the scenario's)")
-    sens.add_argument("--seed", type=_count, help="random seed of every run (default: the scenario's)")
-    sens.add_argument("--threads", type=_count, help="worker threads (default: all cores)")
     sens.add_argument("--baseline", help="structure the diff statistic compares with (default: the scenario's)")
-    sens.add_argument("--out", help="workbook path (default: reports/<file stem>-sensitivity.xlsx)")
-    sens_draws = sens.add_mutually_exclusive_group()
-    sens_draws.add_argument("--uncertain", dest="uncertain", action="store_true", default=None,
-                            help="draw the inputs that have a distribution (the varied one held at each point)")
-    sens_draws.add_argument("--fixed", dest="uncertain", action="store_false", default=None,
-                            help="hold every input at its value, whatever the scenario's default")
+    _run_options(sens, "-sensitivity", " (the varied one held at each point)")
     be = sub.add_parser("break-even", help="the value of one input at which a party's statistic under one structure "
                                            "equals that under another (or a target), on common random numbers")
     be.add_argument("file", help="scenario file (.toml) or report (.xlsx)")
@@ -114,17 +106,41 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--statistic", default="mean", help="mean (the default), p<q> or cvar<q>")
     be.add_argument("--between", type=float, nargs=2, metavar=("LOW", "HIGH"),
                     help="range to search (default: the input's low/high range, else its allowed range)")
-    be.add_argument("--paths", type=_count, help="paths of every run (default: the scenario's)")
-    be.add_argument("--seed", type=_count, help="random seed of every run (default: the scenario's)")
-    be.add_argument("--threads", type=_count, help="worker threads (default: all cores)")
-    be_draws = be.add_mutually_exclusive_group()
-    be_draws.add_argument("--uncertain", dest="uncertain", action="store_true", default=None,
-                          help="draw the inputs that have a distribution")
-    be_draws.add_argument("--fixed", dest="uncertain", action="store_false", default=None,
-                          help="hold every input at its value, whatever the scenario's default")
+    _run_options(be)
+    neg = sub.add_parser("negotiate", help="each party's gain over its walk-away across a negotiated term: the zone "
+                                          "of possible agreement and the Nash point; writes a workbook")
+    neg.add_argument("file", help="scenario file (.toml) or report (.xlsx)")
+    neg.add_argument("--vary", required=True, nargs="+", metavar="KEY",
+                     help="key path of the negotiated term (two for a grid), e.g. "
+                          "structures[1].clauses[0].schedule[1].rate")
+    neg.add_argument("--structure", required=True, help="the structure whose term is negotiated")
+    neg.add_argument("--parties", nargs="+", default=["microsoft", "openai"], metavar="PARTY",
+                     help="the parties at the table (default: microsoft openai)")
+    neg.add_argument("--walk-away", help="each party's alternative structure (default: the baseline)")
+    neg.add_argument("--weights", type=float, nargs="+", metavar="W",
+                     help="bargaining power, one per party (default: equal)")
+    neg.add_argument("--statistic", default="mean", help="mean (the default), p<q> or cvar<q> (a risk-adjusted gain)")
+    neg.add_argument("--points", type=_count, default=11, help="grid points across each term's range (default 11)")
+    neg.add_argument("--between", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                     help="the term's range (one term; default: its low/high range, else its allowed range)")
+    _run_options(neg, "-negotiation")
     parser.set_defaults(commands={"run": run, "validate": check, "calibrate": cal, "sensitivity": sens,
-                                  "break-even": be})
+                                  "break-even": be, "negotiate": neg})
     return parser
+
+
+def _run_options(parser: argparse.ArgumentParser, out_suffix: str | None = None, held: str = "") -> None:
+    """An analysis command's options for its runs (and its workbook, where it writes one)."""
+    parser.add_argument("--paths", type=_count, help="paths of every run (default: the scenario's)")
+    parser.add_argument("--seed", type=_count, help="random seed of every run (default: the scenario's)")
+    parser.add_argument("--threads", type=_count, help="worker threads (default: all cores)")
+    if out_suffix is not None:
+        parser.add_argument("--out", help=f"workbook path (default: reports/<file stem>{out_suffix}.xlsx)")
+    draws = parser.add_mutually_exclusive_group()
+    draws.add_argument("--uncertain", dest="uncertain", action="store_true", default=None,
+                       help=f"draw the inputs that have a distribution{held}")
+    draws.add_argument("--fixed", dest="uncertain", action="store_false", default=None,
+                       help="hold every input at its value, whatever the scenario's default")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -151,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
                 return _sensitivity(args)
             if args.command == "break-even":
                 return _break_even(args)
+            if args.command == "negotiate":
+                return _negotiate(args)
             return _run(args)
         except InputError as exc:
             _say(sys.stderr, f"error: {exc.message()}")
@@ -347,20 +365,10 @@ def _sensitivity(args: argparse.Namespace) -> int:
                                       f"from {common.BATCHES} batches of paths)", paths)])
     out, folder = _output(args, 200_000 + 2_000 * len(keys) * len(scenario.structures) * len(scenario.parties),
                           "-sensitivity")
-    bar = _runs_bar(1 + len(keys) * args.points)
-
-    def progress(done: int, total: int) -> None:
-        interrupts.check()
-        if bar:
-            bar.update(1)
-
-    try:
-        result = sensitivity(scenario, keys, paths=paths, seed=args.seed, statistic=args.statistic,
-                             points=args.points, uncertain=uncertain, baseline=args.baseline, threads=args.threads,
-                             progress=progress)
-    finally:
-        if bar:
-            bar.close()
+    result = _counted(lambda progress: sensitivity(
+        scenario, keys, paths=paths, seed=args.seed, statistic=args.statistic, points=args.points,
+        uncertain=uncertain, baseline=args.baseline, threads=args.threads, progress=progress),
+        1 + len(keys) * args.points)
     interrupts.check()
     _make_folder(folder)
     written = result.to_excel(out)
@@ -388,21 +396,56 @@ def _break_even(args: argparse.Namespace) -> int:
         common.search_between("", scenario, args.vary, 0.0, list(args.between))
     if not math.isfinite(args.target):
         raise InputError("", [Problem("--target", "a finite number (USD bn)", args.target)])
-    bar = _runs_bar(0)
-
-    def progress(done: int, total: int) -> None:
-        interrupts.check()
-        if bar is not None:
-            bar.update(1)
-
-    try:
-        result = break_even(scenario, args.vary, args.structure, args.party, args.versus, statistic=args.statistic,
-                            target=args.target, paths=args.paths, seed=args.seed, between=args.between,
-                            uncertain=args.uncertain, threads=args.threads, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
+    result = _counted(lambda progress: break_even(
+        scenario, args.vary, args.structure, args.party, args.versus, statistic=args.statistic, target=args.target,
+        paths=args.paths, seed=args.seed, between=args.between, uncertain=args.uncertain, threads=args.threads,
+        progress=progress))
     _say(sys.stdout, "\n".join([scenario.name, *result.lines()]))
+    return EXIT_OK
+
+
+def _negotiate(args: argparse.Namespace) -> int:
+    from valuation.analysis import common
+    from valuation.analysis.negotiate import negotiate
+    from valuation.scenario import load_scenario
+
+    scenario = load_scenario(args.file)
+    names = scenario.structure_names()  # every check before any path runs, named as on the command line
+    common.name_argument("", "--structure", args.structure, names, "a structure")
+    for party in args.parties:
+        common.name_argument("", "--parties", party, scenario.party_names(), "a party")
+    if len(args.parties) < 2 or len(set(args.parties)) != len(args.parties):
+        raise InputError("", [Problem("--parties", "two or more different parties", args.parties)])
+    walk = args.walk_away if args.walk_away is not None else scenario.baseline
+    common.name_argument("", "--walk-away", walk, names, "a structure")
+    if walk == args.structure:
+        raise InputError("", [Problem("--walk-away", f"a structure other than --structure {args.structure!r} (a "
+                                      "gain over itself is zero whatever the term)", walk)])
+    if args.weights is not None and (len(args.weights) != len(args.parties) or
+                                     not all(math.isfinite(w) and w > 0 for w in args.weights)):
+        raise InputError("", [Problem("--weights", f"{len(args.parties)} positive numbers, one per party",
+                                      args.weights)])
+    if not 1 <= len(args.vary) <= 2 or len(set(args.vary)) != len(args.vary):
+        raise InputError("", [Problem("--vary", "one key path, or two different ones (a grid)", args.vary)])
+    for key in args.vary:
+        common.number_at("", scenario, "--vary", key)
+    if args.between is not None and len(args.vary) != 1:
+        raise InputError("", [Problem("--between", "one term (with two, each term's own range is used)",
+                                      list(args.between))])
+    if args.between is not None:
+        common.search_between("", scenario, args.vary[0], 0.0, list(args.between))
+    common.statistic("", args.statistic, "--statistic")
+    if args.points < 3:
+        raise InputError("", [Problem("--points", "a whole number >= 3", args.points)])
+    out, folder = _output(args, 100_000 + 2_000 * args.points ** len(args.vary), "-negotiation")
+    result = _counted(lambda progress: negotiate(
+        scenario, args.vary if len(args.vary) > 1 else args.vary[0], args.structure, parties=args.parties,
+        walk_away=walk, statistic=args.statistic, weights=args.weights, points=args.points, between=args.between,
+        paths=args.paths, seed=args.seed, uncertain=args.uncertain, threads=args.threads, progress=progress))
+    interrupts.check()
+    _make_folder(folder)
+    written = result.to_excel(out)
+    _say(sys.stdout, "\n".join([scenario.name, *result.lines(), "", f"workbook: {printable(str(written))}"]))
     return EXIT_OK
 
 
@@ -504,6 +547,23 @@ def _report(scenario, result, view: str | None = None) -> list[str]:
             lines += ["", f"note: {key} fitted as {fit.distribution}; it misses the given points by up to "
                           f"{fit.residual:.3f} in probability"]
     return lines
+
+
+def _counted(analysis, runs: int = 0):
+    """Run ``analysis(progress)`` under a bar over its runs (``runs``: how many, 0 where a solve does not know);
+    a signal stops it between runs."""
+    bar = _runs_bar(runs)
+
+    def progress(done: int, total: int) -> None:
+        interrupts.check()
+        if bar is not None:
+            bar.update(1)
+
+    try:
+        return analysis(progress)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _runs_bar(runs: int):

@@ -9,10 +9,12 @@ per pair (the statistic across each input's range, the top inputs).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from openpyxl import Workbook
 from openpyxl.chart import BarChart, Reference, ScatterChart, Series
+from openpyxl.chart.shapes import GraphicalProperties
 from openpyxl.utils import get_column_letter
 
 from valuation.errors import printable
@@ -34,11 +36,23 @@ from valuation.report.xlsx import (
 )
 
 if TYPE_CHECKING:
+    from valuation.analysis.negotiate import Negotiation
     from valuation.analysis.sensitivity import Sensitivity
 
 TOP_INPUTS = 10  # bars per tornado chart
 SPIDER_INPUTS = 6  # lines per spider chart
 CHART_ROWS = 22  # rows a chart takes (with a gap)
+
+
+def _workbook(heading: str, scenario: Any, facts: list[tuple[str, str]], notes: list[str]) -> Workbook:
+    """A new workbook whose first sheet is its Read me: the heading, the scenario file, ``facts`` and ``notes``."""
+    wb = Workbook()
+    readme = wb.active
+    readme.title = "Read me"
+    _read_me(readme, f"{heading}: {scenario.name}",
+             [("Scenario file", printable(Path(scenario.path).name) if scenario.path else "(built in Python)"),
+              *facts], notes)
+    return wb
 
 
 def _read_me(ws, heading: str, facts: list[tuple[str, str]], notes: list[str]) -> None:
@@ -62,12 +76,7 @@ def _read_me(ws, heading: str, facts: list[tuple[str, str]], notes: list[str]) -
 def write_sensitivity(sens: Sensitivity, path: str | Path) -> Path:
     """The sensitivity workbook at ``path`` (atomically); returns the path."""
     path = check_output_path(path, 200_000 + 400 * len(sens.tornado) + 200 * len(sens.spider))
-    wb = Workbook()
-    readme = wb.active
-    readme.title = "Read me"
-    scenario = sens.scenario
-    _read_me(readme, f"Sensitivity: {scenario.name}", [
-        ("Scenario file", printable(Path(scenario.path).name) if scenario.path else "(built in Python)"),
+    wb = _workbook("Sensitivity", sens.scenario, [
         ("Statistic", f"{sens.statistic.label} (USD bn)" + (f", against {sens.baseline}"
                                                            if sens.statistic.versus_baseline else "")),
         ("Inputs varied", f"{len(sens.inputs)}, one at a time over their low/high ranges"),
@@ -191,3 +200,151 @@ def _spider_data(ws, sens: Sensitivity, structure: str, party: str, keys: list[s
         for j, key in enumerate(keys):
             put(ws, top + 1 + i, col + 1 + j, float(frame.loc[(key, i), "value"]), BN)
     return top + n + 2
+
+
+# ---------------------------------------------------------------- negotiation
+
+def write_negotiation(neg: Negotiation, path: str | Path) -> Path:
+    """The negotiation workbook at ``path`` (atomically); returns the path."""
+    path = check_output_path(path, 100_000 + 300 * len(neg.curve) * (1 + len(neg.parties)))
+    wb = _workbook("Negotiation", neg.scenario, [
+        ("Negotiated term", " x ".join(neg.keys) + f" (now {', '.join(f'{v:g}' for v in neg.originals)})"),
+        ("Structure", neg.structure),
+        ("Walk-away", ", ".join(f"{p}: {w}" for p, w in neg.walk_away.items())),
+        ("Statistic", f"{neg.statistic.label} (USD bn), each party in its own view"),
+        ("Bargaining weights", ", ".join(f"{p} {w:g}" for p, w in zip(neg.parties, neg.weights, strict=True))),
+        ("Paths per run", f"{neg.paths:,}"), ("Seed", str(neg.seed)),
+        ("Runs", f"{neg.runs}, all on the same random numbers (common random numbers)"),
+    ], [
+        "A party's gain is its value under the structure with the term at a given value minus its value under its "
+        "walk-away structure, each in the party's own view (its discount rates and own-value streams).",
+        "The zone of possible agreement is where every party gains; its ends are where one party's gain is zero, "
+        "each with a standard error (delta method). The Nash bargaining point maximises the weighted sum of the "
+        "logarithms of the gains over the zone.",
+    ])
+    ws = wb.create_sheet("Negotiation")
+    if len(neg.keys) == 1:
+        _negotiation_curve(ws, neg)
+    else:
+        _negotiation_grid(ws, neg)
+    return atomic_save(wb, path)
+
+
+def _negotiation_summary(ws, neg: Negotiation, row: int) -> int:
+    put(ws, row, 1, "Zone of possible agreement", font=LABEL_FONT)
+    if len(neg.keys) == 1 and neg.zone:
+        for (a, a_se, a_why), (b, b_se, b_why) in neg.zone:
+            put(ws, row, 2, f"{a:.6g} (SE {a_se:.3g}; {a_why}) to {b:.6g} (SE {b_se:.3g}; {b_why})")
+            row += 1
+    elif len(neg.keys) == 2 and neg.nash is not None:
+        put(ws, row, 2, "the grid points marked in the table below")
+        row += 1
+    else:
+        put(ws, row, 2, f"empty: the best point leaves a party {-neg.shortfall:,.2f} USD bn short")
+        row += 1
+    put(ws, row, 1, "Nash bargaining point", font=LABEL_FONT)
+    if neg.nash is None:
+        put(ws, row, 2, "none (no zone)")
+    else:
+        where = ", ".join(f"{k} = {v:.6g}" for k, v in zip(neg.keys, np.atleast_1d(neg.nash["value"]), strict=True))
+        se = f" (SE {neg.nash['se']:.3g})" if neg.nash.get("se") is not None else " (the best grid point)"
+        gains = ", ".join(f"{p} {g:+,.2f}" for p, g in neg.nash["gains"].items())
+        put(ws, row, 2, f"{where}{se}; gains {gains} USD bn")
+    return row + 2
+
+
+def _negotiation_curve(ws, neg: Negotiation) -> None:
+    title(ws, f"Negotiation over {neg.keys[0]} under {neg.structure}",
+          "Each party's gain over its walk-away (USD bn, own view), across the term's range")
+    row = _negotiation_summary(ws, neg, 3)
+    columns = [neg.keys[0], *[f"Gain: {p}" for p in neg.parties], *[f"SE: {p}" for p in neg.parties]]
+    header(ws, row, columns, height=45)
+    top = row
+    for _, r in neg.curve.iterrows():
+        row += 1
+        put(ws, row, 1, float(r[neg.keys[0]]), "0.0000")
+        for i, p in enumerate(neg.parties):
+            put(ws, row, 2 + i, float(r[f"gain:{p}"]), BN)
+            put(ws, row, 2 + len(neg.parties) + i, float(r[f"se:{p}"]), BN3)
+    last = row
+    # the zone (a band along zero) and the Nash point, as their own series
+    marks = last + 2
+    put(ws, marks, 1, "Chart marks", font=LABEL_FONT)
+    header(ws, marks + 1, [neg.keys[0], "Zone of possible agreement", "Nash point"], height=45)
+    mrow = marks + 1
+    for (a, _, _), (b, _, _) in neg.zone:
+        for x in (a, b):
+            mrow += 1
+            put(ws, mrow, 1, x, "0.0000")
+            put(ws, mrow, 2, 0.0, BN)
+    if neg.nash is not None:
+        mrow += 1
+        put(ws, mrow, 1, float(neg.nash["value"]), "0.0000")
+        put(ws, mrow, 3, float(min(neg.nash["gains"].values())), BN)
+    chart = ScatterChart()
+    style_chart(chart, f"Gains over the walk-away: {neg.structure}", neg.keys[0], "Gain (USD bn)", width=22,
+                height=12)
+    chart.y_axis.tickLblPos = "low"
+    chart.x_axis.scaling.min = float(neg.curve[neg.keys[0]].min())
+    chart.x_axis.scaling.max = float(neg.curve[neg.keys[0]].max())
+    x = Reference(ws, min_col=1, min_row=top + 1, max_row=last)
+    for i in range(len(neg.parties)):
+        series = Series(Reference(ws, min_col=2 + i, min_row=top, max_row=last), x, title_from_data=True)
+        series.smooth = False
+        chart.series.append(series)
+    if neg.zone:
+        zx = Reference(ws, min_col=1, min_row=marks + 2, max_row=marks + 1 + 2 * len(neg.zone))
+        band = Series(Reference(ws, min_col=2, min_row=marks + 1, max_row=marks + 1 + 2 * len(neg.zone)), zx,
+                      title_from_data=True)
+        band.graphicalProperties.line.width = 120_000  # EMU: a thick band along zero
+        band.graphicalProperties.line.solidFill = "A9D18E"
+        band.marker.symbol = "none"
+        chart.series.append(band)
+    if neg.nash is not None:
+        nx = Reference(ws, min_col=1, min_row=mrow, max_row=mrow)
+        point = Series(Reference(ws, min_col=3, min_row=mrow, max_row=mrow), nx, title="Nash point")
+        point.marker.symbol = "diamond"
+        point.marker.size = 11
+        point.marker.graphicalProperties = GraphicalProperties(solidFill="C00000")
+        point.marker.graphicalProperties.line.solidFill = "C00000"
+        point.graphicalProperties.line.noFill = True
+        chart.series.append(point)
+    ws.add_chart(chart, f"{get_column_letter(3 + 2 * len(neg.parties))}3")
+    widths(ws, {1: 30, **{c: 14 for c in range(2, 2 + 2 * len(neg.parties))}})
+    print_setup(ws)
+
+
+def _negotiation_grid(ws, neg: Negotiation) -> None:
+    from openpyxl.styles import PatternFill
+
+    title(ws, f"Negotiation over {neg.keys[0]} x {neg.keys[1]} under {neg.structure}",
+          "The smallest party gain at each grid point (USD bn); the zone of possible agreement shaded green, the "
+          "Nash point bold")
+    row = _negotiation_summary(ws, neg, 3)
+    xs = sorted(set(neg.curve[neg.keys[0]]))
+    ys = sorted(set(neg.curve[neg.keys[1]]))
+    put(ws, row, 1, f"{neg.keys[0]} (rows) x {neg.keys[1]} (columns)", font=LABEL_FONT)
+    header(ws, row + 1, ["", *[f"{y:.4g}" for y in ys]])
+    zone_fill = PatternFill("solid", fgColor="C6EFCE")
+    gains = [f"gain:{p}" for p in neg.parties]
+    nash = tuple(np.atleast_1d(neg.nash["value"])) if neg.nash is not None else None
+    for i, x in enumerate(xs):
+        put(ws, row + 2 + i, 1, x, "0.0000", font=LABEL_FONT)
+        for j, y in enumerate(ys):
+            r = neg.curve[(neg.curve[neg.keys[0]] == x) & (neg.curve[neg.keys[1]] == y)].iloc[0]
+            cell = put(ws, row + 2 + i, 2 + j, float(min(r[g] for g in gains)), BN)
+            if r["in_zone"]:
+                cell.fill = zone_fill
+            if nash is not None and (x, y) == nash:
+                cell.font = LABEL_FONT
+    table_row = row + 3 + len(xs)
+    columns = [*neg.keys, *[f"Gain: {p}" for p in neg.parties], *[f"SE: {p}" for p in neg.parties], "In the zone"]
+    header(ws, table_row, columns, height=45)
+    for k, (_, r) in enumerate(neg.curve.iterrows()):
+        values = [r[neg.keys[0]], r[neg.keys[1]], *[r[f"gain:{p}"] for p in neg.parties],
+                  *[r[f"se:{p}"] for p in neg.parties], "yes" if r["in_zone"] else "no"]
+        for c, v in enumerate(values):
+            put(ws, table_row + 1 + k, 1 + c, v if isinstance(v, str) else float(v), None if isinstance(v, str)
+                else (BN if 2 <= c < 2 + 2 * len(neg.parties) else "0.0000"))
+    widths(ws, {1: 30, 2: 30, **{c: 14 for c in range(3, 4 + 2 * len(neg.parties))}})
+    print_setup(ws)
