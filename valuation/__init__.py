@@ -30,10 +30,20 @@ _LAZY = {"ArgumentTypeError": "valuation.arguments", "InputError": "valuation.er
          "PathsNotKept": "valuation.results", "Scenario": "valuation.scenario", "SimulationResult": "valuation.results",
          "load_scenario": "valuation.scenario", "merge": "valuation.api", "simulate": "valuation.api",
          "Sensitivity": "valuation.analysis", "sensitivity": "valuation.analysis", "BreakEven": "valuation.analysis",
-         "break_even": "valuation.analysis", "Negotiation": "valuation.analysis", "negotiate": "valuation.analysis"}
+         "break_even": "valuation.analysis", "Negotiation": "valuation.analysis", "negotiate": "valuation.analysis",
+         "Attribution": "valuation.analysis", "attribution": "valuation.analysis"}
 
 if TYPE_CHECKING:
-    from valuation.analysis import BreakEven, Negotiation, Sensitivity, break_even, negotiate, sensitivity
+    from valuation.analysis import (
+        Attribution,
+        BreakEven,
+        Negotiation,
+        Sensitivity,
+        attribution,
+        break_even,
+        negotiate,
+        sensitivity,
+    )
     from valuation.api import merge, simulate
     from valuation.arguments import ArgumentTypeError
     from valuation.errors import InputError
@@ -53,6 +63,6 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
 
-__all__ = ["ArgumentTypeError", "BreakEven", "InputError", "Negotiation", "PathsNotKept", "Scenario", "Sensitivity",
-           "SimulationResult", "__version__", "break_even", "load_scenario", "merge", "negotiate", "sensitivity",
-           "simulate"]
+__all__ = ["ArgumentTypeError", "Attribution", "BreakEven", "InputError", "Negotiation", "PathsNotKept", "Scenario",
+           "Sensitivity", "SimulationResult", "__version__", "attribution", "break_even", "load_scenario", "merge",
+           "negotiate", "sensitivity", "simulate"]

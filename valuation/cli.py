@@ -124,8 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     neg.add_argument("--between", type=float, nargs=2, metavar=("LOW", "HIGH"),
                      help="the term's range (one term; default: its low/high range, else its allowed range)")
     _run_options(neg, "-negotiation")
+    att = sub.add_parser("attribution", help="how much of each PV's variance each random source explains, from one "
+                                            "run (first-order indices, decile bars); writes a workbook")
+    att.add_argument("file", help="scenario file (.toml) or report (.xlsx)")
+    att.add_argument("--bins", type=_count, help="bins for the conditional means (default 50)")
+    _run_options(att, "-attribution")
     parser.set_defaults(commands={"run": run, "validate": check, "calibrate": cal, "sensitivity": sens,
-                                  "break-even": be, "negotiate": neg})
+                                  "break-even": be, "negotiate": neg, "attribution": att})
     return parser
 
 
@@ -169,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
                 return _break_even(args)
             if args.command == "negotiate":
                 return _negotiate(args)
+            if args.command == "attribution":
+                return _attribution(args)
             return _run(args)
         except InputError as exc:
             _say(sys.stderr, f"error: {exc.message()}")
@@ -446,6 +453,44 @@ def _negotiate(args: argparse.Namespace) -> int:
     _make_folder(folder)
     written = result.to_excel(out)
     _say(sys.stdout, "\n".join([scenario.name, *result.lines(), "", f"workbook: {printable(str(written))}"]))
+    return EXIT_OK
+
+
+def _attribution(args: argparse.Namespace) -> int:
+    from valuation import simulate
+    from valuation.analysis.attribution import attribution
+    from valuation.engine.compile import compile_scenario
+    from valuation.scenario import load_scenario
+
+    scenario = load_scenario(args.file)
+    uncertain = scenario.simulation.uncertain if args.uncertain is None else args.uncertain
+    compile_scenario(scenario, uncertain=uncertain)  # every check before any path runs
+    paths = scenario.simulation.paths if args.paths is None else args.paths
+    if paths < 800:
+        raise InputError("", [Problem("--paths", "a whole number >= 800 (20 batches for the standard errors)",
+                                      paths)])
+    if args.bins is not None and not 2 <= args.bins <= paths // 10:
+        raise InputError("", [Problem("--bins", f"a whole number from 2 to {paths // 10} (at least 10 paths a bin)",
+                                      args.bins)])
+    out, folder = _output(args, 200_000 + 50_000 * len(scenario.structures) * len(scenario.parties), "-attribution")
+    bar = _progress_bar(paths)
+
+    def progress(done: int) -> None:
+        interrupts.check()
+        if bar:
+            bar.update(done)
+
+    try:
+        result = simulate(scenario, paths=paths, seed=args.seed, threads=args.threads, progress=progress,
+                          keep_paths=True, uncertain=uncertain)
+    finally:
+        if bar:
+            bar.close()
+    interrupts.check()
+    analysis = attribution(result, bins=args.bins)
+    _make_folder(folder)
+    written = analysis.to_excel(out)
+    _say(sys.stdout, "\n".join([scenario.name, *analysis.lines(), "", f"workbook: {printable(str(written))}"]))
     return EXIT_OK
 
 

@@ -516,6 +516,13 @@ class SimulationResult:
 
     # ---------------------------------------------------------------- out
 
+    def attribution(self, bins: int | None = None) -> Any:
+        """How much of each PV's variance each random source explains (first-order indices with standard
+        errors) and the mean PV by decile of each source: :func:`valuation.analysis.attribution.attribution`."""
+        from valuation.analysis.attribution import attribution
+
+        return attribution(self, bins=bins)
+
     def to_excel(self, path: str | Path) -> Path:
         """Write the workbook (see :mod:`valuation.report`); returns its path."""
         from valuation.arguments import path as path_argument

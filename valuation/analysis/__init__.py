@@ -1,9 +1,11 @@
-"""Analysis on common random numbers: sensitivity (tornado and spider), break-even,
+"""Analysis on common random numbers: sensitivity (tornado and spider), attribution from one run, break-even,
 negotiation (zone of agreement, Nash point); every answer with its
 standard error."""
 
+from valuation.analysis.attribution import Attribution, attribution
 from valuation.analysis.break_even import BreakEven, break_even
 from valuation.analysis.negotiate import Negotiation, negotiate
 from valuation.analysis.sensitivity import Sensitivity, sensitivity
 
-__all__ = ["BreakEven", "Negotiation", "Sensitivity", "break_even", "negotiate", "sensitivity"]
+__all__ = ["Attribution", "BreakEven", "Negotiation", "Sensitivity", "attribution", "break_even", "negotiate",
+           "sensitivity"]
