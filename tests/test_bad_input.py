@@ -118,7 +118,7 @@ def arguments(*args: str, out: str | None = "out.xlsx") -> Callable[[Path, Path]
 
     def setup(folder: Path, report: Path) -> list[str]:
         if args and args[0] in ("run", "validate", "calibrate", "sensitivity", "break-even", "negotiate",
-                                "frobnicate"):
+                                "compare", "frobnicate"):
             return list(args)
         return ["run", str(BASE_CASE), *args, *(["--out", out] if out else [])]
 
@@ -511,6 +511,8 @@ CATALOGUE = [
     Mistake("break-even-unknown-structure", "command line", "`break-even --structure` naming no structure",
             "--structure", arguments("break-even", str(BASE_CASE), "--vary", "revenue.exit_multiple", "--structure",
                                      "nope", "--party", "microsoft")),
+    Mistake("compare-unknown-variant", "command line", "`compare --variants` naming no variant of the scenario",
+            "--variants", arguments("compare", str(BASE_CASE), "--variants", "nope", "--out", "out.xlsx")),
     Mistake("calibrate-onto-the-input", "command line", "`calibrate --out` naming the input scenario", "--out",
             copied("calibrate", "bc.toml", "--vary", "revenue.exit_multiple", "--mark", "softbank_round_2025",
                    "--out", "bc.toml")),

@@ -77,7 +77,6 @@ def test_no_root_in_the_range_says_so_with_both_ends():
     assert "no break-even between 0 and 1" in b.lines()[1]
 
 
-@pytest.mark.slow
 def test_the_roots_standard_error_covers_the_exact_root_95_percent_of_the_time():
     s, exact = _payments_scenario()
     hits = []

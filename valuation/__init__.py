@@ -31,16 +31,19 @@ _LAZY = {"ArgumentTypeError": "valuation.arguments", "InputError": "valuation.er
          "load_scenario": "valuation.scenario", "merge": "valuation.api", "simulate": "valuation.api",
          "Sensitivity": "valuation.analysis", "sensitivity": "valuation.analysis", "BreakEven": "valuation.analysis",
          "break_even": "valuation.analysis", "Negotiation": "valuation.analysis", "negotiate": "valuation.analysis",
-         "Attribution": "valuation.analysis", "attribution": "valuation.analysis"}
+         "Attribution": "valuation.analysis", "attribution": "valuation.analysis", "Comparison": "valuation.analysis",
+         "compare": "valuation.analysis"}
 
 if TYPE_CHECKING:
     from valuation.analysis import (
         Attribution,
         BreakEven,
+        Comparison,
         Negotiation,
         Sensitivity,
         attribution,
         break_even,
+        compare,
         negotiate,
         sensitivity,
     )
@@ -63,6 +66,6 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 
 
-__all__ = ["ArgumentTypeError", "Attribution", "BreakEven", "InputError", "Negotiation", "PathsNotKept", "Scenario",
-           "Sensitivity", "SimulationResult", "__version__", "attribution", "break_even", "load_scenario", "merge",
-           "negotiate", "sensitivity", "simulate"]
+__all__ = ["ArgumentTypeError", "Attribution", "BreakEven", "Comparison", "InputError", "Negotiation", "PathsNotKept",
+           "Scenario", "Sensitivity", "SimulationResult", "__version__", "attribution", "break_even", "compare",
+           "load_scenario", "merge", "negotiate", "sensitivity", "simulate"]

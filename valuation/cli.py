@@ -129,8 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     att.add_argument("file", help="scenario file (.toml) or report (.xlsx)")
     att.add_argument("--bins", type=_count, help="bins for the conditional means (default 50)")
     _run_options(att, "-attribution")
+    cmp = sub.add_parser("compare", help="the scenario's named [[variants]] on the same random numbers, side by "
+                                        "side with their differences; writes a workbook")
+    cmp.add_argument("file", help="scenario file (.toml) or report (.xlsx) with [[variants]]")
+    cmp.add_argument("--variants", nargs="+", metavar="NAME", help="the variants to run (default: all)")
+    cmp.add_argument("--statistic", default="mean", help=common_statistic_help())
+    _run_options(cmp, "-scenarios")
     parser.set_defaults(commands={"run": run, "validate": check, "calibrate": cal, "sensitivity": sens,
-                                  "break-even": be, "negotiate": neg, "attribution": att})
+                                  "break-even": be, "negotiate": neg, "attribution": att, "compare": cmp})
     return parser
 
 
@@ -176,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
                 return _negotiate(args)
             if args.command == "attribution":
                 return _attribution(args)
+            if args.command == "compare":
+                return _compare(args)
             return _run(args)
         except InputError as exc:
             _say(sys.stderr, f"error: {exc.message()}")
@@ -250,6 +258,7 @@ def _validate(args: argparse.Namespace) -> int:
     from valuation.scenario import load_scenario
 
     scenario = load_scenario(args.file)
+    scenario.check_variants()
     compiled = compile_scenario(scenario)
     check_fits(compiled, scenario, scenario.simulation.paths, f"{args.file} (its workbook)")
     lines = [f"{printable(args.file)}: valid: {len(scenario.structures)} structures, {len(scenario.parties)} parties, "
@@ -491,6 +500,37 @@ def _attribution(args: argparse.Namespace) -> int:
     _make_folder(folder)
     written = analysis.to_excel(out)
     _say(sys.stdout, "\n".join([scenario.name, *analysis.lines(), "", f"workbook: {printable(str(written))}"]))
+    return EXIT_OK
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from valuation.analysis import common
+    from valuation.analysis.compare import compare
+    from valuation.engine.compile import compile_scenario
+    from valuation.scenario import load_scenario
+
+    scenario = load_scenario(args.file)
+    names = [v.name for v in scenario.variants]
+    if not names:
+        raise InputError(args.file, [Problem("variants", "at least one [[variants]] entry (a name and the inputs it "
+                                             "changes) to compare", has_value=False)])
+    for name in args.variants or []:
+        common.name_argument("", "--variants", name, names, "a variant")
+    scenario.check_variants(args.variants or names)
+    common.statistic("", args.statistic, "--statistic")
+    uncertain = scenario.simulation.uncertain if args.uncertain is None else args.uncertain
+    for name in args.variants or names:  # every variant compiles before any path runs
+        compile_scenario(scenario.variant(name), uncertain=uncertain)
+    chosen = args.variants or names
+    out, folder = _output(args, 100_000 + 2_000 * len(chosen) * len(scenario.structures) * len(scenario.parties),
+                          "-scenarios")
+    result = _counted(lambda progress: compare(
+        scenario, chosen, paths=args.paths, seed=args.seed, statistic=args.statistic, uncertain=uncertain,
+        threads=args.threads, progress=progress), 1 + len(chosen))
+    interrupts.check()
+    _make_folder(folder)
+    written = result.to_excel(out)
+    _say(sys.stdout, "\n".join([scenario.name, *result.lines(), "", f"workbook: {printable(str(written))}"]))
     return EXIT_OK
 
 

@@ -516,6 +516,118 @@ class SimulationResult:
 
     # ---------------------------------------------------------------- out
 
+    def where(self, view: str = "party", **conditions: Any) -> pd.DataFrame:
+        """The summary on the paths that meet every condition (stress and conditional results, kept runs).
+
+        Conditions (any number, all must hold):
+
+        ``<source>_before=DATE`` / ``<source>_after=DATE``
+            A timing source (``agi_declared``, ``agi_verified``, an event's name) on or before / after a date
+            (``"2030-12-31"`` or a ``date``); "never" is after every date.
+        ``deadline_met=NAME`` / ``deadline_missed=NAME``
+            A deadline's outcome (a name, or a list of names).
+        ``band=(SOURCE, LOW, HIGH)``
+            Paths whose SOURCE lies between its LOW-th and HIGH-th percentiles (as @RISK's stress analysis): a
+            driver (``revenue_at_horizon``, ``agi_declared``, ...) or an uncertain input (``"input:<key>"``).
+
+        Returns the usual statistics per structure x party on those paths (``mean``, ``se``, ``sd``, ``p5`` ..
+        ``p95``) and ``attrs``: ``share`` (of all paths), ``share_se``, ``paths`` (how many), ``condition``.
+        A streaming run is refused: the paths that meet a condition must be there to be summarised.
+        """
+        from valuation.stats.catalogue import describe
+        from valuation.stats.columns import KeptColumn
+
+        if not self.kept_paths:
+            raise InputError("", [Problem("where()", "a run with its paths kept (keep_paths=True): a condition picks "
+                                          "paths, and a streaming run kept none", f"a streaming run of "
+                                          f"{self.paths:,} paths")])
+        if not conditions:
+            raise InputError("", [Problem("where()", "at least one condition, e.g. agi_verified_before="
+                                          "'2030-12-31', deadline_missed='notes_conversion' or band=("
+                                          "'revenue_at_horizon', 0, 10)", has_value=False)])
+        mask, said = self._condition_mask(conditions)
+        n = int(mask.sum())
+        if n < 2:
+            raise InputError("", [Problem("where()", f"conditions that at least 2 paths meet; {n} of "
+                                          f"{self.paths:,} do ({said})", has_value=False)])
+        pv = self.view_pvs(view)[mask]
+        rows = []
+        for s, sname in enumerate(self.structures):
+            for p, pname in enumerate(self.parties):
+                rows.append({"structure": sname, "party": pname, **describe(KeptColumn(pv[:, s, p]), self.sampler)})
+        frame = pd.DataFrame(rows).set_index(["structure", "party"])
+        share = n / self.paths
+        frame.attrs.update(share=share, share_se=self.sampler.share_error(share, self.paths), paths=n,
+                           condition=said, view=view)
+        return frame
+
+    def _condition_mask(self, conditions: dict[str, Any]) -> tuple[np.ndarray, str]:
+        drivers = self.drivers
+        timing = [c for c in drivers.columns if not c.startswith("met:") and c != "revenue_at_horizon"]
+        deadlines = [c[4:] for c in drivers.columns if c.startswith("met:")]
+        mask = np.ones(self.paths, bool)
+        said = []
+        problems = []
+        for name, value in conditions.items():
+            if name.endswith(("_before", "_after")):
+                source, side = name.rsplit("_", 1)
+                if source not in timing:
+                    problems.append(Problem(name, f"<source>_before or <source>_after with a source among {timing}",
+                                            value))
+                    continue
+                try:
+                    when = value if isinstance(value, date) else date.fromisoformat(str(value))
+                except ValueError:
+                    problems.append(Problem(name, "a date such as 2030-12-31", value))
+                    continue
+                t = self.scenario.years(when)
+                x = drivers[source].to_numpy()
+                mask &= (x <= t) if side == "before" else (x > t)
+                said.append(f"{source} {'on or before' if side == 'before' else 'after'} {when}")
+            elif name in ("deadline_met", "deadline_missed"):
+                for d in [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) \
+                        else [value]:
+                    if d not in deadlines:
+                        problems.append(Problem(name, f"a deadline among {deadlines}", d))
+                        continue
+                    met = drivers[f"met:{d}"].to_numpy()
+                    mask &= met if name == "deadline_met" else ~met
+                    said.append(f"{d} {'met' if name == 'deadline_met' else 'missed'}")
+            elif name == "band":
+                ok = isinstance(value, (list, tuple)) and len(value) == 3 and isinstance(value[0], str) and \
+                    all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value[1:]) and \
+                    0 <= value[1] < value[2] <= 100
+                if not ok:
+                    problems.append(Problem(name, "(source, low percentile, high percentile), 0 <= low < high <= "
+                                            "100", value))
+                    continue
+                x = self._band_source(value[0], problems)
+                if x is None:
+                    continue
+                lo, hi = np.percentile(x, [value[1], value[2]])
+                mask &= (x >= lo) & (x <= hi)
+                said.append(f"{value[0]} between its P{value[1]:g} ({lo:.4g}) and P{value[2]:g} ({hi:.4g})")
+            else:
+                problems.append(Problem(name, "a condition: <source>_before, <source>_after, deadline_met, "
+                                        "deadline_missed or band", value))
+        if problems:
+            raise InputError("where()", problems)
+        return mask, "; ".join(said)
+
+    def _band_source(self, name: str, problems: list[Problem]) -> np.ndarray | None:
+        drivers = self.drivers
+        if name in drivers.columns and not name.startswith("met:"):
+            return drivers[name].to_numpy(dtype=np.float64)
+        if name.startswith("input:") and self.uncertain:
+            inputs = self.input_values()
+            if name[6:] in inputs.columns:
+                return inputs[name[6:]].to_numpy(dtype=np.float64)
+        options = [c for c in drivers.columns if not c.startswith("met:")]
+        if self.uncertain:
+            options += [f"input:{k}" for k in self.input_values().columns]
+        problems.append(Problem("band", f"a source among {options}", name))
+        return None
+
     def attribution(self, bins: int | None = None) -> Any:
         """How much of each PV's variance each random source explains (first-order indices with standard
         errors) and the mean PV by decile of each source: :func:`valuation.analysis.attribution.attribution`."""

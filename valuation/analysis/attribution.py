@@ -31,10 +31,10 @@ import numpy as np
 import pandas as pd
 
 from valuation import arguments
-from valuation.analysis import common
 from valuation.errors import InputError, Problem
 
 BINS = 50  # bins for the conditional means (fewer where a run has few paths)
+MIN_PATHS = 800  # 8 bins of 100 at the least
 REPLICATES = 40  # bootstrap resamples for the standard errors (an SE to about 11%)
 DECILES = 10
 
@@ -148,18 +148,16 @@ def attribution(result: Any, *, bins: int | None = None) -> Attribution:
     bins
         Bins for the conditional means (default: 50, fewer below 5,000 paths: at least 100 paths a bin).
     """
-    from valuation.results import SimulationResult
-
     where = "attribution()"
-    if not isinstance(result, SimulationResult):
+    if not all(hasattr(result, name) for name in ("kept_paths", "input_values", "partial", "seed_sequence")):
         raise arguments.ArgumentTypeError(where, [Problem("result", "a SimulationResult (valuation.simulate(...))",
                                                           result)])
     if not result.kept_paths:
         raise InputError("", [Problem("result", "a run with its paths kept (keep_paths=True): attribution reads "
                                       "every path's sources and PVs", f"a streaming run of {result.paths:,} paths")])
     n = result.paths
-    if n < 4 * common.BATCHES * 10:
-        raise InputError("", [Problem("result", f"a run of at least {40 * common.BATCHES} paths", n)])
+    if n < MIN_PATHS:
+        raise InputError("", [Problem("result", f"a run of at least {MIN_PATHS} paths", n)])
     bins = arguments.count(where, "bins", bins if bins is not None else max(2, min(BINS, n // 100)), 2, n // 10)
     sources = sources_of(result)
     pv = np.asarray(result.pvs)  # (paths, structures, parties)

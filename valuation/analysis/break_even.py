@@ -22,6 +22,7 @@ from valuation import arguments
 from valuation.analysis import common
 from valuation.errors import InputError, Problem
 from valuation.scenario import Scenario
+from valuation.stats.catalogue import Z95
 
 ROOT_TOLERANCE = 1e-7  # the root finder's tolerance, relative to the range searched (far below the root's SE)
 
@@ -68,8 +69,8 @@ class BreakEven:
                           f"(SE {self.high[2]:.2f}) at {self.high[0]:g} USD bn ({runs})"]
         assert self.value is not None and self.se is not None and self.confirm is not None
         return [head,
-                f"  {self.key} = {self.value:.6g} (SE {self.se:.3g}; 95% interval {self.value - 1.96 * self.se:.4g} "
-                f"to {self.value + 1.96 * self.se:.4g}); slope {self.slope:+.4g} USD bn per unit ({runs})",
+                f"  {self.key} = {self.value:.6g} (SE {self.se:.3g}; 95% interval {self.value - Z95 * self.se:.4g} "
+                f"to {self.value + Z95 * self.se:.4g}); slope {self.slope:+.4g} USD bn per unit ({runs})",
                 f"  confirmed on the next seed: gap {self.confirm[0]:+,.3f} USD bn (SE {self.confirm[1]:.3f}), "
                 f"{abs(self.confirm[0]) / self.confirm[1] if self.confirm[1] > 0 else 0.0:.1f} SE from zero"]
 

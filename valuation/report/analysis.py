@@ -37,6 +37,7 @@ from valuation.report.xlsx import (
 
 if TYPE_CHECKING:
     from valuation.analysis.attribution import Attribution
+    from valuation.analysis.compare import Comparison
     from valuation.analysis.negotiate import Negotiation
     from valuation.analysis.sensitivity import Sensitivity
 
@@ -429,6 +430,82 @@ def write_attribution(att: Attribution, path: str | Path) -> Path:
         table(ws, "Attribution", first, row, len(columns))
     widths(ws, {1: 22, 2: 14, 3: 36, **{c: 9 for c in range(4, 16)}})
     widths(data, {1: 36, 2: 16})
+    print_setup(ws)
+    print_setup(data)
+    return atomic_save(wb, path)
+
+
+# ---------------------------------------------------------------- scenarios
+
+def write_comparison(cmp: Comparison, path: str | Path) -> Path:
+    """The comparison workbook at ``path`` (atomically); returns the path."""
+    path = check_output_path(path, 100_000 + 300 * len(cmp.table))
+    scenario = cmp.scenario
+    wb = _workbook("Scenarios", scenario, [
+        ("Statistic", f"{cmp.statistic.label} (USD bn)"),
+        ("Variants", ", ".join(cmp.variants)),
+        ("Paths per run", f"{cmp.paths:,}"), ("Seed", str(cmp.seed)),
+        ("Uncertain inputs", "drawn per path" if cmp.uncertain else "fixed"),
+    ], [
+        "Each variant is the scenario with the inputs it names set to other values, run on the same random "
+        "numbers as the scenario: its difference from the scenario is due to those inputs alone, and its standard "
+        "error (paired, path by path) is far below either run's.",
+        *[f"{v.name}: {v.label or ''} {v.description or ''} Changes: "
+          + "; ".join(f"{c.input} = {c.to}" for c in v.changes) for v in scenario.variants if v.name in cmp.variants],
+    ])
+    ws = wb.create_sheet("Scenarios")
+    title(ws, f"Variants of the scenario: {cmp.statistic.label} (USD bn)",
+          f"{cmp.paths:,} paths per run, seed {cmp.seed}, all on the same random numbers; a party's PV in its own "
+          "view (what the deal moves to it, positive, or from it, negative)")
+    row = 4
+    columns = ["Structure", "Party", "Base", "SE"]
+    for v in cmp.variants:
+        columns += [v, "SE", f"{v} - base", "SE (paired)"]
+    header(ws, row, columns, height=45)
+    first = row
+    t = cmp.table
+    for structure in cmp.structures:
+        for party in cmp.parties:
+            row += 1
+            put(ws, row, 1, structure)
+            put(ws, row, 2, party)
+            base = t.loc[("base", structure, party)]
+            put(ws, row, 3, float(base["value"]), BN)
+            put(ws, row, 4, float(base["se"]), BN3)
+            for k, v in enumerate(cmp.variants):
+                r = t.loc[(v, structure, party)]
+                col = 5 + 4 * k
+                put(ws, row, col, float(r["value"]), BN)
+                put(ws, row, col + 1, float(r["se"]), BN3)
+                put(ws, row, col + 2, float(r["diff"]), BN)
+                put(ws, row, col + 3, float(r["diff_se"]), BN3)
+    last = row
+    table(ws, "Variants", first, last, len(columns))
+    # a chart per party some variant moves: each variant's difference from the scenario, by structure
+    data = wb.create_sheet("Chart data")
+    put(data, 1, 1, "The numbers the Scenarios sheet's charts draw", font=NOTE_FONT)
+    data_row, chart_row = 3, last + 3
+    for party in cmp.parties:
+        diffs = t.xs(party, level="party")
+        if diffs["diff"].abs().max() == 0:
+            continue
+        header(data, data_row, ["Structure", *cmp.variants])
+        for i, structure in enumerate(cmp.structures):
+            put(data, data_row + 1 + i, 1, structure)
+            for k, v in enumerate(cmp.variants):
+                put(data, data_row + 1 + i, 2 + k, float(t.loc[(v, structure, party), "diff"]), BN)
+        end = data_row + len(cmp.structures)
+        chart = BarChart()
+        chart.type = "col"
+        chart.add_data(Reference(data, min_col=2, max_col=1 + len(cmp.variants), min_row=data_row, max_row=end),
+                       titles_from_data=True)
+        chart.set_categories(Reference(data, min_col=1, min_row=data_row + 1, max_row=end))
+        style_chart(chart, f"{party}: each variant minus the scenario", "Structure", "USD bn", width=18, height=9)
+        ws.add_chart(chart, f"A{chart_row}")
+        chart_row += 19
+        data_row = end + 2
+    widths(ws, {1: 22, 2: 14, **{c: 12 for c in range(3, len(columns) + 1)}})
+    widths(data, {1: 24})
     print_setup(ws)
     print_setup(data)
     return atomic_save(wb, path)

@@ -210,6 +210,25 @@ class Correlation(Model):
     label: Label | None = unit("text", "Display name.", default=None)
 
 
+class VariantChange(Model):
+    """One input of a variant: its key path and the value it takes there."""
+
+    input: Annotated[str, Field(min_length=1, max_length=400)] = unit(
+        "key path", "The input changed, as on the Assumptions sheet (e.g. revenue.initial_growth).")
+    to: float | Date = unit("as the input", "Its value in the variant (a number or a date).")
+
+
+class Variant(Model):
+    """A named variant of the scenario (a bear case, early AGI): inputs set to other values, compared with the
+    scenario on the same random numbers (`valuation compare`)."""
+
+    name: Name = unit("name", "Identifier of the variant (`valuation compare --variants NAME`).")
+    label: Label | None = unit("text", "Display name.", default=None)
+    description: str | None = unit("text", "What the variant represents.", default=None)
+    changes: Items[VariantChange] = unit("list", "The inputs it changes, each `{ input = \"key.path\", to = ... }`.",
+                                         min_length=1)
+
+
 class Mark(Model):
     """A market mark: the value of 100% of the company's equity on a date (a funding round, a secondary sale)."""
 
@@ -262,6 +281,8 @@ class Scenario(Model):
                                  default=None)
     correlations: Items[Correlation] = unit("list", "Rank correlations among uncertain inputs and drivers.",
                                             default_factory=tuple)
+    variants: Items[Variant] = unit("list", "Named variants (bear, bull, early AGI), compared on the same random "
+                                    "numbers by `valuation compare`.", default_factory=tuple)
 
     # Set by the loader, not by the file: sources by key path, the file it came from, the SHA-256 of the bytes
     # that were loaded, and a fingerprint of the inputs as loaded (a copy changed since has another).
@@ -352,6 +373,37 @@ class Scenario(Model):
         return _kept_sources(self, scenario_from_dict(plain, source=where, path=self.path, digest=self.digest,
                                                       loaded=self.loaded, sources=sources, source_dates=dates,
                                                       ranges=ranges))
+
+    def variant(self, name: str) -> Scenario:
+        """The scenario with variant ``name``'s changes applied (validated like a file; it has no variants)."""
+        names = [v.name for v in self.variants]
+        if name not in names:
+            raise InputError("", [Problem("variant", f"one of the scenario's variants {names}" if names else
+                                          "a variant of the scenario, but it has none ([[variants]])", name)])
+        v = self.variants[names.index(name)]
+        changes = {c.input: {"value": c.to, "source": self.sources.get(
+            f"variants[{names.index(name)}].changes[{j}].to", f"variant {name}")} for j, c in enumerate(v.changes)}
+        return self.without_variants().with_values(changes)
+
+    def check_variants(self, names: list[str] | None = None) -> None:
+        """Raise :class:`InputError` naming every variant (of ``names``, default all) whose changes do not make a
+        valid scenario."""
+        bare = self.without_variants()
+        problems = []
+        for i, v in enumerate(self.variants):
+            if names is not None and v.name not in names:
+                continue
+            try:
+                bare.with_values({c.input: c.to for c in v.changes})
+            except InputError as exc:
+                problems.append(Problem(f"variants[{i}].changes", f"changes the scenario accepts, but variant "
+                                        f"{v.name!r} gives: " + "; ".join(p.render() for p in exc.problems),
+                                        has_value=False))
+        if problems:
+            raise InputError(self.path or "<scenario>", problems)
+
+    def without_variants(self) -> Scenario:
+        return self if not self.variants else self.model_copy(update={"variants": ()})
 
     def _set(self, plain: dict, parts: list[str | int], value: Any) -> str | None:
         """Put ``value`` at ``parts`` of ``plain`` (this scenario's dump); why not, or None.  A key left at its
@@ -538,12 +590,27 @@ def scenario_from_dict(data: dict[str, Any], source: str = "<scenario>", **prove
     scenario = BaseModel.model_copy(scenario, update={"sources": FrozenDict(sources),
                                                       "source_dates": FrozenDict(dates),
                                                       "ranges": FrozenDict(ranges), **provenance})
-    problems = list(correlation_checks(scenario))
+    problems = list(correlation_checks(scenario)) + list(_variant_checks(scenario))
     if problems:
         raise InputError(source, problems)
     if scenario.loaded is None:
         scenario = BaseModel.model_copy(scenario, update={"loaded": scenario.fingerprint()})
     return scenario
+
+
+def _variant_checks(s: Scenario) -> Iterator[Problem]:
+    """Each variant's name unique, and no input changed twice in one variant.  (Whether its changes make a valid
+    scenario is checked where variants are used, :meth:`Scenario.check_variants`: a copy changed in Python that
+    reshapes what a variant changes stays usable for everything else.)"""
+    seen: set[str] = set()
+    for i, v in enumerate(s.variants):
+        if v.name in seen:
+            yield Problem(f"variants[{i}].name", "a name not used by another variant", v.name)
+        seen.add(v.name)
+        inputs = [c.input for c in v.changes]
+        for j, key in enumerate(inputs):
+            if key in inputs[:j]:
+                yield Problem(f"variants[{i}].changes[{j}].input", "an input not changed twice in one variant", key)
 
 
 def _strip_sources(node: Any, path: str, sources: dict[str, str], problems: list[Problem],
