@@ -11,6 +11,7 @@ from datetime import date
 
 import numpy as np
 import pytest
+from openpyxl import load_workbook
 
 import valuation
 from conftest import BASE_CASE, minimal_dict
@@ -54,19 +55,22 @@ def test_root_meets_the_closed_form_within_3_se_and_is_confirmed():
     assert b.se == pytest.approx(BONUS * math.sqrt(p * (1 - p) / 20_000), rel=0.05)
     assert abs(b.confirm[0]) < 4 * b.confirm[1]  # on the next seed, the gap at the root is noise
     assert b.slope == pytest.approx(1.0 / (1.05 ** s.years(PAY_DATE)), rel=1e-6)  # d PV / d amount: the payee's df
-    assert any("confirmed" in line for line in b.lines())
+    assert b.confirmed and any("confirmed" in line for line in b.lines())
 
 
-def test_against_a_target_and_through_the_cli(capsys):
+def test_against_a_target_and_through_the_cli(tmp_path, capsys):
     s, _ = _payments_scenario()
     df = 1.05 ** -s.years(PAY_DATE)
     b = valuation.break_even(s, KEY, "fixed", "payee", target=3.0, paths=2000, seed=1)
     assert b.found and b.value == pytest.approx(3.0 / df, rel=1e-6)  # deterministic: exact to the tolerance
     assert b.se == 0.0
     code = main(["break-even", str(BASE_CASE), "--vary", "revenue.exit_multiple", "--structure", "oct_2025_recap",
-                 "--party", "microsoft", "--target", "250", "--paths", "2000", "--fixed"])
+                 "--party", "microsoft", "--target", "250", "--paths", "2000", "--fixed", "--out",
+                 str(tmp_path / "b.xlsx")])
     out = capsys.readouterr().out
     assert code == 0 and "break-even of revenue.exit_multiple" in out
+    wb = load_workbook(tmp_path / "b.xlsx")
+    assert wb.sheetnames == ["Read me", "Break-even"] and len(wb["Break-even"]._charts) == 1
 
 
 def test_no_root_in_the_range_says_so_with_both_ends():

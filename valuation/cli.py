@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--statistic", default="mean", help="mean (the default), p<q> or cvar<q>")
     be.add_argument("--between", type=float, nargs=2, metavar=("LOW", "HIGH"),
                     help="range to search (default: the input's low/high range, else its allowed range)")
-    _run_options(be)
+    _run_options(be, "-break-even")
     neg = sub.add_parser("negotiate", help="each party's gain over its walk-away across a negotiated term: the zone "
                                           "of possible agreement and the Nash point; writes a workbook")
     neg.add_argument("file", help="scenario file (.toml) or report (.xlsx)")
@@ -412,11 +412,15 @@ def _break_even(args: argparse.Namespace) -> int:
         common.search_between("", scenario, args.vary, 0.0, list(args.between))
     if not math.isfinite(args.target):
         raise InputError("", [Problem("--target", "a finite number (USD bn)", args.target)])
+    out, folder = _output(args, 80_000, "-break-even")
     result = _counted(lambda progress: break_even(
         scenario, args.vary, args.structure, args.party, args.versus, statistic=args.statistic, target=args.target,
         paths=args.paths, seed=args.seed, between=args.between, uncertain=args.uncertain, threads=args.threads,
         progress=progress))
-    _say(sys.stdout, "\n".join([scenario.name, *result.lines()]))
+    interrupts.check()
+    _make_folder(folder)
+    written = result.to_excel(out)
+    _say(sys.stdout, "\n".join([scenario.name, *result.lines(), "", f"workbook: {printable(str(written))}"]))
     return EXIT_OK
 
 

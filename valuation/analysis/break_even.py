@@ -35,7 +35,8 @@ class BreakEven:
     standard error (delta method; None when not found); ``gap_se``: the gap's standard error at the root;
     ``slope``: d(gap)/d(input) there; ``low``/``high``: the range searched with the gap at each end (and its
     standard error); ``confirm``: the gap at the root re-run on the next seed and its standard error;
-    ``evaluations``: runs made.  The gap is the party's statistic under ``structure`` minus that under
+    ``evaluations``: runs made; ``trials``: every value tried on the run's seed with the gap there and its
+    standard error, in the order tried.  The gap is the party's statistic under ``structure`` minus that under
     ``versus`` (or minus ``target`` without one).
     """
 
@@ -57,6 +58,15 @@ class BreakEven:
     paths: int
     seed: int
     evaluations: int
+    scenario: Scenario
+    trials: tuple[tuple[float, float, float], ...] = ()
+
+    def to_excel(self, path: str | Path) -> Path:
+        """Write the workbook (a Read me and the Break-even sheet: the gap at every value tried, the root
+        marked); returns its path."""
+        from valuation.report.analysis import write_break_even
+
+        return write_break_even(self, arguments.path("to_excel()", "path", path, "the path of an .xlsx workbook"))
 
     def lines(self) -> list[str]:
         against = f"its value under {self.versus}" if self.versus else f"{self.target:g}"
@@ -71,8 +81,25 @@ class BreakEven:
         return [head,
                 f"  {self.key} = {self.value:.6g} (SE {self.se:.3g}; 95% interval {self.value - Z95 * self.se:.4g} "
                 f"to {self.value + Z95 * self.se:.4g}); slope {self.slope:+.4g} USD bn per unit ({runs})",
-                f"  confirmed on the next seed: gap {self.confirm[0]:+,.3f} USD bn (SE {self.confirm[1]:.3f}), "
-                f"{abs(self.confirm[0]) / self.confirm[1] if self.confirm[1] > 0 else 0.0:.1f} SE from zero"]
+                f"  re-run at the root on the next seed: gap {self.confirm[0]:+,.3f} USD bn "
+                f"(SE {self.confirm[1]:.3f}), "
+                f"{self.confirm_z:.1f} SE from zero: "
+                + ("confirmed" if self.confirmed else "NOT confirmed (more paths, or a gap that is not smooth)")]
+
+    @property
+    def confirm_z(self) -> float:
+        """How many of its standard errors the gap at the root is from zero on the next seed."""
+        if self.confirm is None:
+            return math.nan
+        g, se = self.confirm
+        return abs(g) / se if se > 0 else (0.0 if g == 0 else math.inf)
+
+    @property
+    def confirmed(self) -> bool:
+        """The re-run on the next seed puts the gap within 3 standard errors of zero (and a deterministic gap
+        within rounding of it)."""
+        return self.confirm is not None and (self.confirm_z <= 3.0 or abs(self.confirm[0]) <= 1e-9 * max(
+            1.0, abs(self.low[1]), abs(self.high[1])))
 
 
 def break_even(scenario: Scenario | str | Path, vary: str, structure: str, party: str, versus: str | None = None,
@@ -122,8 +149,15 @@ def break_even(scenario: Scenario | str | Path, vary: str, structure: str, party
     s_idx, v_idx = names.index(structure), (names.index(versus) if versus else None)
     p_idx = scenario.party_names().index(party)
     runs = [0]
+    trials: list[tuple[float, float, float]] = []
 
     def gap(x: float, run_seed: int = seed) -> tuple[float, float]:
+        out = _gap(x, run_seed)
+        if run_seed == seed:
+            trials.append((float(x), *out))
+        return out
+
+    def _gap(x: float, run_seed: int) -> tuple[float, float]:
         pv, result = common.run_variant(scenario, {vary: float(x)}, paths=paths, seed=run_seed, uncertain=uncertain,
                                         threads=threads)
         runs[0] += 1
@@ -139,10 +173,10 @@ def break_even(scenario: Scenario | str | Path, vary: str, structure: str, party
     g_lo, g_hi = gap(lo), gap(hi)
     common_fields = {"key": vary, "structure": structure, "party": party, "versus": versus, "statistic": stat.name,
                      "target": float(target), "original": original, "paths": paths, "seed": seed,
-                     "low": (lo, *g_lo), "high": (hi, *g_hi)}
+                     "low": (lo, *g_lo), "high": (hi, *g_hi), "scenario": scenario, "trials": trials}
     if not g_lo[0] * g_hi[0] <= 0:
         return BreakEven(found=False, value=None, se=None, gap_se=None, slope=None, confirm=None,
-                         evaluations=runs[0], **common_fields)
+                         evaluations=runs[0], **{**common_fields, "trials": tuple(trials)})
     root = brentq(lambda x: gap(x)[0], lo, hi, xtol=ROOT_TOLERANCE * (hi - lo), rtol=4 * np.finfo(float).eps)
     at_root = gap(root)
     step = 1e-3 * (hi - lo)
@@ -151,4 +185,4 @@ def break_even(scenario: Scenario | str | Path, vary: str, structure: str, party
     se = at_root[1] / abs(slope) if slope != 0 else math.inf
     confirm = gap(root, seed + 1)
     return BreakEven(found=True, value=float(root), se=float(se), gap_se=at_root[1], slope=float(slope),
-                     confirm=confirm, evaluations=runs[0], **common_fields)
+                     confirm=confirm, evaluations=runs[0], **{**common_fields, "trials": tuple(trials)})

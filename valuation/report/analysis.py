@@ -37,6 +37,7 @@ from valuation.report.xlsx import (
 
 if TYPE_CHECKING:
     from valuation.analysis.attribution import Attribution
+    from valuation.analysis.break_even import BreakEven
     from valuation.analysis.compare import Comparison
     from valuation.analysis.negotiate import Negotiation
     from valuation.analysis.sensitivity import Sensitivity
@@ -509,3 +510,62 @@ def write_comparison(cmp: Comparison, path: str | Path) -> Path:
     print_setup(ws)
     print_setup(data)
     return atomic_save(wb, path)
+
+
+# ---------------------------------------------------------------- break-even
+
+def write_break_even(be: BreakEven, path: str | Path) -> Path:
+    """The break-even workbook at ``path`` (atomically); returns the path."""
+    path = check_output_path(path, 60_000 + 200 * len(be.trials))
+    against = f"its value under {be.versus}" if be.versus else f"{be.target:g} USD bn"
+    wb = _workbook("Break-even", be.scenario, [
+        ("Input varied", f"{be.key} (now {be.original:g})"),
+        ("Solved for", f"{be.party}'s {common_label(be.statistic)} under {be.structure} = {against}"),
+        ("Range searched", f"{be.low[0]:g} to {be.high[0]:g}"),
+        ("Paths per run", f"{be.paths:,}"), ("Seed", str(be.seed)),
+        ("Runs", f"{be.evaluations}, on the same random numbers (the confirmation on the next seed)"),
+    ], [
+        "The gap is the party's statistic under the structure minus the one it is compared with. Every value "
+        "tried runs on the same random numbers, so the gap is a smooth function of the input and Brent's method "
+        "finds where it is zero. The root's standard error is the delta method's: the gap's standard error at "
+        "the root over its slope there.",
+    ])
+    ws = wb.create_sheet("Break-even")
+    title(ws, f"Break-even of {be.key}", " ".join(be.lines()[1:]))
+    put(ws, 3, 1, "Answer", font=LABEL_FONT)
+    put(ws, 3, 2, " ".join(line.strip() for line in be.lines()[1:]))
+    header(ws, 5, [be.key, "Gap (USD bn)", "SE"])
+    trials = sorted(be.trials)
+    for i, (x, g, se) in enumerate(trials):
+        put(ws, 6 + i, 1, x, "0.000000")
+        put(ws, 6 + i, 2, g, BN)
+        put(ws, 6 + i, 3, se, BN3)
+    last = 5 + len(trials)
+    chart = ScatterChart()
+    style_chart(chart, f"The gap across {be.key}", be.key, "Gap (USD bn)", width=18, height=10)
+    chart.y_axis.tickLblPos = "low"
+    series = Series(Reference(ws, min_col=2, min_row=5, max_row=last), Reference(ws, min_col=1, min_row=6,
+                                                                               max_row=last), title_from_data=True)
+    series.marker.symbol = "circle"
+    chart.series.append(series)
+    if be.found:
+        put(ws, last + 2, 1, "Root", font=LABEL_FONT)
+        put(ws, last + 3, 1, be.value, "0.000000")
+        put(ws, last + 3, 2, 0.0, BN)
+        root = Series(Reference(ws, min_col=2, min_row=last + 3, max_row=last + 3),
+                      Reference(ws, min_col=1, min_row=last + 3, max_row=last + 3), title="Break-even")
+        root.marker.symbol = "diamond"
+        root.marker.size = 11
+        root.marker.graphicalProperties = GraphicalProperties(solidFill="C00000")
+        root.graphicalProperties.line.noFill = True
+        chart.series.append(root)
+    ws.add_chart(chart, "E5")
+    widths(ws, {1: 30, 2: 16, 3: 12})
+    print_setup(ws)
+    return atomic_save(wb, path)
+
+
+def common_label(statistic: str) -> str:
+    from valuation.analysis.common import Statistic
+
+    return Statistic(statistic).label
