@@ -196,12 +196,41 @@ def machine() -> dict:
     }
 
 
+def analysis(paths: int) -> dict:
+    """Wall time of the analysis commands on the base case (in this process, warm): the tornado over every input
+    with a range (both ends: 1 + 2 x inputs runs), the same with a five-point spider, and a break-even solve (the
+    exit multiple at which Microsoft's mean PV under the October 2025 terms is 300 bn)."""
+    scenario = valuation.load_scenario(BASE_CASE)
+    valuation.simulate(scenario, paths=2_000, seed=1, uncertain=False)  # compiled before the clock starts
+    out = {"paths": paths, "inputs": len(scenario.ranges)}
+    for name, points in (("tornado", 2), ("tornado_spider", 5)):
+        start = time.perf_counter()
+        sens = valuation.sensitivity(scenario, paths=paths, seed=1, points=points, uncertain=False)
+        out[name] = {"seconds": time.perf_counter() - start, "runs": sens.runs}
+    start = time.perf_counter()
+    be = valuation.break_even(scenario, "revenue.exit_multiple", "oct_2025_recap", "microsoft", target=300.0,
+                              paths=paths, seed=1, uncertain=False)
+    out["break_even"] = {"seconds": time.perf_counter() - start, "runs": be.evaluations, "found": be.found,
+                         "value": be.value, "se": be.se}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a sub-minute run with fewer paths")
     parser.add_argument("--out", default=str(HERE), help="folder for RESULTS.md and results.json")
     parser.add_argument("--render", metavar="JSON", help="only write RESULTS.md again from a results.json")
+    parser.add_argument("--only-analysis", action="store_true",
+                        help="measure only the analysis rows and add them to the results.json in --out")
     args = parser.parse_args(argv)
+    if args.only_analysis:
+        path = Path(args.out) / "results.json"
+        results = json.loads(path.read_text(encoding="utf-8"))
+        results["runs"]["analysis"] = analysis(20_000 if args.quick else 100_000)
+        results["runs"]["analysis"]["date"] = machine()["date"]
+        path.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        (Path(args.out) / "RESULTS.md").write_text(render(results), encoding="utf-8")
+        return 0
     if args.render:
         results = json.loads(Path(args.render).read_text(encoding="utf-8"))
         results["ratios"] = ratios(results["runs"], results["machine"]["numba_threads"])
@@ -227,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         runs["streaming_100m"] = child(100_000_000, mode="stream", workbook=True)
     runs["start_up"] = start_up(1_000)
     runs["end_to_end"] = end_to_end(20_000 if args.quick else 100_000)
+    runs["analysis"] = analysis(20_000 if args.quick else 100_000)
     results["ratios"] = ratios(runs, all_threads)
     results["targets"] = targets(runs, results["ratios"])
     out = Path(args.out)
@@ -404,6 +434,19 @@ def render(results: dict) -> str:
         f"{runs['end_to_end']['seconds']:.1f} s.",
         "",
     ]
+    if "analysis" in runs:
+        a = runs["analysis"]
+        when = f" (measured on {a['date']} with `--only-analysis`)" if "date" in a else ""
+        lines += ["## Analysis on the base case (wall time, all threads, warm)" + when, "",
+                  "| what | paths per run | runs | seconds | seconds per run |", "|---|---|---|---|---|"]
+        for key, label in (("tornado", f"tornado over every input with a range ({a['inputs']})"),
+                           ("tornado_spider", "tornado and a five-point spider"),
+                           ("break_even", "break-even solve (exit multiple for Microsoft's 300 bn, Oct 2025 "
+                                          "terms), with its confirmation")):
+            r = a[key]
+            lines.append(f"| {label} | {a['paths']:,} | {r['runs']} | {r['seconds']:.1f} | "
+                         f"{r['seconds'] / r['runs']:.2f} |")
+        lines.append("")
     return "\n".join(lines)
 
 
