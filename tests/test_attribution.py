@@ -82,6 +82,18 @@ def test_bootstrap_standard_errors_match_the_spread_over_seeds():
     assert 0.3 < ratio < 1.5, ratio
 
 
+def test_the_revenue_shocks_drive_a_revenue_share_that_agi_does_not_end():
+    spec = copy.deepcopy(minimal_dict())
+    spec["revenue"]["volatility"] = 0.4
+    spec["structures"][0]["clauses"][0].pop("end")
+    att = valuation.simulate(scenario_from_dict(spec), paths=20_000, seed=2).attribution()
+    top = att.top("share", "payee", 10)
+    # the shocks' sum at the horizon explains most of a PV earned along the whole path (about 0.7 here)
+    assert top.index[0] in ("revenue_shocks", "revenue_at_horizon") and top.loc["revenue_shocks", "index"] > 0.5
+    declared = top.loc["agi_declared"]
+    assert abs(declared["index"]) < 3 * declared["se"]
+
+
 def test_uncertain_inputs_are_sources_too():
     result = valuation.simulate(BASE_CASE, paths=4000, seed=1, uncertain=True)
     att = result.attribution()

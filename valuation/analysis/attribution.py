@@ -16,8 +16,9 @@ indices of dependent sources (the AGI declaration and its verification) overlap,
 **Change in output statistic** (as @RISK draws it): the mean PV in each decile of the source, minus the
 overall mean.
 
-Sources: the AGI declaration and verification times, each event's time, each deadline's outcome, revenue at the
-horizon (the revenue shocks, and everything else that moves revenue), and each uncertain input's draws.
+Sources: the AGI declaration and verification times, each event's time, each deadline's outcome, the revenue
+shocks (the Gaussian part of log revenue at the horizon, standardised: the path's own normals), revenue at the
+horizon (an outcome: the shocks and everything else that moves revenue), and each uncertain input's draws.
 """
 
 from __future__ import annotations
@@ -81,10 +82,19 @@ class Attribution:
 
 def sources_of(result: Any) -> pd.DataFrame:
     """Each path's value of every random source of a kept run, columns named as reported."""
+    from models import rng
+    from valuation.engine.uncertain import growth_coefficients, growth_scores
+
     drivers = result.drivers
     frame = pd.DataFrame(index=drivers.index)
     for name in drivers.columns:
         frame[name] = drivers[name].to_numpy(dtype=np.float64)
+    # the revenue path's own shocks, apart from everything else that moves revenue: the Gaussian part of log
+    # revenue at the horizon, standardised (the correlations' revenue_growth driver), from the run's own normals
+    coef = growth_coefficients(result.compiled.model)
+    if np.any(coef != 0):
+        rk = rng.round_keys(np.asarray(result._key(), np.uint32))
+        frame["revenue_shocks"] = growth_scores(rk, np.int64(result.first_path), np.int64(result.paths), coef)
     if result.uncertain:
         inputs = result.input_values()
         for name in inputs.columns:
