@@ -69,7 +69,8 @@ class BreakEven:
         return write_break_even(self, arguments.path("to_excel()", "path", path, "the path of an .xlsx workbook"))
 
     def lines(self) -> list[str]:
-        against = f"its value under {self.versus}" if self.versus else f"{self.target:g}"
+        against = (f"its value under {self.versus}" + (f" plus {self.target:g} USD bn" if self.target else "")
+                   if self.versus else f"{self.target:g} USD bn")
         what = f"{self.party}'s {common.Statistic(self.statistic).label} under {self.structure}"
         head = f"break-even of {self.key} (now {self.original:g}): where {what} equals {against}"
         runs = f"{self.paths:,} paths, seed {self.seed}, {self.evaluations} runs on the same random numbers"

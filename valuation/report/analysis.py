@@ -101,17 +101,18 @@ def write_sensitivity(sens: Sensitivity, path: str | Path) -> Path:
     return atomic_save(wb, path)
 
 
-def _chart_pairs(sens: Sensitivity) -> list[tuple[str, str, str]]:
-    """The structure x party pairs to chart, with their titles: a party whose numbers are the same under every
-    structure is charted once ("every structure")."""
+def _chart_pairs(structures: list[str], parties: list[str], frame) -> list[tuple[str, str, str]]:
+    """The structure x party pairs to chart, with their titles: ``frame(structure, party)`` gives a pair's numbers
+    (None: nothing to chart); a party whose numbers are the same under every structure is charted once ("every
+    structure")."""
     out = []
-    for party in sens.parties:
-        moving = [structure for structure in sens.structures if (structure, party) in sens.moving()]
+    for party in parties:
+        frames = {structure: frame(structure, party) for structure in structures}
+        moving = [structure for structure, f in frames.items() if f is not None]
         if not moving:
             continue
-        frames = [sens.bars(structure, party)[["at_low", "at_high"]] for structure in moving]
-        same = len(moving) == len(sens.structures) and all(f.equals(frames[0]) for f in frames[1:])
-        if same:
+        first = frames[moving[0]]
+        if len(moving) == len(structures) and all(frames[st].equals(first) for st in moving[1:]):
             out.append((moving[0], party, f"{party}, every structure"))
         else:
             out += [(structure, party, f"{structure}: {party}") for structure in moving]
@@ -128,7 +129,10 @@ def _sensitivity_sheet(ws, data, sens: Sensitivity) -> None:
     data_col = 1
     row = 4
     data_row = 3
-    for structure, party, label in _chart_pairs(sens):
+    def numbers(structure: str, party: str):
+        return sens.bars(structure, party)[["at_low", "at_high"]] if (structure, party) in sens.moving() else None
+
+    for structure, party, label in _chart_pairs(sens.structures, sens.parties, numbers):
         bars = sens.bars(structure, party).head(TOP_INPUTS)
         base = float(sens.base.loc[(structure, party), "value"])
         top = data_row
@@ -379,42 +383,43 @@ def write_attribution(att: Attribution, path: str | Path) -> Path:
     data = wb.create_sheet("Chart data")
     put(data, 1, 1, "The numbers the Attribution sheet's charts draw", font=NOTE_FONT)
     row, data_row = 4, 3
-    for structure in r.structures:
-        for party in r.parties:
-            top = att.top(structure, party, TOP_INPUTS)
-            if top["index"].isna().all() or not (top["index"].fillna(0) > 0).any():
-                continue
-            header(data, data_row, ["Source", "First-order index"])
-            ordered = list(reversed(list(top.iterrows())))
-            for i, (source, v) in enumerate(ordered):
-                put(data, data_row + 1 + i, 1, source)
-                put(data, data_row + 1 + i, 2, float(v["index"]), "0.000")
-            last = data_row + len(ordered)
-            chart = BarChart()
-            chart.type = "bar"
-            chart.add_data(Reference(data, min_col=2, min_row=data_row, max_row=last), titles_from_data=True)
-            chart.set_categories(Reference(data, min_col=1, min_row=data_row + 1, max_row=last))
-            style_chart(chart, f"{structure}: {party}", "Source", "Share of the PV's variance", width=16,
-                        height=9)
-            chart.legend = None
-            ws.add_chart(chart, f"A{row}")
-            lead = top.index[0]
-            d = att.deciles.loc[(structure, party, lead)]
-            dec_top = last + 2
-            header(data, dec_top, ["Decile", f"Mean PV minus overall: {lead}"])
-            n = int(d.notna().sum())
-            for i in range(n):
-                put(data, dec_top + 1 + i, 1, f"D{i + 1}")
-                put(data, dec_top + 1 + i, 2, float(d.iloc[i]), BN)
-            bars = BarChart()
-            bars.add_data(Reference(data, min_col=2, min_row=dec_top, max_row=dec_top + n), titles_from_data=True)
-            bars.set_categories(Reference(data, min_col=1, min_row=dec_top + 1, max_row=dec_top + n))
-            style_chart(bars, f"{structure}: {party}, by decile of {lead}", f"Decile of {lead} (low to high)",
-                        "Mean PV minus overall mean (USD bn)", width=16, height=9)
-            bars.legend = None
-            ws.add_chart(bars, f"F{row}")
-            row += 19
-            data_row = dec_top + n + 2
+
+    def numbers(structure: str, party: str):
+        top = att.top(structure, party, TOP_INPUTS)
+        return None if top["index"].isna().all() or not (top["index"].fillna(0) > 0).any() else top
+
+    for structure, party, label in _chart_pairs(list(r.structures), list(r.parties), numbers):
+        top = att.top(structure, party, TOP_INPUTS)
+        header(data, data_row, ["Source", "First-order index"])
+        ordered = list(reversed(list(top.iterrows())))
+        for i, (source, v) in enumerate(ordered):
+            put(data, data_row + 1 + i, 1, source)
+            put(data, data_row + 1 + i, 2, float(v["index"]), "0.000")
+        last = data_row + len(ordered)
+        chart = BarChart()
+        chart.type = "bar"
+        chart.add_data(Reference(data, min_col=2, min_row=data_row, max_row=last), titles_from_data=True)
+        chart.set_categories(Reference(data, min_col=1, min_row=data_row + 1, max_row=last))
+        style_chart(chart, label, "Source", "Share of the PV's variance", width=16, height=9)
+        chart.legend = None
+        ws.add_chart(chart, f"A{row}")
+        lead = top.index[0]
+        d = att.deciles.loc[(structure, party, lead)]
+        dec_top = last + 2
+        header(data, dec_top, ["Decile", f"Mean PV minus overall: {lead}"])
+        n = int(d.notna().sum())
+        for i in range(n):
+            put(data, dec_top + 1 + i, 1, f"D{i + 1}")
+            put(data, dec_top + 1 + i, 2, float(d.iloc[i]), BN)
+        bars = BarChart()
+        bars.add_data(Reference(data, min_col=2, min_row=dec_top, max_row=dec_top + n), titles_from_data=True)
+        bars.set_categories(Reference(data, min_col=1, min_row=dec_top + 1, max_row=dec_top + n))
+        style_chart(bars, f"{label}, by decile of {lead}", f"Decile of {lead} (low to high)",
+                    "Mean PV minus overall mean (USD bn)", width=16, height=9)
+        bars.legend = None
+        ws.add_chart(bars, f"F{row}")
+        row += 19
+        data_row = dec_top + n + 2
     row += 1
     put(ws, row, 1, "Every structure x party and source", font=LABEL_FONT)
     row += 1
@@ -517,7 +522,8 @@ def write_comparison(cmp: Comparison, path: str | Path) -> Path:
 def write_break_even(be: BreakEven, path: str | Path) -> Path:
     """The break-even workbook at ``path`` (atomically); returns the path."""
     path = check_output_path(path, 60_000 + 200 * len(be.trials))
-    against = f"its value under {be.versus}" if be.versus else f"{be.target:g} USD bn"
+    against = (f"its value under {be.versus}" + (f" plus {be.target:g} USD bn" if be.target else "")
+               if be.versus else f"{be.target:g} USD bn")
     wb = _workbook("Break-even", be.scenario, [
         ("Input varied", f"{be.key} (now {be.original:g})"),
         ("Solved for", f"{be.party}'s {common_label(be.statistic)} under {be.structure} = {against}"),
