@@ -460,3 +460,14 @@ def test_to_xarray_labels_every_dimension(base):
     np.testing.assert_array_equal(ds["agi_declared"].values, result.drivers["agi_declared"].to_numpy())
     streamed = dv.simulate(base, paths=2_000, keep_paths=False).to_xarray()
     assert streamed["head_pv"].sizes["head_path"] == 1_000 and streamed.attrs["paths_kept"] == 0
+
+
+def test_every_package_is_installed():
+    """An installed copy (not an editable one) holds only the packages pyproject lists: a new subpackage left
+    out works from the source tree and fails on a clean install (as valuation.analysis once did)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for top in ("valuation", "models")
+             for p in (ROOT / top).rglob("*.py") if "__pycache__" not in p.parts}  # (some have no __init__.py)
+    assert found == listed
