@@ -71,7 +71,7 @@ class BreakEven:
     def lines(self) -> list[str]:
         against = (f"its value under {self.versus}" + (f" plus {self.target:g} USD bn" if self.target else "")
                    if self.versus else f"{self.target:g} USD bn")
-        what = f"{self.party}'s {common.Statistic(self.statistic).label} under {self.structure}"
+        what = f"{self.party}'s {self.label} under {self.structure}"
         head = f"break-even of {self.key} (now {self.original:g}): where {what} equals {against}"
         runs = f"{self.paths:,} paths, seed {self.seed}, {self.evaluations} runs on the same random numbers"
         if not self.found:
@@ -86,6 +86,11 @@ class BreakEven:
                 f"(SE {self.confirm[1]:.3f}), "
                 f"{self.confirm_z:.1f} SE from zero: "
                 + ("confirmed" if self.confirmed else "NOT confirmed (more paths, or a gap that is not smooth)")]
+
+    @property
+    def label(self) -> str:
+        """The statistic in words."""
+        return common.Statistic(self.statistic).label
 
     @property
     def confirm_z(self) -> float:

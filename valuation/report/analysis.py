@@ -526,7 +526,7 @@ def write_break_even(be: BreakEven, path: str | Path) -> Path:
                if be.versus else f"{be.target:g} USD bn")
     wb = _workbook("Break-even", be.scenario, [
         ("Input varied", f"{be.key} (now {be.original:g})"),
-        ("Solved for", f"{be.party}'s {common_label(be.statistic)} under {be.structure} = {against}"),
+        ("Solved for", f"{be.party}'s {be.label} under {be.structure} = {against}"),
         ("Range searched", f"{be.low[0]:g} to {be.high[0]:g}"),
         ("Paths per run", f"{be.paths:,}"), ("Seed", str(be.seed)),
         ("Runs", f"{be.evaluations}, on the same random numbers (the confirmation on the next seed)"),
@@ -570,8 +570,3 @@ def write_break_even(be: BreakEven, path: str | Path) -> Path:
     print_setup(ws)
     return atomic_save(wb, path)
 
-
-def common_label(statistic: str) -> str:
-    from valuation.analysis.common import Statistic
-
-    return Statistic(statistic).label
