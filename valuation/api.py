@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 import warnings
@@ -41,6 +42,10 @@ def simulate(
     first_path: int = 0,
     sampling: str = "pseudo",
     uncertain: bool | None = None,
+    target_se: float | None = None,
+    target_rel: float | None = None,
+    max_paths: int | None = None,
+    outputs: Sequence[Sequence[str]] | None = None,
 ) -> SimulationResult:
     """Run the Monte Carlo: every structure, every party, on the same paths.
 
@@ -77,12 +82,29 @@ def simulate(
         True draws every input that has a distribution (``dist``) once per path, correlated as the scenario's
         ``[[correlations]]`` say (:mod:`valuation.engine.uncertain`); False holds every input at its value
         (bit for bit the run without distributions).  Default: the scenario's ``simulation.uncertain``.
+    target_se, target_rel
+        Auto-stop: run batches of paths until every output's standard error is at most ``target_se`` (USD bn)
+        or ``target_rel`` times the size of its mean (both given: either suffices).  ``paths`` is then the first
+        batch (default 10,000); each next batch is sized from the precision reached (to 110% of the paths the
+        worst output needs, at least a quarter more, whole blocks of 1,024).  Paths are prefix-stable, so the
+        result is, bit for bit, the fixed run of the paths it stopped at.  ``result.stop`` says whether the
+        targets were met, the paths used and the precision reached.
+    max_paths
+        Auto-stop's limit (default 10,000,000): it stops there, targets met or not.
+    outputs
+        What auto-stop watches (default: every structure x party mean): ``(structure, party)`` for a mean,
+        ``(structure, party, "diff")`` for the mean difference from the baseline, path by path.
 
     Returns
     -------
     SimulationResult
     """
     where = "simulate()"
+    if target_se is not None or target_rel is not None or max_paths is not None or outputs is not None:
+        return _auto_stop(scenario, paths, seed, threads=threads, chunk_size=chunk_size, progress=progress,
+                          keep_paths=keep_paths, baseline=baseline, first_path=first_path, sampling=sampling,
+                          uncertain=uncertain, target_se=target_se, target_rel=target_rel, max_paths=max_paths,
+                          outputs=outputs)
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(arguments.path(where, "scenario", scenario, "a Scenario, or the path of a .toml "
                                                 "scenario or an .xlsx report"))
@@ -124,6 +146,99 @@ def simulate(
         run_seconds=time.perf_counter() - start, compile_seconds=compile_seconds,
         threads=threads or numba.get_num_threads(), partial=partial, compiled=compiled, fits=compiled.fits,
         baseline=baseline, first_path=first_path, sampler=sampler, seed_sequence=ss)
+
+
+AUTO_FIRST = 10_000  # auto-stop's first batch, unless paths says otherwise
+AUTO_MAX = 10_000_000  # auto-stop's limit, unless max_paths says otherwise
+AUTO_BLOCK = 1024  # batches are whole blocks of paths
+
+
+def _auto_stop(scenario: Any, paths: int | None, seed: Any, *, target_se: Any, target_rel: Any, max_paths: Any,
+               outputs: Any, progress: Any, keep_paths: Any, first_path: int, **options: Any) -> SimulationResult:
+    """Batches of paths until every output meets its target (see :func:`simulate`)."""
+    where = "simulate()"
+    if target_se is None and target_rel is None:
+        raise InputError("", [Problem("target_se", "a target for auto-stop: target_se (USD bn) or target_rel (a "
+                                      "fraction of each mean), with max_paths or outputs", has_value=False)])
+    for name, value in (("target_se", target_se), ("target_rel", target_rel)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or
+                                  not math.isfinite(value) or value <= 0):
+            raise InputError("", [Problem(name, "a positive number", value)])
+    if not isinstance(scenario, Scenario):
+        scenario = load_scenario(arguments.path(where, "scenario", scenario, "a Scenario, or the path of a .toml "
+                                                "scenario or an .xlsx report"))
+    scenario = scenario.checked()
+    limit = arguments.count(where, "max_paths", AUTO_MAX if max_paths is None else max_paths, 1, MAX_PATHS)
+    first = arguments.count(where, "paths", min(AUTO_FIRST, limit) if paths is None else paths, 1, limit)
+    watched = _watched(scenario, outputs)
+    keep_paths = arguments.optional_flag(where, "keep_paths", keep_paths)
+    if keep_paths is None:  # one mode for every batch, so that they merge: kept if the limit's PVs fit
+        n_pv = len(scenario.structures) * len(scenario.parties) * (2 if scenario.market is not None else 1)
+        keep_paths = 8 * limit * n_pv <= KEEP_LIMIT
+    parts: list[SimulationResult] = []
+    done, batch, batches = 0, first, 0
+    while True:
+        batches += 1
+        offset = done
+
+        def moved(n: int, offset: int = offset) -> None:
+            if progress is not None:
+                progress(offset + n)
+
+        parts.append(simulate(scenario, paths=batch, seed=seed, first_path=first_path + done, keep_paths=keep_paths,
+                              progress=moved, **options))
+        done += batch
+        result = merge(parts) if len(parts) > 1 else parts[0]
+        report = _precision(result, watched, target_se, target_rel)
+        if report["met"] or done >= limit:
+            break
+        need = max(r["needed"] for r in report["outputs"])
+        want = max(math.ceil(1.1 * need * done) - done, math.ceil(done / 4))
+        batch = min(-(-want // AUTO_BLOCK) * AUTO_BLOCK, limit - done)
+        parts = [result]  # merged so far (merging again is a fixed-order fold of the same blocks)
+    result.stop = {"met": report["met"], "paths": done, "batches": batches,
+                   "target_se": target_se, "target_rel": target_rel, "max_paths": limit, "worst": report["worst"],
+                   "outputs": report["outputs"]}
+    return result
+
+
+def _watched(scenario: Scenario, outputs: Any) -> list[tuple[str, str, str]]:
+    structures, parties = scenario.structure_names(), scenario.party_names()
+    if outputs is None:
+        return [(s, p, "mean") for s in structures for p in parties]
+    if isinstance(outputs, str) or not isinstance(outputs, Sequence) or not outputs:
+        raise arguments.ArgumentTypeError("simulate()", [Problem("outputs", "a list of (structure, party) or "
+                                                                 "(structure, party, 'diff')", outputs)])
+    out = []
+    for item in outputs:
+        ok = isinstance(item, (tuple, list)) and len(item) in (2, 3) and all(isinstance(x, str) for x in item)
+        if not ok or item[0] not in structures or item[1] not in parties or (len(item) == 3 and item[2] != "diff"):
+            raise InputError("", [Problem("outputs", f"(structure, party) or (structure, party, 'diff') with a "
+                                          f"structure among {structures} and a party among {parties}", item)])
+        out.append((item[0], item[1], "diff" if len(item) == 3 else "mean"))
+    return out
+
+
+def _precision(result: SimulationResult, watched: list[tuple[str, str, str]], target_se: Any,
+               target_rel: Any) -> dict[str, Any]:
+    """Each watched output's mean, standard error and target, whether all are met, and the worst."""
+    summary = result.summary()
+    rows = []
+    for s, p, what in watched:
+        row = summary.loc[(s, p)]
+        mean, se = (row["mean"], row["se"]) if what == "mean" else (row["diff_mean"], row["diff_se"])
+        targets = [t for t in (target_se, None if target_rel is None else target_rel * abs(mean)) if t is not None]
+        target = max(targets)
+        met = bool(se <= target)
+        needed = 1.0 if met else (math.inf if target == 0 else (se / target) ** 2)
+        rows.append({"structure": s, "party": p, "what": what, "mean": float(mean), "se": float(se),
+                     "target": float(target), "met": met, "needed": needed})
+    finite = [r for r in rows if math.isfinite(r["needed"])]
+    worst = max(rows, key=lambda r: r["se"] / r["target"] if r["target"] > 0 else math.inf)
+    for r in rows:
+        if not math.isfinite(r["needed"]):  # a relative target on a mean of 0 that is not exactly 0
+            r["needed"] = max([f["needed"] for f in finite] + [4.0])
+    return {"met": all(r["met"] for r in rows), "outputs": rows, "worst": worst}
 
 
 def merge(results: Sequence[SimulationResult]) -> SimulationResult:

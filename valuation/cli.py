@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
                             "scenario's [[correlations]] say (default: the scenario's simulation.uncertain)")
     draws.add_argument("--fixed", dest="uncertain", action="store_false", default=None,
                        help="hold every input at its value, whatever the scenario's default")
+    run.add_argument("--target-se", type=float, metavar="USD_BN",
+                     help="auto-stop: add batches of paths until every mean's standard error is at most this")
+    run.add_argument("--target-rel", type=float, metavar="FRACTION",
+                     help="auto-stop: ... at most this fraction of the mean's size (e.g. 0.001)")
+    run.add_argument("--max-paths", type=_count, help="auto-stop's limit (default 10,000,000); --paths is then "
+                                                      "the first batch (default 10,000)")
     run.add_argument("--view", choices=("party", "market", "both"), default=None,
                      help="which PVs to print: each party's own rates and own-value streams (party), each flow at "
                           "its risk class's rate (market), or both (the default where the scenario has [market])")
@@ -315,7 +321,18 @@ def _run(args: argparse.Namespace) -> int:
                                       "distribution (e.g. `volatility = { value = 0.2, low = 0.15, high = 0.3, "
                                       f"dist = \"pert\" }}`); {args.file} has none", has_value=False)])
     compiled = compile_scenario(scenario, uncertain=uncertain)  # every check, the correlations' too
-    paths = scenario.simulation.paths if args.paths is None else args.paths
+    auto = args.target_se is not None or args.target_rel is not None
+    for name, value in (("--target-se", args.target_se), ("--target-rel", args.target_rel)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise InputError("", [Problem(name, "a positive number", value)])
+    if args.max_paths is not None and not auto:
+        raise InputError("", [Problem("--max-paths", "--target-se or --target-rel beside it (the limit of an "
+                                      "auto-stop run)", args.max_paths)])
+    if auto and args.paths is not None and args.max_paths is not None and args.paths > args.max_paths:
+        raise InputError("", [Problem("--paths", f"a first batch no larger than --max-paths {args.max_paths:,}",
+                                      args.paths)])
+    paths = (args.max_paths or 10_000_000) if auto else scenario.simulation.paths if args.paths is None \
+        else args.paths
     rows = max(paths, 1)
     out, folder = _output(args, estimated_bytes(compiled, scenario, rows))
     check_fits(compiled, scenario, rows, str(out))  # every check of the workbook before any path runs
@@ -327,8 +344,11 @@ def _run(args: argparse.Namespace) -> int:
             bar.update(done)
 
     try:
-        result = simulate(scenario, paths=paths, seed=args.seed, threads=args.threads, progress=progress,
-                          keep_paths=args.keep_paths, baseline=args.baseline, uncertain=uncertain)
+        targets = {"target_se": args.target_se, "target_rel": args.target_rel, "max_paths": args.max_paths} \
+            if auto else {}
+        result = simulate(scenario, paths=args.paths if auto else paths, seed=args.seed, threads=args.threads,
+                          progress=progress, keep_paths=args.keep_paths, baseline=args.baseline,
+                          uncertain=uncertain, **targets)
     finally:
         if bar:
             bar.close()
@@ -617,6 +637,15 @@ def _report(scenario, result, view: str | None = None) -> list[str]:
              f"{result.paths:,} paths{mode}, seed {result.seed}, {result.run_seconds:.2f} s on {result.threads} "
              f"threads (compile {result.compile_seconds:.1f} s); PV in USD bn at "
              f"{scenario.simulation.valuation_date}; baseline {summary.attrs['baseline']}"]
+    if result.stop is not None:
+        stop, worst = result.stop, result.stop["worst"]
+        wanted = " or ".join(x for x in (f"SE <= {stop['target_se']:g}" if stop["target_se"] else "",
+                                         f"SE <= {stop['target_rel']:g} x |mean|" if stop["target_rel"] else "") if x)
+        lines.append(f"auto-stop ({wanted} on {len(stop['outputs'])} means): "
+                     + (f"met after {stop['paths']:,} paths in {stop['batches']} batches" if stop["met"] else
+                        f"NOT met: stopped at the limit of {stop['max_paths']:,} paths")
+                     + f"; furthest from its target: {worst['structure']} / {worst['party']}, SE {worst['se']:.4g} "
+                       f"against {worst['target']:.4g}")
     view = view or ("both" if "market" in result.views else "party")
     shown = ["party", "market"] if view == "both" else [view]
     for v in shown:

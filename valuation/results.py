@@ -65,6 +65,10 @@ class SimulationResult:
         The seed given (None for a ``SeedSequence``) and the ``SeedSequence`` entropy it produced.
     sampler
         How the random numbers were drawn, and the standard-error estimator that goes with it.
+    stop
+        For a run that stopped at a target precision: ``met`` (every output reached its target), ``paths``,
+        ``batches``, ``target_se`` / ``target_rel``, ``worst`` (the output furthest from its target: structure,
+        party, what, mean, se, target) and ``outputs`` (each output's mean, se and target); None otherwise.
     """
 
     scenario: Scenario
@@ -82,6 +86,7 @@ class SimulationResult:
     first_path: int = 0
     sampler: Sampler = field(default_factory=lambda: SAMPLERS["pseudo"])
     seed_sequence: Any = field(default=None, repr=False)
+    stop: dict[str, Any] | None = None  # what auto-stop did (simulate(..., target_se= / target_rel=)), else None
     _cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
 
     # ---------------------------------------------------------------- the run
