@@ -124,3 +124,26 @@ def test_bad_input_in_python():
         valuation.break_even(s, KEY, "fixed", "payee", statistic="diff")
     with pytest.raises(TypeError):
         valuation.break_even(s, KEY, "fixed", "payee", target="3")
+
+
+def test_a_range_the_scenario_refuses_is_cut_and_a_flat_gap_is_no_root(capsys):
+    """The base case's first AGI point ranges to 0.55, past the second point's 0.5: the search stops where the
+    scenario stays valid, and says so.  A term that moves nothing compared gives no root, not a root at an end."""
+    b = valuation.break_even(BASE_CASE, "agi.declaration.points[0].p", "oct_2025_recap", "microsoft", target=200.0,
+                             paths=400, seed=1)
+    assert 0.4999 < b.high[0] < 0.5 and b.cut and "0.55 is refused" in b.cut
+    assert any("cut to where the scenario is valid" in line for line in b.lines())
+    flat = valuation.break_even(BASE_CASE, "structures[3].clauses[2].fraction", "apr_2026_amendment", "softbank",
+                                versus="oct_2025_recap", paths=400, seed=1)
+    assert not flat.found and "does not move it" in flat.lines()[1]
+
+
+@pytest.mark.parametrize(("vary", "expected"), [
+    ("simulation.paths", "not a run setting"),
+    ("structures[0].clauses[0].rate", "which the comparison does not involve"),
+])
+def test_a_term_that_cannot_move_the_comparison_is_refused(tmp_path, monkeypatch, vary, expected):
+    monkeypatch.chdir(tmp_path)
+    code, err = _cli("break-even", str(BASE_CASE), "--vary", vary, "--structure", "oct_2025_recap", "--party",
+                     "microsoft", "--versus", "apr_2026_amendment", "--paths", "100")
+    assert code == 2 and expected in err and "--vary" in err, err

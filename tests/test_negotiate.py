@@ -166,3 +166,18 @@ def test_bad_input_in_python():
         valuation.negotiate(s, KEY, "share", parties=("payee", "payee"), walk_away="lump")
     with pytest.raises(InputError, match="vary"):
         valuation.negotiate(s, "structures[0].name", "share", parties=("payee", "payer"), walk_away="lump")
+
+
+def test_defaults_come_from_the_scenario_and_api_names_become_flags(tmp_path, monkeypatch):
+    """The parties default to the two sides of the term's clause; negotiating the baseline needs a walk-away;
+    a check made inside the API names the command line's flag."""
+    s, *_ = _deal()
+    n = valuation.negotiate(s, KEY, "share", walk_away="lump", paths=40, seed=1, between=(0.0, 0.2), points=3)
+    assert n.parties == ["payer", "payee"]
+    with pytest.raises(InputError, match="walk_away"):
+        valuation.negotiate(s, KEY, "share", paths=40)  # "share" is the baseline
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _cli("negotiate", str(BASE_CASE), "--vary", "structures[1].clauses[0].schedule[1].rate",
+                        "structures[1].clauses[0].schedule[0].rate", "--structure", "openai_proposal_2025",
+                        "--walk-away", "terms_2019_2023", "--points", "60")
+    assert code == 2 and "--points = 60" in err, err

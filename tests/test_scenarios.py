@@ -149,3 +149,10 @@ def test_where_bad_conditions(conditions, expected):
     with pytest.raises(InputError) as info:
         result.where(**conditions)
     assert expected in str(info.value)
+
+
+def test_a_variant_value_of_the_wrong_kind_is_one_problem():
+    spec = _with_variants({"name": "v", "changes": [{"input": "revenue.volatility", "to": True}]})
+    with pytest.raises(InputError) as info:
+        scenario_from_dict(spec)
+    assert len(info.value.problems) == 1 and "variants[0].changes[0].to" in str(info.value)

@@ -160,10 +160,12 @@ def _auto_stop(scenario: Any, paths: int | None, seed: Any, *, target_se: Any, t
     if target_se is None and target_rel is None:
         raise InputError("", [Problem("target_se", "a target for auto-stop: target_se (USD bn) or target_rel (a "
                                       "fraction of each mean), with max_paths or outputs", has_value=False)])
-    for name, value in (("target_se", target_se), ("target_rel", target_rel)):
+    for name, value, most in (("target_se", target_se, math.inf), ("target_rel", target_rel, 1.0)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or
-                                  not math.isfinite(value) or value <= 0):
-            raise InputError("", [Problem(name, "a positive number", value)])
+                                  not math.isfinite(value) or not 0 < value <= most):
+            raise InputError("", [Problem(name, "a positive number" + (" at most 1 (a fraction of each mean's "
+                                                                        "size: 0.001 is 0.1%)" if most == 1 else ""),
+                                          value)])
     if not isinstance(scenario, Scenario):
         scenario = load_scenario(arguments.path(where, "scenario", scenario, "a Scenario, or the path of a .toml "
                                                 "scenario or an .xlsx report"))
@@ -230,7 +232,8 @@ def _precision(result: SimulationResult, watched: list[tuple[str, str, str]], ta
         targets = [t for t in (target_se, None if target_rel is None else target_rel * abs(mean)) if t is not None]
         target = max(targets)
         met = bool(se <= target)
-        needed = 1.0 if met else (math.inf if target == 0 else (se / target) ** 2)
+        ratio = float(se) / float(target) if target > 0 else math.inf
+        needed = 1.0 if met else (ratio * ratio if ratio < 1e100 else math.inf)
         rows.append({"structure": s, "party": p, "what": what, "mean": float(mean), "se": float(se),
                      "target": float(target), "met": met, "needed": needed})
     finite = [r for r in rows if math.isfinite(r["needed"])]

@@ -9,6 +9,7 @@ written (a message, no traceback); 130 interrupted (Ctrl-C), 143 terminated
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import math
 import os
@@ -120,8 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="key path of the negotiated term (two for a grid), e.g. "
                           "structures[1].clauses[0].schedule[1].rate")
     neg.add_argument("--structure", required=True, help="the structure whose term is negotiated")
-    neg.add_argument("--parties", nargs="+", default=["microsoft", "openai"], metavar="PARTY",
-                     help="the parties at the table (default: microsoft openai)")
+    neg.add_argument("--parties", nargs="+", metavar="PARTY",
+                     help="the parties at the table (default: the two sides of the clause the term belongs to)")
     neg.add_argument("--walk-away", help="each party's alternative structure (default: the baseline)")
     neg.add_argument("--weights", type=float, nargs="+", metavar="W",
                      help="bargaining power, one per party (default: equal)")
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 return _compare(args)
             return _run(args)
         except InputError as exc:
-            _say(sys.stderr, f"error: {exc.message()}")
+            _say(sys.stderr, f"error: {_as_flags(exc).message()}")
             return EXIT_INPUT
         except KeyboardInterrupt as exc:
             return _stopped(exc)
@@ -204,6 +205,21 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             _say(sys.stderr, f"unexpected failure ({type(exc).__name__}); please report it with the traceback above")
             return EXIT_FAILURE
+
+
+# the Python API's argument names as the command line spells them: a check made inside the API names the flag
+FLAGS = {name: "--" + name.replace("_", "-") for name in (
+    "paths", "seed", "threads", "points", "between", "statistic", "inputs", "variants", "weights", "parties",
+    "walk_away", "vary", "structure", "party", "versus", "target", "bins", "baseline", "target_se", "target_rel",
+    "max_paths")}
+
+
+def _as_flags(exc: InputError) -> InputError:
+    """An argument error from the API (no file named) with its argument named as the command line spells it."""
+    if exc.source:
+        return exc
+    problems = [dataclasses.replace(p, key=FLAGS.get(p.key, p.key)) for p in exc.problems]
+    return InputError("", problems)
 
 
 def _forgiving_streams() -> None:
@@ -281,7 +297,9 @@ def _output(args: argparse.Namespace, size: int, suffix: str = "") -> tuple[Path
     writing (None: none); the default name is the file's stem and ``suffix``."""
     from valuation.report.xlsx import check_output_path, unwritable
 
-    if args.out:
+    if args.out is not None:
+        if not args.out.strip():
+            raise InputError("", [Problem("--out", "the path of an .xlsx workbook", args.out)])
         return check_output_path(args.out, size), None
     folder = Path(DEFAULT_FOLDER)
     out = folder / f"{Path(args.file).stem}{suffix}.xlsx"
@@ -322,9 +340,11 @@ def _run(args: argparse.Namespace) -> int:
                                       f"dist = \"pert\" }}`); {args.file} has none", has_value=False)])
     compiled = compile_scenario(scenario, uncertain=uncertain)  # every check, the correlations' too
     auto = args.target_se is not None or args.target_rel is not None
-    for name, value in (("--target-se", args.target_se), ("--target-rel", args.target_rel)):
-        if value is not None and not (math.isfinite(value) and value > 0):
-            raise InputError("", [Problem(name, "a positive number", value)])
+    for name, value, most in (("--target-se", args.target_se, math.inf), ("--target-rel", args.target_rel, 1.0)):
+        if value is not None and not (math.isfinite(value) and 0 < value <= most):
+            raise InputError("", [Problem(name, "a positive number" + (" at most 1 (a fraction of each mean's "
+                                                                        "size: 0.001 is 0.1%)" if most == 1 else ""),
+                                          value)])
     if args.max_paths is not None and not auto:
         raise InputError("", [Problem("--max-paths", "--target-se or --target-rel beside it (the limit of an "
                                       "auto-stop run)", args.max_paths)])
@@ -452,18 +472,22 @@ def _negotiate(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.file)
     names = scenario.structure_names()  # every check before any path runs, named as on the command line
     common.name_argument("", "--structure", args.structure, names, "a structure")
-    for party in args.parties:
+    for party in args.parties or []:
         common.name_argument("", "--parties", party, scenario.party_names(), "a party")
-    if len(args.parties) < 2 or len(set(args.parties)) != len(args.parties):
+    if args.parties is not None and (len(args.parties) < 2 or len(set(args.parties)) != len(args.parties)):
         raise InputError("", [Problem("--parties", "two or more different parties", args.parties)])
+    if args.walk_away is None and args.structure == scenario.baseline:
+        raise InputError("", [Problem("--walk-away", f"a walk-away structure: the default, the baseline "
+                                      f"{args.structure!r}, is the structure negotiated", has_value=False)])
     walk = args.walk_away if args.walk_away is not None else scenario.baseline
     common.name_argument("", "--walk-away", walk, names, "a structure")
     if walk == args.structure:
         raise InputError("", [Problem("--walk-away", f"a structure other than --structure {args.structure!r} (a "
                                       "gain over itself is zero whatever the term)", walk)])
-    if args.weights is not None and (len(args.weights) != len(args.parties) or
+    n_parties = len(args.parties) if args.parties is not None else 2
+    if args.weights is not None and (len(args.weights) != n_parties or
                                      not all(math.isfinite(w) and w > 0 for w in args.weights)):
-        raise InputError("", [Problem("--weights", f"{len(args.parties)} positive numbers, one per party",
+        raise InputError("", [Problem("--weights", f"{n_parties} positive numbers, one per party",
                                       args.weights)])
     if not 1 <= len(args.vary) <= 2 or len(set(args.vary)) != len(args.vary):
         raise InputError("", [Problem("--vary", "one key path, or two different ones (a grid)", args.vary)])
@@ -500,8 +524,8 @@ def _attribution(args: argparse.Namespace) -> int:
     compile_scenario(scenario, uncertain=uncertain)  # every check before any path runs
     paths = scenario.simulation.paths if args.paths is None else args.paths
     if paths < 800:
-        raise InputError("", [Problem("--paths", "a whole number >= 800 (20 batches for the standard errors)",
-                                      paths)])
+        raise InputError("", [Problem("--paths", "a whole number >= 800 (the bootstrap's resamples and at least 8 "
+                                      "bins of 100 paths)", paths)])
     if args.bins is not None and not 2 <= args.bins <= paths // 10:
         raise InputError("", [Problem("--bins", f"a whole number from 2 to {paths // 10} (at least 10 paths a bin)",
                                       args.bins)])

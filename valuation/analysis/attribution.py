@@ -53,6 +53,8 @@ class Attribution:
     sources: list[str]
 
     def top(self, structure: str, party: str, n: int = 5) -> pd.DataFrame:
+        """The ``n`` sources that explain most of one structure x party's PV, largest first."""
+        n = arguments.count("top()", "n", n, 1)
         t = self.indices
         mine = (t.index.get_level_values(0) == structure) & (t.index.get_level_values(1) == party)
         if not mine.any():
@@ -167,7 +169,8 @@ def attribution(result: Any, *, bins: int | None = None) -> Attribution:
                                       "every path's sources and PVs", f"a streaming run of {result.paths:,} paths")])
     n = result.paths
     if n < MIN_PATHS:
-        raise InputError("", [Problem("result", f"a run of at least {MIN_PATHS} paths", n)])
+        raise InputError("", [Problem("paths", f"a run of at least {MIN_PATHS} paths (the bootstrap's resamples "
+                                      "and at least 8 bins of 100 paths)", n)])
     bins = arguments.count(where, "bins", bins if bins is not None else max(2, min(BINS, n // 100)), 2, n // 10)
     sources = sources_of(result)
     pv = np.asarray(result.pvs)  # (paths, structures, parties)

@@ -15,7 +15,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from scipy.optimize import brentq
 
 from valuation import arguments
@@ -24,7 +23,8 @@ from valuation.errors import InputError, Problem
 from valuation.scenario import Scenario
 from valuation.stats.catalogue import Z95
 
-ROOT_TOLERANCE = 1e-7  # the root finder's tolerance, relative to the range searched (far below the root's SE)
+MAX_ITER = 200  # root-finder steps (each a run)
+ROOT_TOLERANCE = 1e-9  # the root finder's tolerance, absolute and relative to the root (far below its SE)
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class BreakEven:
     evaluations: int
     scenario: Scenario
     trials: tuple[tuple[float, float, float], ...] = ()
+    cut: str | None = None  # why the range searched was cut where the scenario stays valid (None: not cut)
 
     def to_excel(self, path: str | Path) -> Path:
         """Write the workbook (a Read me and the Break-even sheet: the gap at every value tried, the root
@@ -74,12 +75,16 @@ class BreakEven:
         what = f"{self.party}'s {self.label} under {self.structure}"
         head = f"break-even of {self.key} (now {self.original:g}): where {what} equals {against}"
         runs = f"{self.paths:,} paths, seed {self.seed}, {self.evaluations} runs on the same random numbers"
+        note = [f"  note: the range searched is cut to where the scenario is valid: {self.cut}"] if self.cut else []
+        if not self.found and self.low[1] == 0 and self.high[1] == 0:
+            return [head, *note, f"  the gap is zero across {self.low[0]:g} to {self.high[0]:g}: {self.key} does "
+                                 f"not move it (every value is a break-even; {runs})"]
         if not self.found:
-            return [head, f"  no break-even between {self.low[0]:g} and {self.high[0]:g}: the gap is "
+            return [head, *note, f"  no break-even between {self.low[0]:g} and {self.high[0]:g}: the gap is "
                           f"{self.low[1]:+,.2f} (SE {self.low[2]:.2f}) at {self.low[0]:g} and {self.high[1]:+,.2f} "
                           f"(SE {self.high[2]:.2f}) at {self.high[0]:g} USD bn ({runs})"]
         assert self.value is not None and self.se is not None and self.confirm is not None
-        return [head,
+        return [head, *note,
                 f"  {self.key} = {self.value:.6g} (SE {self.se:.3g}; 95% interval {self.value - Z95 * self.se:.4g} "
                 f"to {self.value + Z95 * self.se:.4g}); slope {self.slope:+.4g} USD bn per unit ({runs})",
                 f"  re-run at the root on the next seed: gap {self.confirm[0]:+,.3f} USD bn "
@@ -147,11 +152,13 @@ def break_even(scenario: Scenario | str | Path, vary: str, structure: str, party
     if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target):
         raise arguments.ArgumentTypeError(where, [Problem("target", "a finite number (USD bn)", target)])
     original = common.number_at(where, scenario, "vary", vary)
+    common.check_term(where, scenario, vary, [structure, *([versus] if versus else [])])
     paths = arguments.count(where, "paths", scenario.simulation.paths if paths is None else paths, 2 * common.BATCHES)
     seed = arguments.count(where, "seed", scenario.simulation.seed if seed is None else seed, 0, 2**63 - 2)
     uncertain = arguments.optional_flag(where, "uncertain", uncertain)
     uncertain = scenario.simulation.uncertain if uncertain is None else uncertain
-    lo, hi = common.search_between(where, scenario, vary, original, between)
+    cuts: dict[str, str] = {}
+    lo, hi = common.search_between(where, scenario, vary, original, between, cuts)
     s_idx, v_idx = names.index(structure), (names.index(versus) if versus else None)
     p_idx = scenario.party_names().index(party)
     runs = [0]
@@ -179,13 +186,19 @@ def break_even(scenario: Scenario | str | Path, vary: str, structure: str, party
     g_lo, g_hi = gap(lo), gap(hi)
     common_fields = {"key": vary, "structure": structure, "party": party, "versus": versus, "statistic": stat.name,
                      "target": float(target), "original": original, "paths": paths, "seed": seed,
-                     "low": (lo, *g_lo), "high": (hi, *g_hi), "scenario": scenario, "trials": trials}
-    if not g_lo[0] * g_hi[0] <= 0:
+                     "low": (lo, *g_lo), "high": (hi, *g_hi), "scenario": scenario, "trials": trials,
+                     "cut": cuts.get(vary)}
+    if not g_lo[0] * g_hi[0] <= 0 or (g_lo[0] == 0 and g_hi[0] == 0):  # (zero at both ends: it moves nothing)
         return BreakEven(found=False, value=None, se=None, gap_se=None, slope=None, confirm=None,
                          evaluations=runs[0], **{**common_fields, "trials": tuple(trials)})
-    root = brentq(lambda x: gap(x)[0], lo, hi, xtol=ROOT_TOLERANCE * (hi - lo), rtol=4 * np.finfo(float).eps)
+    try:
+        root = brentq(lambda x: gap(x)[0], lo, hi, xtol=ROOT_TOLERANCE, rtol=ROOT_TOLERANCE, maxiter=MAX_ITER)
+    except RuntimeError:  # (not converged: a range of many orders of magnitude, or a gap that jumps)
+        raise InputError("", [Problem("between", f"a range the root finder can narrow in {MAX_ITER} runs: the gap "
+                                      f"changes sign between {lo:g} and {hi:g} but the root was not pinned down; "
+                                      "give a narrower range", [lo, hi])]) from None
     at_root = gap(root)
-    step = 1e-3 * (hi - lo)
+    step = 1e-3 * max(abs(root), abs(original), 1e-6 * (hi - lo), 1e-9)  # the root's own scale, not the range's
     up, down = min(root + step, hi), max(root - step, lo)
     slope = (gap(up)[0] - gap(down)[0]) / (up - down)
     se = at_root[1] / abs(slope) if slope != 0 else math.inf

@@ -168,23 +168,29 @@ def _value_or_none(scenario: Scenario, key: str) -> Any:
     return value if is_number(value) else None
 
 
-def usable_range(scenario: Scenario, key: str, cuts: dict[str, str]) -> Any:
-    """The input's ``low``/``high`` range, each end moved toward the input's value as far as needed for the
-    scenario to stay valid with every other input at its value (bisection, to 1e-9 of the range); a cut end's
-    reason goes into ``cuts[key]``."""
+def usable_range(scenario: Scenario, key: str, cuts: dict[str, str], low: float | None = None,
+                 high: float | None = None) -> Any:
+    """The input's range (``low``/``high``, default its own), each end moved toward the input's value as far as
+    needed for the scenario to stay valid with every other input at its value (bisection, to 1e-9 of the range);
+    a cut end's reason goes into ``cuts[key]``."""
     from valuation.scenario.ranges import InputRange
 
-    stated = scenario.ranges[key]
+    stated = scenario.ranges.get(key)
+    low = stated.low if low is None else low
+    high = stated.high if high is None else high
     value = float(scenario.value_at(key))
     ends = []
-    for end in (stated.low, stated.high):
+    for end in (low, high):
         why = _invalid(scenario, key, end)
         if why is None:
             ends.append(end)
             continue
-        good, bad = value, end
-        for _ in range(60):
-            if abs(bad - good) <= 1e-9 * (stated.high - stated.low):
+        good, bad = min(max(value, low), high), end
+        if _invalid(scenario, key, good) is not None:  # the value itself outside the range given: no way in
+            raise InputError("", [Problem("between", f"a range in which the scenario is valid: {end:g} is "
+                                          f"refused ({why})", [low, high])])
+        for _ in range(200):
+            if abs(bad - good) <= 1e-9 * (high - low):
                 break
             mid = 0.5 * (good + bad)
             if _invalid(scenario, key, mid) is None:
@@ -192,15 +198,16 @@ def usable_range(scenario: Scenario, key: str, cuts: dict[str, str]) -> Any:
             else:
                 bad = mid
         ends.append(good)
-        cuts[key] = "; ".join(filter(None, [cuts.get(key), f"{end:g} is refused ({why}), so {good:.6g} is used"]))
-    return InputRange(ends[0], ends[1], stated.dist)
+        cuts[key] = "; ".join(filter(None, [cuts.get(key), f"{end:g} is refused ({why}), so {good:.10g} is "
+                                                           "used"]))
+    return InputRange(ends[0], ends[1], stated.dist if stated is not None else None)
 
 
 def _invalid(scenario: Scenario, key: str, value: float) -> str | None:
     try:
         scenario.with_values({key: value})
     except InputError as exc:
-        return exc.message()
+        return "; ".join(p.render() for p in exc.problems)
     return None
 
 
@@ -215,27 +222,49 @@ def number_at(where: str, scenario: Scenario, name: str, key: Any) -> float:
     except (KeyError, ValueError, IndexError, InputError):
         value = None
     if not is_number(value):
-        what = "a table or list" if isinstance(value, (dict, tuple, list, BaseModel)) else \
-            "no input" if value is None else f"{type(value).__name__} {value!r}"
+        what = "the scenario has no input there" if value is None else "not " + (
+            "a table or list" if isinstance(value, (dict, tuple, list, BaseModel)) else
+            f"{type(value).__name__} {value!r}")
         raise InputError("", [Problem(name, f"the key path of a number of the scenario (e.g. "
-                                      f"revenue.exit_multiple), not {what}", key)])
+                                      f"revenue.exit_multiple); {what}", key)])
     return float(value)
 
 
-def search_between(where: str, scenario: Scenario, key: str, value: float, between: Any) -> tuple[float, float]:
+def search_between(where: str, scenario: Scenario, key: str, value: float, between: Any,
+                   cuts: dict[str, str] | None = None) -> tuple[float, float]:
     """The range a solve searches: ``between`` (checked), else the input's low/high range, else its allowed
-    range (:func:`valuation.calibrate.search_range`)."""
+    range (:func:`valuation.calibrate.search_range`); each end then moved in as far as the scenario needs to stay
+    valid (the cut said in ``cuts``)."""
     from valuation.calibrate import search_range
 
     if between is None:
         if key in scenario.ranges and scenario.ranges[key].low < scenario.ranges[key].high:
-            return float(scenario.ranges[key].low), float(scenario.ranges[key].high)
-        return search_range(scenario, key, value)
-    pair = tuple(between) if isinstance(between, (tuple, list)) and len(between) == 2 else None
-    if pair is None or not all(is_number(x) for x in pair) or not (math.isfinite(pair[0]) and
-                                                                  math.isfinite(pair[1]) and pair[0] < pair[1]):
-        raise InputError("", [Problem("between", "two finite numbers, the lower first", between)])
-    return float(pair[0]), float(pair[1])
+            lo, hi = float(scenario.ranges[key].low), float(scenario.ranges[key].high)
+        else:
+            lo, hi = search_range(scenario, key, value)
+    else:
+        pair = tuple(between) if isinstance(between, (tuple, list)) and len(between) == 2 else None
+        if pair is None or not all(is_number(x) for x in pair) or not (
+                math.isfinite(pair[0]) and math.isfinite(pair[1]) and pair[0] < pair[1]):
+            raise InputError("", [Problem("between", "two finite numbers, the lower first", between)])
+        lo, hi = float(pair[0]), float(pair[1])
+    used = usable_range(scenario, key, cuts if cuts is not None else {}, lo, hi)
+    return float(used.low), float(used.high)
+
+
+def check_term(where: str, scenario: Scenario, key: str, structures: list[str]) -> None:
+    """A term a solve varies: not a run setting, and if it is a structure's, one of ``structures`` (a term of
+    another structure moves nothing compared here)."""
+    if key.startswith("simulation."):
+        raise InputError("", [Problem("vary", "an input of the model or of a deal, not a run setting "
+                                      "(simulation.*)", key)])
+    names = scenario.structure_names()
+    structures = list(dict.fromkeys(structures))
+    match = re.match(r"^structures\[(\d+)\]", key)
+    if match and int(match.group(1)) < len(names) and names[int(match.group(1))] not in structures:
+        raise InputError("", [Problem("vary", f"a term of {' or '.join(structures)} (this key is one of "
+                                      f"{names[int(match.group(1))]}, which the comparison does not involve), or an "
+                                      "input of the model", key)])
 
 
 def name_argument(where: str, name: str, value: Any, names: list[str], what: str) -> str:

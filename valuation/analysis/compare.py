@@ -81,7 +81,8 @@ def compare(scenario: Scenario | str | Path, variants: Sequence[str] | None = No
             raise arguments.ArgumentTypeError(where, [Problem("variants", "a list of variant names, or None for all",
                                                               variants)])
         chosen = [common.name_argument(where, "variants", v, names, "a variant") for v in variants]
-        chosen = list(dict.fromkeys(chosen))
+        if not chosen or len(set(chosen)) != len(chosen):
+            raise InputError("", [Problem("variants", "one or more different variant names", list(variants))])
     stat = common.statistic(where, statistic)
     paths = arguments.count(where, "paths", scenario.simulation.paths if paths is None else paths, 2 * common.BATCHES)
     seed = arguments.count(where, "seed", scenario.simulation.seed if seed is None else seed, 0, 2**63 - 1)

@@ -29,6 +29,7 @@ from valuation.analysis import common
 from valuation.errors import InputError, Problem
 from valuation.scenario import Scenario
 
+MAX_GRID = 2_500  # grid points (runs) of one negotiation: 50 x 50 for two terms
 ROOT_TOLERANCE = 1e-10  # the zone's ends, relative to the range (a deterministic gain is met to rounding)
 
 
@@ -59,6 +60,7 @@ class Negotiation:
     nash: dict[str, Any] | None
     runs: int
     originals: list[float] = field(default_factory=list)
+    range_cuts: dict[str, str] = field(default_factory=dict)  # terms whose range was cut where the scenario is valid
 
     def lines(self) -> list[str]:
         key = " x ".join(self.keys)
@@ -66,7 +68,8 @@ class Negotiation:
                 f"each party's {self.statistic.label} gain over its walk-away ("
                 + ", ".join(f"{p}: {w}" for p, w in self.walk_away.items())
                 + f"); {self.paths:,} paths, seed {self.seed}, {self.runs} runs on the same random numbers")
-        out = [head]
+        out = [head, *[f"  note: {k}'s range is cut to where the scenario is valid: {why}"
+                       for k, why in self.range_cuts.items()]]
         if len(self.keys) == 1:
             if not self.zone:
                 out.append(f"  zone of possible agreement: empty; the best point of the range leaves a party "
@@ -95,7 +98,7 @@ class Negotiation:
 
 
 def negotiate(scenario: Scenario | str | Path, vary: str | Sequence[str], structure: str,
-              parties: Sequence[str] = ("microsoft", "openai"), walk_away: str | dict[str, str] | None = None, *,
+              parties: Sequence[str] | None = None, walk_away: str | dict[str, str] | None = None, *,
               statistic: str = "mean", weights: Sequence[float] | None = None, points: int = 11,
               between: Any = None, paths: int | None = None, seed: int | None = None, uncertain: bool | None = None,
               threads: int | None = None, progress: common.Progress = None) -> Negotiation:
@@ -108,7 +111,7 @@ def negotiate(scenario: Scenario | str | Path, vary: str | Sequence[str], struct
     structure
         The structure whose term is negotiated.
     parties
-        The parties at the table (two or more).
+        The parties at the table (two or more; default: the two sides of the clause the term belongs to).
     walk_away
         Each party's alternative: a structure for all, or a mapping party -> structure (default: the baseline).
     statistic
@@ -129,6 +132,8 @@ def negotiate(scenario: Scenario | str | Path, vary: str | Sequence[str], struct
                                                           "of two different ones (a grid)", vary)])
     names = scenario.structure_names()
     structure = common.name_argument(where, "structure", structure, names, "a structure")
+    if parties is None:
+        parties = _clause_sides(scenario, keys[0])
     if isinstance(parties, str) or not isinstance(parties, Sequence):
         raise arguments.ArgumentTypeError(where, [Problem("parties", "a list of two or more party names", parties)])
     parties = [common.name_argument(where, "parties", p, scenario.party_names(), "a party") for p in parties]
@@ -141,8 +146,14 @@ def negotiate(scenario: Scenario | str | Path, vary: str | Sequence[str], struct
                                       "walk-away)", statistic)])
     weights = _weights(where, weights, len(parties))
     points = arguments.count(where, "points", points, 3, 201)
+    if points ** len(keys) > MAX_GRID:
+        raise InputError("", [Problem("points", f"at most {int(MAX_GRID ** (1 / len(keys)))} points per term for "
+                                      f"{len(keys)} terms ({MAX_GRID:,} grid points)", points)])
     originals = [common.number_at(where, scenario, "vary", k) for k in keys]
-    ranges = _ranges(where, scenario, keys, originals, between)
+    for k in keys:
+        common.check_term(where, scenario, k, [structure, *walk.values()])
+    cuts: dict[str, str] = {}
+    ranges = _ranges(where, scenario, keys, originals, between, cuts)
     paths = arguments.count(where, "paths", scenario.simulation.paths if paths is None else paths, 2 * common.BATCHES)
     seed = arguments.count(where, "seed", scenario.simulation.seed if seed is None else seed, 0, 2**63 - 1)
     uncertain = arguments.optional_flag(where, "uncertain", uncertain)
@@ -180,15 +191,37 @@ def negotiate(scenario: Scenario | str | Path, vary: str | Sequence[str], struct
 
     grids = [np.linspace(lo, hi, points) for lo, hi in ranges]
     if len(keys) == 1:
-        return _one_term(scenario, keys, structure, parties, walk, stat, weights, paths, seed, originals, grids[0],
+        out = _one_term(scenario, keys, structure, parties, walk, stat, weights, paths, seed, originals, grids[0],
+                        gains, runs)
+    else:
+        out = _two_terms(scenario, keys, structure, parties, walk, stat, weights, paths, seed, originals, grids,
                          gains, runs)
-    return _two_terms(scenario, keys, structure, parties, walk, stat, weights, paths, seed, originals, grids, gains,
-                      runs)
+    out.range_cuts = cuts
+    return out
+
+
+def _clause_sides(scenario: Scenario, key: str) -> list[str]:
+    """The two parties of the clause a key belongs to (payer and payee, issuer and holder)."""
+    import re
+
+    match = re.match(r"^structures\[(\d+)\]\.clauses\[(\d+)\]", key)
+    if match:
+        st = scenario.structures[int(match.group(1))] if int(match.group(1)) < len(scenario.structures) else None
+        clause = st.clauses[int(match.group(2))] if st and int(match.group(2)) < len(st.clauses) else None
+        sides = [getattr(clause, role, None) for role in ("payer", "payee", "issuer", "holder")]
+        sides = [p for p in sides if isinstance(p, str)]
+        if len(set(sides)) == 2:
+            return sides
+    raise InputError("", [Problem("parties", "the parties at the table (give them: the term is not a clause's with "
+                                  "two sides to take them from)", has_value=False)])
 
 
 def _walk_away(where: str, scenario: Scenario, parties: list[str], structure: str, walk_away: Any) -> dict[str, str]:
     names = scenario.structure_names()
     if walk_away is None:
+        if structure == scenario.baseline:
+            raise InputError("", [Problem("walk_away", f"a walk-away structure: the default, the baseline "
+                                          f"{structure!r}, is the structure negotiated", has_value=False)])
         walk_away = scenario.baseline
     if isinstance(walk_away, str):
         walk_away = {p: walk_away for p in parties}
@@ -213,13 +246,15 @@ def _weights(where: str, weights: Any, n: int) -> list[float]:
     raise InputError("", [Problem("weights", f"{n} positive numbers, one per party", weights)])
 
 
-def _ranges(where: str, scenario: Scenario, keys: list[str], originals: list[float], between: Any
-            ) -> list[tuple[float, float]]:
+def _ranges(where: str, scenario: Scenario, keys: list[str], originals: list[float], between: Any,
+            cuts: dict[str, str]) -> list[tuple[float, float]]:
     if between is None or len(keys) == 1:
-        return [common.search_between(where, scenario, k, v, between) for k, v in zip(keys, originals, strict=True)]
+        return [common.search_between(where, scenario, k, v, between, cuts)
+                for k, v in zip(keys, originals, strict=True)]
     if not isinstance(between, Sequence) or len(between) != len(keys):
         raise InputError("", [Problem("between", "one (low, high) pair per term", between)])
-    return [common.search_between(where, scenario, k, v, b) for k, v, b in zip(keys, originals, between, strict=True)]
+    return [common.search_between(where, scenario, k, v, b, cuts)
+            for k, v, b in zip(keys, originals, between, strict=True)]
 
 
 def _frame(keys: list[str], parties: list[str], xs: list[Sequence[float]], values: list[np.ndarray],

@@ -19,8 +19,10 @@ import pandas as pd
 
 from valuation import arguments
 from valuation.analysis import common
+from valuation.errors import InputError, Problem
 from valuation.scenario import Scenario
 
+MAX_RUNS = 2_000  # runs one sensitivity may ask for (a few minutes at 100,000 paths of the base case)
 TORNADO_COLUMNS = {
     "low": "the input's low end", "high": "the input's high end",
     "at_low": "the statistic with the input at its low end", "at_low_se": "its standard error",
@@ -72,7 +74,9 @@ class Sensitivity:
         return [pair for pair, size in swings.items() if size > 0]
 
     def lines(self, top: int = 5) -> list[str]:
-        """The console's account: per structure x party that moves, its ``top`` inputs."""
+        """The console's account: per structure x party that moves, its ``top`` inputs (the pairs no input
+        moves are named once at the end)."""
+        top = arguments.count("lines()", "top", top, 1)
         out = [f"sensitivity of the {self.statistic.label} (USD bn) to {len(self.inputs)} inputs, one at a time "
                f"over their low/high ranges: {self.paths:,} paths, seed {self.seed}, {self.runs} runs on the same "
                f"random numbers{'; uncertain inputs drawn' if self.uncertain else ''}"]
@@ -85,6 +89,9 @@ class Sensitivity:
                 out.append(f"    {key}: {row['low']:g} -> {row['at_low']:,.2f}, {row['high']:g} -> "
                            f"{row['at_high']:,.2f}; swing {row['swing']:+,.2f} (SE {row['swing_se']:.3f} paired, "
                            f"{row['swing_se_independent']:.2f} with independent seeds)")
+        still = [f"{s} / {p}" for s in self.structures for p in self.parties if (s, p) not in self.moving()]
+        if still:
+            out.append(f"  not moved by any of these inputs: {', '.join(still)}")
         return out
 
     def to_excel(self, path: str | Path) -> Path:
@@ -129,6 +136,9 @@ def sensitivity(scenario: Scenario | str | Path, inputs: list[str] | str | None 
     stat = common.statistic(where, statistic)
     keys = common.ranged_inputs(where, scenario, inputs)
     points = arguments.count(where, "points", points, 2, 101)
+    if len(keys) * points > MAX_RUNS:
+        raise InputError("", [Problem("points", f"at most {MAX_RUNS // len(keys)} points for {len(keys)} inputs "
+                                      f"({MAX_RUNS:,} runs in all; split the inputs into several runs)", points)])
     paths = arguments.count(where, "paths", scenario.simulation.paths if paths is None else paths, 2 * common.BATCHES)
     seed = arguments.count(where, "seed", scenario.simulation.seed if seed is None else seed, 0, 2**63 - 1)
     uncertain = arguments.optional_flag(where, "uncertain", uncertain)

@@ -347,7 +347,8 @@ def problem(err: dict[str, Any]) -> Problem:
             return Problem(f"{key}.{tag}", "missing: this key is required", has_value=False)
         return Problem(f"{key}.{tag}", f"one of {ctx.get('expected_tags', '')}", ctx.get("tag", value))
     if kind == "too_short":
-        return Problem(key, f"at least {ctx.get('min_length', 1)} item(s)", value)
+        return Problem(key, f"at least {ctx.get('min_length', 1)} item(s)", list(value) if isinstance(value, tuple)
+                       else value)
     if kind == "too_long":
         return Problem(key, f"at most {ctx.get('max_length')} items, got {ctx.get('actual_length')}", value)
     if kind == "value_error":

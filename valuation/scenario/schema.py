@@ -215,7 +215,7 @@ class VariantChange(Model):
 
     input: Annotated[str, Field(min_length=1, max_length=400)] = unit(
         "key path", "The input changed, as on the Assumptions sheet (e.g. revenue.initial_growth).")
-    to: float | Date = unit("as the input", "Its value in the variant (a number or a date).")
+    to: float = unit("as the input", "Its value in the variant (a number).")
 
 
 class Variant(Model):
@@ -580,7 +580,13 @@ def scenario_from_dict(data: dict[str, Any], source: str = "<scenario>", **prove
     try:
         scenario = Scenario.model_validate(plain)
     except ValidationError as exc:
-        raise InputError(source, stripping + [problem(err) for err in exc.errors()]) from None
+        errors = exc.errors()
+        # a list whose item is wrong is also reported "too short" (pydantic counts the valid items): the item's
+        # own problem says it
+        errors = [e for e in errors if not (e.get("type") == "too_short" and any(
+            len(o.get("loc", ())) > len(e.get("loc", ())) and tuple(o["loc"][:len(e["loc"])]) == tuple(e["loc"])
+            for o in errors))]
+        raise InputError(source, stripping + [problem(err) for err in errors]) from None
     if stripping:
         raise InputError(source, stripping)
     problems = list(cross_checks(scenario)) + list(_hindsight(scenario, dates)) + list(range_checks(scenario, ranges))
