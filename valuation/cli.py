@@ -384,6 +384,15 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _written(scenario, analysis, out: Path, folder: Path | None) -> int:
+    """An analysis's end: its workbook written (the default folder made first), then its account printed."""
+    interrupts.check()
+    _make_folder(folder)
+    written = analysis.to_excel(out)
+    _say(sys.stdout, "\n".join([scenario.name, *analysis.lines(), "", f"workbook: {printable(str(written))}"]))
+    return EXIT_OK
+
+
 def _make_folder(folder: Path | None) -> None:
     """The default folder is ours to create, once there is a workbook to put in it."""
     if folder is None:
@@ -425,11 +434,7 @@ def _sensitivity(args: argparse.Namespace) -> int:
         scenario, keys, paths=paths, seed=args.seed, statistic=args.statistic, points=args.points,
         uncertain=uncertain, baseline=args.baseline, threads=args.threads, progress=progress),
         1 + len(keys) * args.points)
-    interrupts.check()
-    _make_folder(folder)
-    written = result.to_excel(out)
-    _say(sys.stdout, "\n".join([scenario.name, *result.lines(), "", f"workbook: {printable(str(written))}"]))
-    return EXIT_OK
+    return _written(scenario, result, out, folder)
 
 
 def _break_even(args: argparse.Namespace) -> int:
@@ -457,11 +462,7 @@ def _break_even(args: argparse.Namespace) -> int:
         scenario, args.vary, args.structure, args.party, args.versus, statistic=args.statistic, target=args.target,
         paths=args.paths, seed=args.seed, between=args.between, uncertain=args.uncertain, threads=args.threads,
         progress=progress))
-    interrupts.check()
-    _make_folder(folder)
-    written = result.to_excel(out)
-    _say(sys.stdout, "\n".join([scenario.name, *result.lines(), "", f"workbook: {printable(str(written))}"]))
-    return EXIT_OK
+    return _written(scenario, result, out, folder)
 
 
 def _negotiate(args: argparse.Namespace) -> int:
@@ -506,11 +507,7 @@ def _negotiate(args: argparse.Namespace) -> int:
         scenario, args.vary if len(args.vary) > 1 else args.vary[0], args.structure, parties=args.parties,
         walk_away=walk, statistic=args.statistic, weights=args.weights, points=args.points, between=args.between,
         paths=args.paths, seed=args.seed, uncertain=args.uncertain, threads=args.threads, progress=progress))
-    interrupts.check()
-    _make_folder(folder)
-    written = result.to_excel(out)
-    _say(sys.stdout, "\n".join([scenario.name, *result.lines(), "", f"workbook: {printable(str(written))}"]))
-    return EXIT_OK
+    return _written(scenario, result, out, folder)
 
 
 def _attribution(args: argparse.Namespace) -> int:
@@ -545,10 +542,7 @@ def _attribution(args: argparse.Namespace) -> int:
             bar.close()
     interrupts.check()
     analysis = attribution(result, bins=args.bins)
-    _make_folder(folder)
-    written = analysis.to_excel(out)
-    _say(sys.stdout, "\n".join([scenario.name, *analysis.lines(), "", f"workbook: {printable(str(written))}"]))
-    return EXIT_OK
+    return _written(scenario, analysis, out, folder)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -575,11 +569,7 @@ def _compare(args: argparse.Namespace) -> int:
     result = _counted(lambda progress: compare(
         scenario, chosen, paths=args.paths, seed=args.seed, statistic=args.statistic, uncertain=uncertain,
         threads=args.threads, progress=progress), 1 + len(chosen))
-    interrupts.check()
-    _make_folder(folder)
-    written = result.to_excel(out)
-    _say(sys.stdout, "\n".join([scenario.name, *result.lines(), "", f"workbook: {printable(str(written))}"]))
-    return EXIT_OK
+    return _written(scenario, result, out, folder)
 
 
 def _calibrate(args: argparse.Namespace) -> int:

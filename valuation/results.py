@@ -35,7 +35,7 @@ from valuation.stats.catalogue import (
     confidence,
     describe,
 )
-from valuation.stats.columns import sorted_columns
+from valuation.stats.columns import Moments, sorted_columns
 from valuation.stats.histogram import REL_ERROR, TINY
 
 __all__ = ["HEAD", "PERCENTILES", "QUANTILE_GRID", "SUMMARY_COLUMNS", "TAIL", "VERSUS_COLUMNS", "DriverStats",
@@ -500,7 +500,7 @@ class SimulationResult:
                     square = sum(sums[patterns, c, clause_moment(v, leg, 1)].sum() for leg in legs)
                     mean = total / n
                     var = max(square - total * total / n, 0.0) / (n - 1) if n > 1 else np.nan
-                    se = self.sampler.standard_error(_Moments(n, float(np.sqrt(var))))
+                    se = self.sampler.standard_error(Moments(n, float(np.sqrt(var))))
                     who = ", ".join(self.parties[int(w)] for w in (cl.payer[c], cl.payee[c]) if w >= 0)
                     label = clause.label or f"{clause.type} ({who})"
                     if owner != s:  # a fallback's clause (on the paths where the structure falls back)
@@ -685,14 +685,6 @@ class SimulationResult:
 
 
 HORIZON_COLUMN = "At horizon"
-
-
-@dataclass
-class _Moments:
-    """What a sampler's standard error reads of a column: its count and standard deviation."""
-
-    n: int
-    sd: float
 
 
 def annual_cash_flows(result: SimulationResult) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from valuation import arguments
 from valuation.errors import InputError, Problem
 from valuation.scenario import Scenario
 from valuation.scenario.ranges import is_number
+from valuation.stats.columns import Moments
 
 BATCHES = 20  # batches for a percentile's standard error: enough degrees of freedom, each batch still large
 _STATISTIC = re.compile(r"^(mean|diff|p([1-9][0-9]?)|cvar([1-9][0-9]?))$")
@@ -70,7 +71,7 @@ class Statistic:
         if self.name in ("mean", "diff"):
             n = x.shape[0]
             sd = np.std(x, axis=0, ddof=1) if n > 1 else np.full(value.shape, np.nan)
-            return value, np.array([sampler.standard_error(_Column(n, float(s))) for s in np.ravel(sd)]).reshape(
+            return value, np.array([sampler.standard_error(Moments(n, float(s))) for s in np.ravel(sd)]).reshape(
                 value.shape)
         return value, self.batch_error(x)
 
@@ -82,12 +83,6 @@ class Statistic:
             return np.full(x.shape[1:], np.nan)
         each = np.array([self.of(x[b * size:(b + 1) * size]) for b in range(BATCHES)])
         return np.std(each, axis=0, ddof=1) / math.sqrt(BATCHES)
-
-
-@dataclass(frozen=True)
-class _Column:
-    n: int
-    sd: float
 
 
 def statistic(where: str, value: Any, name: str = "statistic") -> Statistic:

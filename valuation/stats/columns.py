@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -23,6 +24,14 @@ def quantiles(sorted_x: np.ndarray, q: np.ndarray) -> np.ndarray:
     lo = np.floor(pos).astype(np.int64)
     hi = np.minimum(lo + 1, sorted_x.size - 1)
     return sorted_x[lo] + (sorted_x[hi] - sorted_x[lo]) * (pos - lo)
+
+
+@dataclass(frozen=True)
+class Moments:
+    """What a sampler's standard error reads of a column: its count and standard deviation."""
+
+    n: int
+    sd: float
 
 
 class KeptColumn:
